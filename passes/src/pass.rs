@@ -1,0 +1,95 @@
+//! The pass contract and the registry of every pass.
+//!
+//! A pass is registered once, in [`registry`], with its name, a one-line summary, the JSON
+//! Schema of its configuration and a constructor that turns a JSON configuration into a
+//! runnable pass. The engine never names a pass type: it looks passes up here by name.
+
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::de::DeserializeOwned;
+
+use crate::ir::proto::ModelProto;
+use crate::ir::IrError;
+use crate::quantize::dynamic::QuantizeDynamic;
+
+/// Why a pass could not be built or could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PassError {
+    /// The configuration does not fit the pass's config type.
+    #[error("invalid configuration for pass `{pass}`: {message}")]
+    Config { pass: &'static str, message: String },
+
+    /// The model holds something the pass cannot handle.
+    #[error("pass `{pass}` cannot handle node `{node}`: {reason}")]
+    Unsupported { pass: &'static str, node: String, reason: String },
+
+    #[error(transparent)]
+    Ir(#[from] IrError),
+}
+
+/// A model-to-model transformation with a fixed configuration.
+pub trait Pass: Send + Sync {
+    /// The registry name, as written in recipes.
+    fn name(&self) -> &'static str;
+
+    /// Transforms `model` and returns the new model. The pass must not return its input
+    /// unchanged while claiming success: when nothing applies it says so with an error.
+    fn run(&self, model: ModelProto) -> Result<ModelProto, PassError>;
+}
+
+/// What the registry knows about one pass.
+pub struct PassInfo {
+    pub name: &'static str,
+    pub summary: &'static str,
+    /// The JSON Schema of the pass's configuration object.
+    pub config_schema: fn(&mut SchemaGenerator) -> Schema,
+    /// Builds the pass from its configuration object.
+    pub build: fn(&serde_json::Value) -> Result<Box<dyn Pass>, PassError>,
+}
+
+impl PassInfo {
+    /// The names of the configuration's parameters, for error messages and suggestions.
+    pub fn parameter_names(&self) -> Vec<String> {
+        let mut generator = SchemaGenerator::default();
+        let schema = (self.config_schema)(&mut generator);
+        schema
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Every pass the engine knows, in the order `pipeline passes` lists them.
+pub fn registry() -> &'static [PassInfo] {
+    static REGISTRY: &[PassInfo] = &[PassInfo {
+        name: QuantizeDynamic::NAME,
+        summary: "INT8 dynamic quantization of MatMul, Gemm and Conv weights",
+        config_schema: config_schema::<<QuantizeDynamic as Configured>::Config>,
+        build: build::<QuantizeDynamic>,
+    }];
+    REGISTRY
+}
+
+/// Looks a pass up by its registry name.
+pub fn find(name: &str) -> Option<&'static PassInfo> {
+    registry().iter().find(|info| info.name == name)
+}
+
+/// A pass built from a typed configuration.
+pub trait Configured: Pass + Sized + 'static {
+    const NAME: &'static str;
+    type Config: DeserializeOwned + JsonSchema;
+
+    fn from_config(config: Self::Config) -> Result<Self, PassError>;
+}
+
+fn config_schema<C: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.root_schema_for::<C>()
+}
+
+fn build<P: Configured>(config: &serde_json::Value) -> Result<Box<dyn Pass>, PassError> {
+    let config = serde_json::from_value::<P::Config>(config.clone())
+        .map_err(|e| PassError::Config { pass: P::NAME, message: e.to_string() })?;
+    Ok(Box::new(P::from_config(config)?))
+}
