@@ -22,6 +22,11 @@ import train  # noqa: E402  (only its numpy forward pass; scikit-learn is not im
 TOLERANCE = 1e-4
 
 
+def dims(value):
+    """Shape of a ValueInfoProto, with symbolic dimensions as their names."""
+    return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
 def check_format(model):
     """The header fields, names and shapes the recipe and README promise."""
     assert model.ir_version == 8, model.ir_version
@@ -30,7 +35,6 @@ def check_format(model):
     assert opsets == {"": 17}, opsets
 
     graph = model.graph
-    dims = lambda v: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]  # noqa: E731
     assert [(v.name, dims(v)) for v in graph.input] == [("input", ["N", 1, 8, 8])]
     assert [(v.name, dims(v)) for v in graph.output] == [("logits", ["N", 10])]
     assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in graph.input)

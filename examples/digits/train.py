@@ -329,7 +329,8 @@ def main():
     export_onnx(params, HERE / "model.onnx")
     np.savez(HERE / "test.npz", input=x_test, y=y_test)
     np.savez(HERE / "calib.npz", input=calib)
-    print(f"wrote model.onnx, test.npz, calib.npz in {HERE} ({time.perf_counter() - started:.1f} s)")
+    elapsed = time.perf_counter() - started
+    print(f"wrote model.onnx, test.npz, calib.npz in {HERE} ({elapsed:.1f} s)")
 
 
 if __name__ == "__main__":
