@@ -1,1 +1,4 @@
 //! Quantization passes.
+
+pub mod dynamic;
+pub mod params;
