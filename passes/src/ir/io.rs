@@ -102,6 +102,7 @@ pub fn save(model: &ModelProto, path: &Path, options: &SaveOptions) -> Result<()
 
     let data_path = external_path(&folder, path, &external.location)?;
     let data_folder = data_path.parent().unwrap_or(&folder).to_path_buf();
+    std::fs::create_dir_all(&data_folder).map_err(|source| io_error(&data_folder, source))?;
     let mut writer = ExternalWriter::new(&data_folder, external)?;
     let stripped = copy_model(model, &mut writer)?;
     let size = stripped.encoded_len();
