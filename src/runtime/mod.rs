@@ -1,0 +1,119 @@
+//! ONNX Runtime through `ort` (load-dynamic): finding and loading the library once per process,
+//! CPU sessions over model files, and running them on owned [`Tensor`]s.
+//!
+//! ```no_run
+//! use pipeline::runtime::{self, ModelSession, Threads};
+//!
+//! let info = runtime::init(None)?;
+//! println!("onnx runtime {} from {}", info.version, info.library.display());
+//! let session = ModelSession::load("model.onnx".as_ref(), Threads::default())?;
+//! for input in session.inputs() {
+//!     println!("{}: {} {:?}", input.name, input.elem, input.shape);
+//! }
+//! # Ok::<(), runtime::RuntimeError>(())
+//! ```
+
+mod discovery;
+mod session;
+mod tensor;
+
+use std::path::PathBuf;
+
+pub use discovery::{init, RuntimeInfo, RuntimeSource};
+pub use session::{IoInfo, ModelSession, Threads};
+pub use tensor::{ElemType, Tensor};
+
+/// What can go wrong while finding ONNX Runtime, loading a model into it or running one.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// A path that was named explicitly holds no library.
+    #[error(
+        "the onnx runtime library {path} given by {origin} does not exist\n\
+         hint: point {origin} at libonnxruntime.so, or unset it and run \
+         `scripts/setup-onnxruntime.sh` from the repository root"
+    )]
+    LibraryMissing {
+        /// The path that was named.
+        path: PathBuf,
+        /// Where it was named.
+        origin: RuntimeSource,
+    },
+
+    /// A library was found but could not be loaded as ONNX Runtime.
+    #[error(
+        "could not load the onnx runtime library {path} (found through {origin}): {message}\n\
+         hint: it must be libonnxruntime.so 1.17 or newer; `scripts/setup-onnxruntime.sh` \
+         installs a matching one in .ort/lib"
+    )]
+    LibraryLoad {
+        /// The library file.
+        path: PathBuf,
+        /// How it was found.
+        origin: RuntimeSource,
+        /// What the loader said.
+        message: String,
+    },
+
+    /// No library was found anywhere.
+    #[error(
+        "onnx runtime library not found; looked at:\n{}\n\
+         hint: run `scripts/setup-onnxruntime.sh` from the repository root to install it, \
+         or pass --ort-lib /path/to/libonnxruntime.so",
+        looked.iter().map(|place| format!("  - {place}")).collect::<Vec<_>>().join("\n")
+    )]
+    NotFound {
+        /// Every place searched, in order, with what was there.
+        looked: Vec<String>,
+    },
+
+    /// The library loaded but its environment could not be created.
+    #[error("onnx runtime {library} loaded but could not start: {message}")]
+    Environment {
+        /// The library file.
+        library: PathBuf,
+        /// What ONNX Runtime said.
+        message: String,
+    },
+
+    /// A model file could not be loaded into a session.
+    #[error("could not load model {model} in onnx runtime: {message}")]
+    ModelLoad {
+        /// The model file.
+        model: PathBuf,
+        /// What ONNX Runtime (or the file system) said.
+        message: String,
+    },
+
+    /// The inputs given to a run do not fit the model.
+    #[error("bad input for model {model}: {message}")]
+    Input {
+        /// The model file.
+        model: PathBuf,
+        /// What is wrong, naming the input.
+        message: String,
+    },
+
+    /// ONNX Runtime failed while running a model.
+    #[error("running model {model} failed: {message}")]
+    Run {
+        /// The model file.
+        model: PathBuf,
+        /// What ONNX Runtime said.
+        message: String,
+    },
+
+    /// A model output has a type that [`Tensor`] cannot hold.
+    #[error(
+        "output '{output}' of model {model} has type {elem}, which pipeline cannot read yet\n\
+         hint: supported element types are float32, float64, int8..int64, uint8..uint64 and bool"
+    )]
+    UnsupportedOutput {
+        /// The model file.
+        model: PathBuf,
+        /// The output's name.
+        output: String,
+        /// Its type.
+        elem: ElemType,
+    },
+}

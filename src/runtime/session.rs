@@ -1,0 +1,214 @@
+//! A model loaded in an ONNX Runtime session on the CPU: its inputs and outputs, and runs over
+//! owned tensors with errors that name the model file.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ort::environment::Environment;
+use ort::session::{Session, SessionInputValue};
+
+use super::discovery::environment;
+use super::{ElemType, RuntimeError, Tensor};
+
+/// The thread pools of a session; 0 lets ONNX Runtime choose (one thread per physical core).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Threads {
+    /// Threads that split the work inside one operator.
+    pub intra_op: usize,
+    /// Threads that run independent operators at once; above 1 this turns on ONNX Runtime's
+    /// parallel execution mode, otherwise operators run one after another.
+    pub inter_op: usize,
+}
+
+/// A model input or output as ONNX Runtime sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IoInfo {
+    /// The name of the graph input or output.
+    pub name: String,
+    /// Its element type.
+    pub elem: ElemType,
+    /// Its dimensions; `None` where a dimension is symbolic or unknown.
+    pub shape: Vec<Option<i64>>,
+}
+
+impl IoInfo {
+    fn from_outlet(outlet: &ort::value::Outlet) -> IoInfo {
+        let shape = outlet
+            .dtype()
+            .tensor_shape()
+            .map(|shape| shape.iter().map(|&d| (d >= 0).then_some(d)).collect())
+            .unwrap_or_default();
+        IoInfo {
+            name: outlet.name().to_string(),
+            elem: ElemType::from_value_type(outlet.dtype()),
+            shape,
+        }
+    }
+}
+
+/// A model file loaded in an ONNX Runtime session on the CPU execution provider, with ONNX
+/// Runtime's default graph optimizations.
+///
+/// Running takes `&mut self`: use one session per thread.
+pub struct ModelSession {
+    path: PathBuf,
+    threads: Threads,
+    session: Session,
+    inputs: Vec<IoInfo>,
+    outputs: Vec<IoInfo>,
+}
+
+impl std::fmt::Debug for ModelSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelSession")
+            .field("path", &self.path)
+            .field("threads", &self.threads)
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelSession {
+    /// Loads the model at `path`, loading ONNX Runtime first with [`super::init`] if no call has
+    /// yet.
+    pub fn load(path: &Path, threads: Threads) -> Result<ModelSession, RuntimeError> {
+        let model_error =
+            |message: String| RuntimeError::ModelLoad { model: path.to_path_buf(), message };
+
+        if !path.is_file() {
+            return Err(model_error("no such file".into()));
+        }
+
+        let environment = environment()?;
+        let session =
+            build_session(environment, path, threads).map_err(|e| model_error(e.to_string()))?;
+
+        let inputs = session.inputs().iter().map(IoInfo::from_outlet).collect();
+        let outputs = session.outputs().iter().map(IoInfo::from_outlet).collect();
+        tracing::debug!(model = %path.display(), ?threads, "loaded model in onnx runtime");
+        Ok(ModelSession { path: path.to_path_buf(), threads, session, inputs, outputs })
+    }
+
+    /// The model file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The thread settings the session was created with.
+    pub fn threads(&self) -> Threads {
+        self.threads
+    }
+
+    /// The graph inputs the caller must feed (initializers that are also inputs are left out).
+    pub fn inputs(&self) -> &[IoInfo] {
+        &self.inputs
+    }
+
+    /// The graph outputs, in the model's order.
+    pub fn outputs(&self) -> &[IoInfo] {
+        &self.outputs
+    }
+
+    /// Runs the model once; `inputs` must name every model input exactly once.
+    ///
+    /// Returns every output, in the model's order.
+    pub fn run(
+        &mut self,
+        inputs: &[(String, Tensor)],
+    ) -> Result<Vec<(String, Tensor)>, RuntimeError> {
+        let values = self.session_inputs(inputs)?;
+        let path = &self.path;
+        let outputs = self.session.run(values).map_err(|e| run_error(path, e))?;
+
+        let mut results = Vec::with_capacity(outputs.len());
+        for (name, value) in outputs.iter() {
+            let tensor = Tensor::from_ort(&value).map_err(|e| run_error(path, e))?;
+            let Some(tensor) = tensor else {
+                return Err(RuntimeError::UnsupportedOutput {
+                    model: path.clone(),
+                    output: name.to_string(),
+                    elem: ElemType::from_value_type(value.dtype()),
+                });
+            };
+            results.push((name.to_string(), tensor));
+        }
+        Ok(results)
+    }
+
+    /// Runs the model once and returns how long ONNX Runtime took, outputs included but not
+    /// copied out; preparing the inputs is not timed.
+    pub(crate) fn run_timed(
+        &mut self,
+        inputs: &[(String, Tensor)],
+    ) -> Result<Duration, RuntimeError> {
+        let values = self.session_inputs(inputs)?;
+
+        let path = &self.path;
+        let start = Instant::now();
+        let outputs = self.session.run(values).map_err(|e| run_error(path, e))?;
+        drop(outputs);
+        Ok(start.elapsed())
+    }
+
+    /// Checks `inputs` against the model and lends them to ONNX Runtime.
+    fn session_inputs<'a>(
+        &self,
+        inputs: &'a [(String, Tensor)],
+    ) -> Result<Vec<(Cow<'a, str>, SessionInputValue<'a>)>, RuntimeError> {
+        let input_error =
+            |message: String| RuntimeError::Input { model: self.path.clone(), message };
+
+        for info in &self.inputs {
+            let given: Vec<_> = inputs.iter().filter(|(name, _)| *name == info.name).collect();
+            match given.as_slice() {
+                [] => return Err(input_error(format!("input '{}' is not given", info.name))),
+                [(_, tensor)] if tensor.elem() != info.elem => {
+                    return Err(input_error(format!(
+                        "input '{}' expects {} but was given {}",
+                        info.name,
+                        info.elem,
+                        tensor.elem()
+                    )));
+                }
+                [_] => {}
+                _ => return Err(input_error(format!("input '{}' is given twice", info.name))),
+            }
+        }
+        if let Some((name, _)) =
+            inputs.iter().find(|(name, _)| !self.inputs.iter().any(|info| info.name == *name))
+        {
+            let known: Vec<_> = self.inputs.iter().map(|info| info.name.as_str()).collect();
+            return Err(input_error(format!(
+                "the model has no input '{name}'; its inputs are: {}",
+                known.join(", ")
+            )));
+        }
+
+        inputs
+            .iter()
+            .map(|(name, tensor)| {
+                let value = tensor.to_session_input().map_err(|e| {
+                    input_error(format!("input '{name}' cannot be passed to onnx runtime: {e}"))
+                })?;
+                Ok((Cow::Borrowed(name.as_str()), value))
+            })
+            .collect()
+    }
+}
+
+fn run_error(model: &Path, error: ort::Error) -> RuntimeError {
+    RuntimeError::Run { model: model.to_path_buf(), message: error.to_string() }
+}
+
+/// Builds the session; `ort`'s builder errors carry the builder, so they stay in here.
+fn build_session(environment: &Environment, path: &Path, threads: Threads) -> ort::Result<Session> {
+    let mut builder = Session::builder(environment)?
+        .with_intra_threads(threads.intra_op)?
+        .with_inter_threads(threads.inter_op)?;
+    if threads.inter_op > 1 {
+        builder = builder.with_parallel_execution(true)?;
+    }
+    builder.commit_from_file(path)
+}
