@@ -14,8 +14,8 @@ use std::process::Command;
 
 use ndarray::{ArrayD, IxDyn};
 use pipeline_passes::ir::proto::{
-    tensor_shape_proto, type_proto, GraphProto, ModelProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
+    tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use pipeline_passes::ir::{self, SaveOptions};
 use pipeline_passes::pass::Pass;
@@ -27,6 +27,10 @@ const MAX_ERROR_SHARE_OF_RANGE: f64 = 0.05;
 
 /// How much farther from float our outputs may be than ORT's quantized model's.
 const MAX_ERROR_FACTOR_OVER_ORT: f64 = 1.25;
+
+/// Our graph does ORT's arithmetic in ORT's order, so the two quantized models agree to
+/// float rounding: this share of the output range.
+const MAX_DIFFERENCE_TO_ORT: f64 = 1e-6;
 
 /// A small deterministic generator (SplitMix64), so the test needs no extra crate.
 struct Rng(u64);
@@ -279,8 +283,12 @@ fn interface(model: &ModelProto) -> (Vec<ValueInfoProto>, Vec<ValueInfoProto>) {
 
 /// Quantizes the float model with `config`, checks it against ORT, and returns the report.
 fn check_against_ort(config: QuantizeDynamicConfig) -> Value {
+    check_model_against_ort(float_model(), config)
+}
+
+/// Quantizes `float` with `config`, checks the result against ORT, and returns the report.
+fn check_model_against_ort(float: ModelProto, config: QuantizeDynamicConfig) -> Value {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let float = float_model();
     ir::save(&float, &dir.path().join("float.onnx"), &SaveOptions::default())
         .expect("the float model saves");
 
@@ -310,11 +318,14 @@ fn check_against_ort(config: QuantizeDynamicConfig) -> Value {
 
     for (name, out) in report["outputs"].as_object().expect("outputs were compared") {
         let get = |key: &str| out[key].as_f64().expect("a number");
-        let (range, ours_err, ort_err) =
-            (get("float_range"), get("ours_max_abs_error"), get("ort_max_abs_error"));
+        let (range, ours_err, ort_err, to_ort) = (
+            get("float_range"),
+            get("ours_max_abs_error"),
+            get("ort_max_abs_error"),
+            get("ours_vs_ort_max_abs"),
+        );
         eprintln!(
-            "{name}: range {range:.4}, ours {ours_err:.6}, ORT {ort_err:.6}, ours vs ORT {:.6}",
-            get("ours_vs_ort_max_abs")
+            "{name}: range {range:.4}, ours {ours_err:.6}, ORT {ort_err:.6}, ours vs ORT {to_ort}"
         );
         assert!(
             ours_err < MAX_ERROR_SHARE_OF_RANGE * range,
@@ -323,6 +334,10 @@ fn check_against_ort(config: QuantizeDynamicConfig) -> Value {
         assert!(
             ours_err <= MAX_ERROR_FACTOR_OVER_ORT * ort_err + 1e-6 * range,
             "output `{name}`: max error {ours_err} is well over ORT's {ort_err}"
+        );
+        assert!(
+            to_ort <= MAX_DIFFERENCE_TO_ORT * range,
+            "output `{name}`: ours and ORT's quantized models differ by {to_ort}"
         );
     }
     report
@@ -375,4 +390,205 @@ fn excluded_nodes_match_ort() {
     });
     let weights = report_weights(&report, "ort_weights");
     assert_eq!(weights.keys().collect::<Vec<_>>(), ["B", "W1", "W3"]);
+}
+
+fn matmul_graph(
+    nodes: Vec<NodeProto>,
+    initializer: Vec<TensorProto>,
+    outputs: &[&str],
+) -> GraphProto {
+    GraphProto {
+        name: Some("rules".into()),
+        node: nodes,
+        initializer,
+        input: vec![float_value("x", &[2, 4])],
+        output: outputs.iter().map(|&name| float_value(name, &[2, 3])).collect(),
+        ..Default::default()
+    }
+}
+
+fn weight(name: &str, seed: u64) -> TensorProto {
+    ir::tensor_from_f32(name, &Rng(seed).array(&[4, 3], |r| r.normal()))
+}
+
+fn run_pass(model: ModelProto, config: QuantizeDynamicConfig) -> Result<ModelProto, String> {
+    let pass = QuantizeDynamic::new(config).map_err(|e| e.to_string())?;
+    pass.run(model).map_err(|e| e.to_string())
+}
+
+fn op_types(model: &ModelProto) -> Vec<&str> {
+    model.graph.as_ref().expect("a graph").node.iter().map(|n| n.op_type()).collect()
+}
+
+fn node_named<'m>(model: &'m ModelProto, name: &str) -> Option<&'m NodeProto> {
+    model.graph.as_ref().expect("a graph").node.iter().find(|n| n.name() == name)
+}
+
+#[test]
+fn opset_below_11_is_refused_naming_it() {
+    let graph = matmul_graph(
+        vec![ir::make_node("MatMul", &["x", "W"], &["y"], "m")],
+        vec![weight("W", 1)],
+        &["y"],
+    );
+    let err = run_pass(model(graph, 10), QuantizeDynamicConfig::default()).unwrap_err();
+    assert!(err.contains("opset 10") && err.contains("opset 11"), "{err}");
+}
+
+#[test]
+fn nothing_quantizable_is_an_error_that_says_why() {
+    let mut gemm = ir::make_node("Gemm", &["x", "W"], &["y"], "g");
+    gemm.attribute.push(ir::attr_float("alpha", 0.5));
+    let graph = matmul_graph(
+        vec![ir::make_node("Transpose", &["x"], &["xt"], "t"), gemm],
+        vec![weight("W", 1)],
+        &["y", "xt"],
+    );
+    let err = run_pass(model(graph, 13), QuantizeDynamicConfig::default()).unwrap_err();
+    assert!(err.contains("no node was quantized"), "{err}");
+    assert!(err.contains("`g`") && err.contains("alpha = 0.5"), "{err}");
+
+    let graph = matmul_graph(
+        vec![ir::make_node("MatMul", &["x", "W"], &["y"], "m")],
+        vec![weight("W", 1)],
+        &["y"],
+    );
+    let config = QuantizeDynamicConfig { op_types: vec!["Conv".into()], ..Default::default() };
+    let err = run_pass(model(graph, 13), config).unwrap_err();
+    assert!(err.contains("no node was quantized") && err.contains("Conv"), "{err}");
+}
+
+#[test]
+fn unsupported_nodes_stay_float_beside_quantized_ones() {
+    let mut trans_a = ir::make_node("Gemm", &["xt", "W2"], &["y2"], "gemm_trans_a");
+    trans_a.attribute.push(ir::attr_int("transA", 1));
+    let mut beta = ir::make_node("Gemm", &["x", "W3", "C"], &["y3"], "gemm_beta");
+    beta.attribute.push(ir::attr_float("beta", 2.0));
+    let half = ir::tensor_from_f32("W4", &ArrayD::zeros(IxDyn(&[4, 3])));
+    let half = TensorProto { data_type: Some(10), raw_data: Some(vec![0; 24]), ..half };
+    let batched = ir::tensor_from_f32("W5", &Rng(5).array(&[2, 4, 3], |r| r.normal()));
+
+    let mut graph = matmul_graph(
+        vec![
+            ir::make_node("MatMul", &["x", "W1"], &["y1"], "quantized"),
+            ir::make_node("Transpose", &["x"], &["xt"], "t"),
+            trans_a,
+            beta,
+            ir::make_node("MatMul", &["x", "W4"], &["y4"], "float16_weight"),
+            ir::make_node("MatMul", &["x", "W5"], &["y5"], "batched_weight"),
+            ir::make_node("MatMul", &["x", "W6"], &["y6"], "weight_is_input"),
+            ir::make_node("MatMul", &["x", "W1"], &["y7"], "excluded"),
+        ],
+        vec![weight("W1", 1), weight("W2", 2), weight("W3", 3), half, batched, weight("W6", 6)],
+        &["y1", "y2", "y3", "y4", "y5", "y6", "y7"],
+    );
+    graph.initializer.push(ir::tensor_from_f32("C", &ArrayD::zeros(IxDyn(&[3]))));
+    graph.input.push(float_value("W6", &[4, 3]));
+
+    let config =
+        QuantizeDynamicConfig { nodes_to_exclude: vec!["excluded".into()], ..Default::default() };
+    let ours = run_pass(model(graph, 13), config).expect("one node is quantized");
+    assert!(node_named(&ours, "quantized").is_none(), "the plain MatMul was not replaced");
+    for name in [
+        "gemm_trans_a",
+        "gemm_beta",
+        "float16_weight",
+        "batched_weight",
+        "weight_is_input",
+        "excluded",
+    ] {
+        assert!(node_named(&ours, name).is_some(), "`{name}` should have stayed float");
+    }
+    assert_eq!(op_types(&ours).iter().filter(|&&op| op == "MatMulInteger").count(), 1);
+
+    // W1 is still read by the excluded MatMul, so its float copy stays beside the INT8 one.
+    let graph = ours.graph.as_ref().expect("a graph");
+    assert!(ir::initializer(graph, "W1").is_some());
+    assert!(ir::initializer(graph, "W1_quantized").is_some());
+}
+
+/// Two MatMuls read the same activation and the same weight, and a third reads another
+/// weight: ORT quantizes the activation once and the shared weight once; so must we.
+fn shared_model() -> ModelProto {
+    let graph = matmul_graph(
+        vec![
+            ir::make_node("MatMul", &["x", "W"], &["y1"], "m1"),
+            ir::make_node("MatMul", &["x", "W"], &["y2"], "m2"),
+            ir::make_node("MatMul", &["x", "V"], &["y3"], "m3"),
+        ],
+        vec![weight("W", 1), weight("V", 2)],
+        &["y1", "y2", "y3"],
+    );
+    model(graph, 13)
+}
+
+#[test]
+fn shared_activation_and_weight_are_quantized_once() {
+    let ours = run_pass(shared_model(), QuantizeDynamicConfig::default()).expect("quantizes");
+    let ops = op_types(&ours);
+    assert_eq!(ops.iter().filter(|&&op| op == "DynamicQuantizeLinear").count(), 1);
+    assert_eq!(ops.iter().filter(|&&op| op == "MatMulInteger").count(), 3);
+
+    let graph = ours.graph.as_ref().expect("a graph");
+    let names: Vec<&str> = graph.initializer.iter().map(|t| t.name()).collect();
+    assert_eq!(names.iter().filter(|n| n.starts_with("W_quantized")).count(), 1, "{names:?}");
+    assert!(!names.contains(&"W") && !names.contains(&"V"), "float weights were kept: {names:?}");
+
+    check_model_against_ort(shared_model(), QuantizeDynamicConfig::default());
+}
+
+#[test]
+fn new_names_never_collide_with_existing_ones() {
+    // `W_quantized` and `x_scale` are taken already, by a weight and by a value.
+    let graph = matmul_graph(
+        vec![
+            ir::make_node("Relu", &["x"], &["x_scale"], "relu"),
+            ir::make_node("MatMul", &["x_scale", "W_quantized"], &["y1"], "m0"),
+            ir::make_node("MatMul", &["x", "W"], &["y2"], "m1"),
+        ],
+        vec![weight("W", 1), weight("W_quantized", 2)],
+        &["y1", "y2"],
+    );
+    let ours = run_pass(model(graph, 13), QuantizeDynamicConfig::default()).expect("quantizes");
+    let graph = ours.graph.as_ref().expect("a graph");
+
+    let mut produced = BTreeSet::new();
+    for name in
+        graph.initializer.iter().map(|t| t.name()).chain(graph.input.iter().map(|v| v.name()))
+    {
+        assert!(produced.insert(name.to_string()), "`{name}` is defined twice");
+    }
+    for node in &graph.node {
+        for output in &node.output {
+            assert!(produced.insert(output.clone()), "`{output}` is defined twice");
+        }
+    }
+    let node_names: Vec<&str> = graph.node.iter().map(|n| n.name()).collect();
+    let unique: BTreeSet<&str> = node_names.iter().copied().collect();
+    assert_eq!(unique.len(), node_names.len(), "node names repeat: {node_names:?}");
+}
+
+#[test]
+fn registry_builds_the_pass_from_json() {
+    let info = pipeline_passes::pass::find("quantize_dynamic").expect("registered");
+    let pass = (info.build)(&serde_json::json!({"per_channel": true, "reduce_range": true}));
+    assert!(pass.is_ok());
+    let err = (info.build)(&serde_json::json!({"per_chanel": true})).err().expect("refused");
+    assert!(err.to_string().contains("per_chanel"), "{err}");
+    let mut names = info.parameter_names();
+    names.sort();
+    assert_eq!(names, ["nodes_to_exclude", "op_types", "per_channel", "reduce_range"]);
+}
+
+#[test]
+fn digits_example_matches_ort_bit_for_bit() {
+    let path = workspace().join("examples/digits/model.onnx");
+    let float = ir::load(&path).expect("the digits example model loads");
+    for per_channel in [false, true] {
+        let config = QuantizeDynamicConfig { per_channel, ..Default::default() };
+        let report = check_model_against_ort(float.clone(), config);
+        let weights = report_weights(&report, "ort_weights");
+        let names: Vec<&str> = weights.keys().map(String::as_str).collect();
+        assert_eq!(names, ["conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight"]);
+    }
 }
