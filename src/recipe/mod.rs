@@ -1,0 +1,633 @@
+//! Recipe types, loading from YAML with located errors, and the JSON Schema.
+//!
+//! A recipe is read in two steps. `serde-saphyr` reads the text into a tree of located nodes
+//! (so a YAML syntax error names its line and column), then the typed [`Recipe`] is read from
+//! that tree by a deserializer that pins every error to the node that caused it, with its
+//! field path. The pass list is checked against the pass registry as it is read. Last, the
+//! checks that span several fields run, each naming the field it is about.
+
+mod check;
+mod node;
+mod steps;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use serde_saphyr::MessageFormatter;
+
+use node::{render_path, DeError, Kind, Node, NodeDeserializer, Segment};
+pub use steps::{Origin, ParamSpace, PassItem, PassSpec, ONE_OF};
+
+/// A recipe: which model to optimize, how to measure candidates, and which passes to try.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// A short name for the job, used in reports.
+    pub name: String,
+    /// The ONNX model to optimize, relative to the recipe file.
+    pub model: PathBuf,
+    /// The device to optimize for.
+    #[serde(default)]
+    pub target: Target,
+    /// The data sets used to calibrate and to evaluate candidates.
+    #[serde(default)]
+    pub data: Data,
+    /// What is measured for each candidate, and the goals a candidate must meet.
+    #[serde(default)]
+    pub metrics: Metrics,
+    /// The metrics that rank the candidates that meet every goal, most important first.
+    pub objective: Vec<Objective>,
+    /// The passes to apply in order. A list of values for a parameter is a search dimension;
+    /// `one_of` makes branches.
+    pub passes: Vec<PassItem>,
+    /// How the space of candidates is searched.
+    #[serde(default)]
+    pub search: Search,
+    /// The folder for the best model and the report, relative to the recipe file.
+    #[serde(default = "default_output")]
+    pub output: PathBuf,
+    /// The recipe file this was read from; relative paths in the recipe start at its folder.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub path: PathBuf,
+}
+
+/// The device a recipe optimizes for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// The host CPU, through ONNX Runtime's CPU execution provider.
+    #[default]
+    Cpu,
+}
+
+/// The data sets of a recipe. Arrays are matched to model inputs by name.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Data {
+    /// Inputs used to calibrate static quantization.
+    pub calibration: Option<CalibrationData>,
+    /// Inputs, and labels, used to measure candidates.
+    pub evaluation: Option<EvaluationData>,
+}
+
+/// Calibration inputs: an `.npz` file with one array per model input.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationData {
+    /// The `.npz` file, relative to the recipe file.
+    pub path: PathBuf,
+    /// How many samples to use from the start of the file; all of them when absent.
+    #[schemars(range(min = 1))]
+    pub samples: Option<usize>,
+}
+
+/// Evaluation inputs: an `.npz` file with one array per model input, and optional labels.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationData {
+    /// The `.npz` file, relative to the recipe file.
+    pub path: PathBuf,
+    /// The name of the array in the file that holds the labels; needed for accuracy.
+    pub labels: Option<String>,
+    /// How many samples to use from the start of the file; all of them when absent.
+    #[schemars(range(min = 1))]
+    pub samples: Option<usize>,
+}
+
+/// The metrics measured for each candidate and for the source model.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Accuracy on the evaluation data.
+    pub accuracy: Option<AccuracyMetric>,
+    /// Inference latency on the evaluation data.
+    pub latency: Option<LatencyMetric>,
+    /// Size of the model file.
+    pub size: Option<SizeMetric>,
+}
+
+/// How accuracy is measured, and how much it may drop.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccuracyMetric {
+    /// How a prediction is scored against its label.
+    pub kind: AccuracyKind,
+    /// The model output holding the scores; the first output when absent.
+    pub output: Option<String>,
+    /// The largest drop from the source model's accuracy a candidate may have: a number is an
+    /// absolute drop (`0.01` is one point of a 0..1 accuracy), `"1%"` is relative to the
+    /// source model's accuracy.
+    pub max_drop: Option<MaxDrop>,
+}
+
+/// How a prediction is scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AccuracyKind {
+    /// The class with the highest score equals the label.
+    Top1,
+}
+
+/// The largest accuracy drop a candidate may have.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxDrop {
+    /// A drop in accuracy units: `0.01` on an accuracy from 0 to 1.
+    Absolute(f64),
+    /// A fraction of the source model's accuracy: `"1%"` is `Relative(0.01)`.
+    Relative(f64),
+}
+
+impl MaxDrop {
+    /// The largest allowed drop, in accuracy units, for a source model of accuracy `baseline`.
+    pub fn allowed(&self, baseline: f64) -> f64 {
+        match self {
+            MaxDrop::Absolute(drop) => *drop,
+            MaxDrop::Relative(fraction) => fraction * baseline,
+        }
+    }
+}
+
+/// How latency is measured.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyMetric {
+    /// Untimed runs before timing starts.
+    #[serde(default = "default_warmup")]
+    pub warmup: usize,
+    /// Timed runs.
+    #[serde(default = "default_runs")]
+    #[schemars(range(min = 1))]
+    pub runs: usize,
+    /// The statistic of the timed runs that is compared.
+    #[serde(default)]
+    pub stat: LatencyStat,
+}
+
+impl Default for LatencyMetric {
+    fn default() -> Self {
+        LatencyMetric { warmup: default_warmup(), runs: default_runs(), stat: LatencyStat::P50 }
+    }
+}
+
+/// A statistic of timed runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LatencyStat {
+    /// The median.
+    #[default]
+    P50,
+    /// The 90th percentile.
+    P90,
+    /// The 99th percentile.
+    P99,
+    /// The arithmetic mean.
+    Mean,
+}
+
+/// How model size is measured: the bytes of the model file and its external data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SizeMetric {
+    /// A candidate larger than this is rejected.
+    pub max_bytes: Option<u64>,
+}
+
+/// A metric that ranks candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// Lower latency is better.
+    Latency,
+    /// A smaller model is better.
+    Size,
+    /// Higher accuracy is better.
+    Accuracy,
+}
+
+/// How the space of candidates is searched.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Search {
+    /// The search strategy.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// The most candidates to build and measure; the plan keeps the first ones and says how
+    /// many it dropped.
+    #[serde(default = "default_max_candidates")]
+    #[schemars(range(min = 1))]
+    pub max_candidates: usize,
+}
+
+impl Default for Search {
+    fn default() -> Self {
+        Search { strategy: Strategy::Exhaustive, max_candidates: default_max_candidates() }
+    }
+}
+
+/// A search strategy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Every candidate of the plan, in order.
+    #[default]
+    Exhaustive,
+}
+
+fn default_output() -> PathBuf {
+    PathBuf::from("out/")
+}
+
+fn default_warmup() -> usize {
+    10
+}
+
+fn default_runs() -> usize {
+    100
+}
+
+fn default_max_candidates() -> usize {
+    64
+}
+
+impl Recipe {
+    /// The folder that relative paths in the recipe start from.
+    pub fn dir(&self) -> &Path {
+        match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        }
+    }
+
+    /// `path` as written in the recipe, resolved against the recipe's folder.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.dir().join(path)
+    }
+
+    /// The source model's path.
+    pub fn model_path(&self) -> PathBuf {
+        self.resolve(&self.model)
+    }
+
+    /// The output folder's path.
+    pub fn output_dir(&self) -> PathBuf {
+        self.resolve(&self.output)
+    }
+
+    /// The calibration data's path, if the recipe has calibration data.
+    pub fn calibration_path(&self) -> Option<PathBuf> {
+        self.data.calibration.as_ref().map(|data| self.resolve(&data.path))
+    }
+
+    /// The evaluation data's path, if the recipe has evaluation data.
+    pub fn evaluation_path(&self) -> Option<PathBuf> {
+        self.data.evaluation.as_ref().map(|data| self.resolve(&data.path))
+    }
+
+    /// The latency statistic that ranks and reports candidates.
+    pub fn latency_stat(&self) -> LatencyStat {
+        self.metrics.latency.as_ref().map(|latency| latency.stat).unwrap_or_default()
+    }
+
+    /// Each goal a candidate must meet, in words, like `accuracy drop <= 1%`.
+    pub fn goal_descriptions(&self) -> Vec<String> {
+        let mut goals = Vec::new();
+        if let Some(max_drop) = self.metrics.accuracy.as_ref().and_then(|a| a.max_drop) {
+            goals.push(format!("accuracy drop <= {max_drop}"));
+        }
+        if let Some(max_bytes) = self.metrics.size.as_ref().and_then(|s| s.max_bytes) {
+            goals.push(format!("size <= {max_bytes} bytes"));
+        }
+        goals
+    }
+}
+
+impl fmt::Display for MaxDrop {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            MaxDrop::Absolute(drop) => write!(f, "{drop}"),
+            MaxDrop::Relative(fraction) => write!(f, "{}%", fraction * 100.0),
+        }
+    }
+}
+
+/// Writes a unit-variant enum the way a recipe spells it.
+macro_rules! display_as_written {
+    ($($type:ty { $($variant:ident => $text:literal),* })*) => {$(
+        impl fmt::Display for $type {
+            fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(match self { $(Self::$variant => $text),* })
+            }
+        }
+    )*};
+}
+
+display_as_written! {
+    Target { Cpu => "cpu" }
+    AccuracyKind { Top1 => "top1" }
+    LatencyStat { P50 => "p50", P90 => "p90", P99 => "p99", Mean => "mean" }
+    Objective { Latency => "latency", Size => "size", Accuracy => "accuracy" }
+    Strategy { Exhaustive => "exhaustive" }
+}
+
+/// Why a recipe could not be loaded. The message names the file, line, column and field.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecipeError {
+    /// The file could not be read.
+    #[error("cannot read recipe {}: {error}", file.display())]
+    Read { file: PathBuf, error: std::io::Error },
+
+    /// The text is not valid YAML.
+    #[error("{}:{line}:{column}: invalid YAML: {message}", file.display())]
+    Syntax { file: PathBuf, line: u64, column: u64, message: String },
+
+    /// The YAML does not make a valid recipe.
+    #[error("{}:{line}:{column}: {}{message}{}", file.display(), field_prefix(field), hint_line(hint))]
+    Invalid {
+        file: PathBuf,
+        line: u64,
+        column: u64,
+        /// The field path, like `passes[0].quantize_dynamic.per_channel`; empty for the root.
+        field: String,
+        message: String,
+        hint: Option<String>,
+    },
+}
+
+fn field_prefix(field: &str) -> String {
+    if field.is_empty() {
+        String::new()
+    } else {
+        format!("{field}: ")
+    }
+}
+
+fn hint_line(hint: &Option<String>) -> String {
+    match hint {
+        Some(hint) => format!("\n  hint: {hint}"),
+        None => String::new(),
+    }
+}
+
+/// Reads and checks the recipe at `path`.
+pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| RecipeError::Read { file: path.to_owned(), error })?;
+    parse(&text, path)
+}
+
+/// Reads and checks a recipe from `text`; `file` names it in messages, and relative paths in
+/// the recipe start from its folder.
+pub fn parse(text: &str, file: &Path) -> Result<Recipe, RecipeError> {
+    let tree = node::parse(text).map_err(|error| syntax_error(file, &error))?;
+    let invalid = |error: DeError| invalid_error(file, error);
+
+    if let Kind::Null = tree.kind {
+        let hint = "a recipe is a mapping with at least `name`, `model`, `objective` and `passes`";
+        return Err(invalid(DeError::new("the recipe is empty", Some(hint.into()))));
+    }
+
+    let mut recipe =
+        Recipe::deserialize(NodeDeserializer::new(&tree, Vec::new())).map_err(invalid)?;
+    recipe.path = file.to_owned();
+    attach_chain(&mut recipe.passes, &[Segment::Key("passes".into())], &tree);
+
+    validate(&recipe, &tree).map_err(invalid)?;
+    tracing::debug!(recipe = %file.display(), "recipe loaded");
+    Ok(recipe)
+}
+
+fn syntax_error(file: &Path, error: &serde_saphyr::Error) -> RecipeError {
+    let location = error.location();
+    let message = serde_saphyr::UserMessageFormatter.format_message(error.without_snippet());
+    RecipeError::Syntax {
+        file: file.to_owned(),
+        line: location.map_or(0, |l| l.line()),
+        column: location.map_or(0, |l| l.column()),
+        message: message.into_owned(),
+    }
+}
+
+fn invalid_error(file: &Path, error: DeError) -> RecipeError {
+    let (pos, path) = error.at.unwrap_or_default();
+    RecipeError::Invalid {
+        file: file.to_owned(),
+        line: pos.line,
+        column: pos.column,
+        field: render_path(&path),
+        message: error.message,
+        hint: error.hint,
+    }
+}
+
+/// Records where each pass of a chain is written, for the planner's messages.
+fn attach_chain(items: &mut [PassItem], path: &[Segment], tree: &Node) {
+    for (index, item) in items.iter_mut().enumerate() {
+        let mut item_path = path.to_vec();
+        item_path.push(Segment::Index(index));
+        attach_item(item, item_path, tree);
+    }
+}
+
+fn attach_item(item: &mut PassItem, mut path: Vec<Segment>, tree: &Node) {
+    match item {
+        PassItem::Pass(spec) => {
+            let step = tree.find(&path);
+            let pos = step.key_node(&spec.name).map_or(step.pos, |key| key.pos);
+            path.push(Segment::Key(spec.name.clone()));
+            spec.origin = Origin { field: render_path(&path), line: pos.line, column: pos.column };
+        }
+        PassItem::OneOf(branches) => {
+            path.push(Segment::Key(ONE_OF.into()));
+            for (index, chain) in branches.iter_mut().enumerate() {
+                let mut branch_path = path.clone();
+                branch_path.push(Segment::Index(index));
+                match (&tree.find(&branch_path).kind, chain.as_mut_slice()) {
+                    (Kind::Map(_), [single]) => attach_item(single, branch_path, tree),
+                    _ => attach_chain(chain, &branch_path, tree),
+                }
+            }
+        }
+    }
+}
+
+/// The checks that span several fields, or that serde's types cannot express.
+fn validate(recipe: &Recipe, tree: &Node) -> Result<(), DeError> {
+    let at = |fields: &[Segment], message: String, hint: &str| {
+        let node = tree.find(fields);
+        DeError { message, hint: Some(hint.to_owned()), at: Some((node.pos, fields.to_vec())) }
+    };
+    let key = |name: &str| Segment::Key(name.to_owned());
+
+    if recipe.name.trim().is_empty() {
+        return Err(at(&[key("name")], "the name is empty".into(), "give the job a short name"));
+    }
+
+    let at_least_one = [
+        (recipe.metrics.latency.as_ref().map(|l| l.runs), ["metrics", "latency", "runs"]),
+        (
+            recipe.data.calibration.as_ref().and_then(|d| d.samples),
+            ["data", "calibration", "samples"],
+        ),
+        (
+            recipe.data.evaluation.as_ref().and_then(|d| d.samples),
+            ["data", "evaluation", "samples"],
+        ),
+        (Some(recipe.search.max_candidates), ["search", "max_candidates", ""]),
+    ];
+    for (value, names) in at_least_one {
+        if value == Some(0) {
+            let fields: Vec<Segment> =
+                names.iter().filter(|n| !n.is_empty()).map(|n| key(n)).collect();
+            let field = render_path(&fields);
+            return Err(at(
+                &fields,
+                "expected 1 or more, found 0".into(),
+                &format!("set `{field}` to 1 or more"),
+            ));
+        }
+    }
+
+    if recipe.passes.is_empty() {
+        let hint = "list at least one pass; `pipeline passes` shows them all";
+        return Err(at(&[key("passes")], "no passes".into(), hint));
+    }
+
+    if let Some(accuracy) = &recipe.metrics.accuracy {
+        let labels = recipe.data.evaluation.as_ref().and_then(|data| data.labels.as_ref());
+        if labels.is_none() {
+            return Err(at(
+                &[key("metrics"), key("accuracy")],
+                "accuracy needs labeled evaluation data".into(),
+                "set `data.evaluation.labels` to the name of the labels array in the .npz file",
+            ));
+        }
+        if let Some(MaxDrop::Absolute(drop)) = accuracy.max_drop {
+            if drop > 1.0 {
+                return Err(at(
+                    &[key("metrics"), key("accuracy"), key("max_drop")],
+                    format!("a drop of {drop} is larger than the whole accuracy range 0..1"),
+                    "write an absolute drop like `0.01`, or a relative one like `\"1%\"`",
+                ));
+            }
+        }
+    }
+
+    if recipe.objective.is_empty() {
+        let hint = "name the metrics that rank candidates, e.g. `objective: [latency]`";
+        return Err(at(&[key("objective")], "the objective is empty".into(), hint));
+    }
+    for (index, objective) in recipe.objective.iter().enumerate() {
+        let field = [key("objective"), Segment::Index(index)];
+        if recipe.objective[..index].contains(objective) {
+            let message = format!("`{}` is listed twice", objective);
+            return Err(at(&field, message, "list each metric once, most important first"));
+        }
+        let measured = match objective {
+            Objective::Latency => recipe.metrics.latency.is_some(),
+            Objective::Size => recipe.metrics.size.is_some(),
+            Objective::Accuracy => recipe.metrics.accuracy.is_some(),
+        };
+        if !measured {
+            let name = objective.to_string();
+            let message = format!("`{name}` ranks candidates but is not measured");
+            let hint = format!("add `{name}` under `metrics` (e.g. `{name}: {{}}`)");
+            return Err(at(&field, message, &hint));
+        }
+    }
+    Ok(())
+}
+
+impl<'de> Deserialize<'de> for MaxDrop {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(MaxDropVisitor)
+    }
+}
+
+struct MaxDropVisitor;
+
+const MAX_DROP_HINT: &str = "write an absolute drop like `0.01`, or a relative one like `\"1%\"`";
+
+impl MaxDropVisitor {
+    fn checked<E: de::Error>(drop: f64, make: fn(f64) -> MaxDrop) -> Result<MaxDrop, E> {
+        if drop.is_finite() && drop >= 0.0 {
+            return Ok(make(drop));
+        }
+        Err(E::custom(format!(
+            "expected a drop of 0 or more, found {drop}{}{MAX_DROP_HINT}",
+            node::HINT
+        )))
+    }
+}
+
+impl<'de> Visitor<'de> for MaxDropVisitor {
+    type Value = MaxDrop;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number like `0.01` or a percentage like `\"1%\"`")
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<MaxDrop, E> {
+        Self::checked(v, MaxDrop::Absolute)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<MaxDrop, E> {
+        Self::checked(v as f64, MaxDrop::Absolute)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<MaxDrop, E> {
+        Self::checked(v as f64, MaxDrop::Absolute)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<MaxDrop, E> {
+        let percent = v.trim().strip_suffix('%').and_then(|n| n.trim().parse::<f64>().ok());
+        match percent {
+            Some(percent) if percent > 100.0 => Err(E::custom(format!(
+                "a relative drop of {percent}% is more than the whole accuracy{}{MAX_DROP_HINT}",
+                node::HINT
+            ))),
+            Some(percent) => Self::checked(percent, |p| MaxDrop::Relative(p / 100.0)),
+            None => Err(E::custom(format!(
+                "expected a number or a percentage, found string `{v}`{}{MAX_DROP_HINT}",
+                node::HINT
+            ))),
+        }
+    }
+}
+
+impl JsonSchema for MaxDrop {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "MaxDrop".into()
+    }
+
+    fn json_schema(_generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "An absolute drop like 0.01, or a drop relative to the source \
+                            model's accuracy like \"1%\"",
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": 1},
+                {"type": "string", "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*%\\s*$"},
+            ],
+        })
+    }
+}
+
+/// The JSON Schema of a recipe, as pretty JSON, for editors (`yaml-language-server`).
+pub fn schema_json() -> String {
+    let mut schema = schemars::schema_for!(Recipe);
+    schema.insert("title".into(), "pipeline recipe".into());
+    schema.insert(
+        "description".into(),
+        "A recipe for `pipeline`: the model to optimize, how to measure candidates, and the \
+         passes to try"
+            .into(),
+    );
+    let mut text =
+        serde_json::to_string_pretty(&schema).expect("a JSON value always serializes to text");
+    text.push('\n');
+    text
+}

@@ -1,0 +1,303 @@
+//! What a user sees when a recipe is wrong: each message names the file, line, column and
+//! field, and says what is allowed. Also the forms a valid recipe may take.
+
+use std::path::{Path, PathBuf};
+
+use pipeline::recipe::{self, MaxDrop, ParamSpace, PassItem, RecipeError};
+use serde_json::json;
+
+/// A valid recipe; tests replace one line of it to make it wrong.
+const VALID: &str = "\
+name: digits-int8
+model: model.onnx
+target: cpu
+data:
+  calibration: {path: calib.npz, samples: 128}
+  evaluation: {path: test.npz, labels: y, samples: 500}
+metrics:
+  accuracy: {kind: top1, output: logits, max_drop: 0.01}
+  latency: {warmup: 10, runs: 100, stat: p50}
+  size: {}
+objective: [latency]
+passes:
+  - quantize_dynamic: {per_channel: [false, true]}
+search: {strategy: exhaustive, max_candidates: 64}
+output: out/
+";
+
+/// Writes `text` as `recipe.yaml` in a fresh folder and loads it.
+fn load(text: &str) -> (tempfile::TempDir, Result<recipe::Recipe, RecipeError>) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let path = dir.path().join("recipe.yaml");
+    std::fs::write(&path, text).expect("the recipe is written");
+    let result = recipe::load(&path);
+    (dir, result)
+}
+
+/// The message for `text`, with the temporary folder replaced by `<dir>`.
+fn message(text: &str) -> String {
+    let (dir, result) = load(text);
+    let error = result.expect_err("the recipe should be refused");
+    error.to_string().replace(&dir.path().display().to_string(), "<dir>")
+}
+
+fn replace(from: &str, to: &str) -> String {
+    assert!(VALID.contains(from), "`{from}` is not in the valid recipe");
+    VALID.replace(from, to)
+}
+
+#[test]
+fn valid_recipe_loads_with_its_values() {
+    let (_dir, result) = load(VALID);
+    let recipe = result.expect("the valid recipe loads");
+    assert_eq!(recipe.name, "digits-int8");
+    assert_eq!(
+        recipe.metrics.accuracy.as_ref().and_then(|a| a.max_drop),
+        Some(MaxDrop::Absolute(0.01))
+    );
+    assert_eq!(recipe.search.max_candidates, 64);
+    let [PassItem::Pass(spec)] = recipe.passes.as_slice() else { panic!("one pass expected") };
+    assert_eq!(spec.name, "quantize_dynamic");
+    assert_eq!(
+        spec.params,
+        [("per_channel".to_owned(), ParamSpace::Choices(vec![json!(false), json!(true)]))]
+    );
+    assert_eq!(spec.origin.field, "passes[0].quantize_dynamic");
+    assert_eq!((spec.origin.line, spec.origin.column), (13, 5));
+}
+
+#[test]
+fn syntax_error_names_line_and_column() {
+    let text =
+        replace("  latency: {warmup: 10, runs: 100, stat: p50}\n", "  latency: {warmup: 10\n");
+    let message = message(&text);
+    assert!(message.starts_with("<dir>/recipe.yaml:"), "{message}");
+    assert!(message.contains("invalid YAML"), "{message}");
+
+    let message = message_for_bad_indentation();
+    assert!(message.starts_with("<dir>/recipe.yaml:3:"), "{message}");
+    assert!(message.contains("invalid YAML"), "{message}");
+}
+
+fn message_for_bad_indentation() -> String {
+    message("name: x\nmodel: m.onnx\n  target: cpu\n")
+}
+
+#[test]
+fn unknown_key_suggests_the_closest_one() {
+    let text = replace("{warmup: 10, runs: 100", "{wamup: 10, runs: 100");
+    assert_eq!(
+        message(&text),
+        "<dir>/recipe.yaml:9:14: metrics.latency.wamup: unknown field `wamup`\n  \
+         hint: did you mean `warmup`? allowed: `warmup`, `runs`, `stat`"
+    );
+
+    let text = replace("output: out/\n", "outptu: out/\n");
+    let message = message(&text);
+    assert!(
+        message.starts_with("<dir>/recipe.yaml:15:1: outptu: unknown field `outptu`"),
+        "{message}"
+    );
+    assert!(message.contains("did you mean `output`?"), "{message}");
+}
+
+#[test]
+fn unknown_value_lists_the_allowed_ones() {
+    let text = replace("stat: p50", "stat: p95");
+    assert_eq!(
+        message(&text),
+        "<dir>/recipe.yaml:9:44: metrics.latency.stat: unknown value `p95`\n  \
+         hint: did you mean `p90`? allowed: `p50`, `p90`, `p99`, `mean`"
+    );
+}
+
+#[test]
+fn unknown_pass_suggests_the_closest_registered_pass() {
+    let text = replace("- quantize_dynamic:", "- quantize_dynamc:");
+    let message = message(&text);
+    assert!(
+        message.starts_with(
+            "<dir>/recipe.yaml:13:5: passes[0].quantize_dynamc: unknown pass `quantize_dynamc`\n  \
+             hint: did you mean `quantize_dynamic`?"
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn unknown_parameter_suggests_the_closest_one() {
+    let text = replace("{per_channel: [false, true]}", "{per_chanel: true}");
+    let message = message(&text);
+    assert!(
+        message.starts_with(
+            "<dir>/recipe.yaml:13:24: passes[0].quantize_dynamic.per_chanel: unknown parameter \
+             `per_chanel` of pass `quantize_dynamic`\n  hint: did you mean `per_channel`?"
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn wrong_parameter_type_names_the_field_and_the_expected_type() {
+    let text = replace("{per_channel: [false, true]}", "{per_channel: 3}");
+    assert_eq!(
+        message(&text),
+        "<dir>/recipe.yaml:13:37: passes[0].quantize_dynamic.per_channel: expected a boolean \
+         (`true` or `false`), found integer `3`"
+    );
+
+    let text = replace("{per_channel: [false, true]}", "{per_channel: [true, \"x\"]}");
+    assert_eq!(
+        message(&text),
+        "<dir>/recipe.yaml:13:44: passes[0].quantize_dynamic.per_channel[1]: expected a boolean \
+         (`true` or `false`), found string `x`"
+    );
+}
+
+#[test]
+fn wrong_type_in_a_typed_field() {
+    let text = replace("runs: 100", "runs: many");
+    assert_eq!(
+        message(&text),
+        "<dir>/recipe.yaml:9:34: metrics.latency.runs: expected an integer, found string `many`"
+    );
+}
+
+#[test]
+fn missing_required_field() {
+    let text = replace("model: model.onnx\n", "");
+    assert_eq!(message(&text), "<dir>/recipe.yaml:1:1: missing field `model`");
+
+    let text = replace("{path: test.npz, labels: y, samples: 500}", "{labels: y}");
+    assert_eq!(message(&text), "<dir>/recipe.yaml:6:15: data.evaluation: missing field `path`");
+}
+
+#[test]
+fn max_drop_takes_a_number_or_a_percentage() {
+    let (_dir, result) = load(&replace("max_drop: 0.01", "max_drop: \"1%\""));
+    let recipe = result.expect("a percentage is a valid max_drop");
+    let max_drop = recipe.metrics.accuracy.and_then(|a| a.max_drop);
+    assert_eq!(max_drop, Some(MaxDrop::Relative(0.01)));
+    assert!((max_drop.map(|m| m.allowed(0.9)).unwrap_or_default() - 0.009).abs() < 1e-12);
+
+    let (_dir, result) = load(&replace("max_drop: 0.01", "max_drop: 1.5%"));
+    assert_eq!(
+        result.expect("unquoted").metrics.accuracy.and_then(|a| a.max_drop),
+        Some(MaxDrop::Relative(0.015))
+    );
+
+    let message = message(&replace("max_drop: 0.01", "max_drop: -0.01"));
+    assert!(
+        message.starts_with(
+            "<dir>/recipe.yaml:8:53: metrics.accuracy.max_drop: expected a drop of 0 or more, found -0.01"
+        ),
+        "{message}"
+    );
+
+    let message = message_of(&replace("max_drop: 0.01", "max_drop: lots"));
+    assert!(
+        message.contains("metrics.accuracy.max_drop: expected a number or a percentage"),
+        "{message}"
+    );
+
+    let message = message_of(&replace("max_drop: 0.01", "max_drop: 5"));
+    assert!(message.contains("larger than the whole accuracy range"), "{message}");
+    assert!(message.contains("hint: write an absolute drop like `0.01`"), "{message}");
+}
+
+fn message_of(text: &str) -> String {
+    message(text)
+}
+
+#[test]
+fn paths_are_relative_to_the_recipe_file() {
+    let (dir, result) = load(VALID);
+    let recipe = result.expect("the valid recipe loads");
+    assert_eq!(recipe.model_path(), dir.path().join("model.onnx"));
+    assert_eq!(recipe.output_dir(), dir.path().join("out/"));
+    assert_eq!(recipe.evaluation_path(), Some(dir.path().join("test.npz")));
+    assert_eq!(recipe.calibration_path(), Some(dir.path().join("calib.npz")));
+    assert_eq!(recipe.resolve(Path::new("/abs/x.npz")), PathBuf::from("/abs/x.npz"));
+
+    let bare = recipe::parse(VALID, Path::new("recipe.yaml")).expect("parses");
+    assert_eq!(bare.model_path(), PathBuf::from("./model.onnx"));
+}
+
+#[test]
+fn defaults_fill_what_the_recipe_leaves_out() {
+    let text = "name: x\nmodel: m.onnx\nmetrics: {latency: {}}\nobjective: [latency]\n\
+                passes: [quantize_dynamic: {}]\n";
+    let recipe = recipe::parse(text, Path::new("r.yaml")).expect("a minimal recipe loads");
+    let latency = recipe.metrics.latency.expect("latency");
+    assert_eq!((latency.warmup, latency.runs, latency.stat.to_string()), (10, 100, "p50".into()));
+    assert_eq!(recipe.search.max_candidates, 64);
+    assert_eq!(recipe.search.strategy.to_string(), "exhaustive");
+    assert_eq!(recipe.output, PathBuf::from("out/"));
+    assert_eq!(recipe.target.to_string(), "cpu");
+}
+
+#[test]
+fn checks_after_parsing_name_their_field() {
+    let text = replace("runs: 100", "runs: 0");
+    assert_eq!(
+        message(&text),
+        "<dir>/recipe.yaml:9:34: metrics.latency.runs: expected 1 or more, found 0\n  \
+         hint: set `metrics.latency.runs` to 1 or more"
+    );
+
+    let text =
+        replace("passes:\n  - quantize_dynamic: {per_channel: [false, true]}\n", "passes: []\n");
+    let message = message(&text);
+    assert!(message.starts_with("<dir>/recipe.yaml:12:9: passes: no passes"), "{message}");
+
+    let text = replace("labels: y, ", "");
+    assert_eq!(
+        message_of(&text),
+        "<dir>/recipe.yaml:8:13: metrics.accuracy: accuracy needs labeled evaluation data\n  \
+         hint: set `data.evaluation.labels` to the name of the labels array in the .npz file"
+    );
+
+    let text = replace("objective: [latency]", "objective: [latency, latency]");
+    assert!(message_of(&text).contains("objective[1]: `latency` is listed twice"));
+
+    let text = replace("  size: {}\n", "").replace("objective: [latency]", "objective: [size]");
+    let message = message_of(&text);
+    assert!(
+        message.contains("objective[0]: `size` ranks candidates but is not measured"),
+        "{message}"
+    );
+
+    let text = replace("target: cpu", "target: gpu");
+    assert!(message_of(&text).contains("target: unknown value `gpu`"));
+}
+
+#[test]
+fn pass_step_shape_errors() {
+    let text = replace(
+        "  - quantize_dynamic: {per_channel: [false, true]}\n",
+        "  - quantize_dynamic: {}\n    per_channel: true\n",
+    );
+    let message = message(&text);
+    assert!(
+        message.starts_with(
+            "<dir>/recipe.yaml:14:5: passes[0].per_channel: a pass step has exactly one key"
+        ),
+        "{message}"
+    );
+
+    let text = replace("{per_channel: [false, true]}", "{per_channel: []}");
+    assert!(message_of(&text).contains("per_channel: an empty list gives this parameter no value"));
+
+    let text = replace("  - quantize_dynamic: {per_channel: [false, true]}\n", "  - one_of: []\n");
+    assert!(message_of(&text).contains("passes[0].one_of: `one_of` has no branches"));
+}
+
+#[test]
+fn empty_file_and_missing_file() {
+    assert!(message("# nothing\n").contains("the recipe is empty"));
+    let error = recipe::load(Path::new("/nonexistent/recipe.yaml")).expect_err("no such file");
+    assert!(
+        error.to_string().starts_with("cannot read recipe /nonexistent/recipe.yaml: "),
+        "{error}"
+    );
+}
