@@ -12,7 +12,13 @@
 //! it is quantized); per-channel scales run along the weight's last axis (the output
 //! columns); Conv weights are always quantized per tensor, because ORT's CPU `ConvInteger`
 //! takes a single weight zero point; an activation read by several quantized nodes is
-//! quantized once.
+//! quantized once, and so is a weight read by several.
+//!
+//! Where it differs: ORT's default op list also holds Gather, Transpose, LSTM, Attention and
+//! EmbedLayerNormalization, which this pass leaves alone; ORT also quantizes float16 and
+//! batched (3-D) MatMul weights, initializers that are graph inputs, and Conv weights that
+//! are not constants, which this pass leaves in float with a debug log saying why; and a
+//! model below opset 11 is an error here where ORT falls back to QuantizeLinear chains.
 
 use std::collections::{HashMap, HashSet};
 
@@ -226,6 +232,8 @@ fn quantize_graph(
     let mut skipped = Vec::new();
     let mut replaced_weights = HashSet::new();
 
+    // TODO: Nodes inside subgraphs (If, Loop, Scan bodies) are not quantized; models that
+    // keep their MatMuls in a Loop body stay float there.
     for (index, node) in graph.node.iter().enumerate() {
         if !is_candidate(node, config) {
             continue;
