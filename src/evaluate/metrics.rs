@@ -1,0 +1,477 @@
+//! Metrics measured on a loaded model: top-1 accuracy over a dataset, latency of single runs,
+//! and the largest difference between two outputs.
+
+use std::path::PathBuf;
+
+use ndarray::ArrayD;
+
+use super::{DataError, Dataset};
+use crate::runtime::{IoInfo, ModelSession, RuntimeError, Tensor};
+
+/// What can go wrong while measuring a model.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EvalError {
+    /// The model could not be run.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+
+    /// The data does not fit the model.
+    #[error(transparent)]
+    Data(Box<DataError>),
+
+    /// Accuracy was asked of a dataset without labels.
+    #[error(
+        "accuracy needs labels but none were read from {data}\n\
+         hint: set `labels` to the name of the labels array in the data file"
+    )]
+    NoLabels {
+        /// The data file.
+        data: PathBuf,
+    },
+
+    /// The labels are not one class index per sample.
+    #[error(
+        "labels '{array}' in {data} {problem}\n\
+         hint: labels must be integer class indices of shape [N] or [N, 1]"
+    )]
+    BadLabels {
+        /// The data file.
+        data: PathBuf,
+        /// The labels array.
+        array: String,
+        /// What is wrong with them.
+        problem: String,
+    },
+
+    /// The output named for a metric is not an output of the model.
+    #[error(
+        "model {model} has no output '{output}'; its outputs are: {}\n\
+         hint: set the metric's `output` to one of them",
+        outputs.join(", ")
+    )]
+    UnknownOutput {
+        /// The model file.
+        model: PathBuf,
+        /// The output asked for.
+        output: String,
+        /// The outputs the model has.
+        outputs: Vec<String>,
+    },
+
+    /// The output cannot be read as one row of class scores per sample.
+    #[error("output '{output}' of model {model} {problem}")]
+    BadOutput {
+        /// The model file.
+        model: PathBuf,
+        /// The output's name.
+        output: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+
+    /// The model's inputs disagree on a fixed batch size.
+    #[error("model {model} fixes different batch sizes on its inputs: {}", sizes.join(", "))]
+    MixedBatch {
+        /// The model file.
+        model: PathBuf,
+        /// Each input with its fixed first dimension.
+        sizes: Vec<String>,
+    },
+
+    /// A count that must be positive was zero.
+    #[error("{what} must be at least 1")]
+    Zero {
+        /// What was zero, such as "batch size" or "latency runs".
+        what: &'static str,
+    },
+
+    /// Two tensors that cannot be compared.
+    #[error(
+        "cannot compare a {left} tensor of shape {left_shape:?} \
+         with a {right} tensor of shape {right_shape:?}"
+    )]
+    Incomparable {
+        /// The first tensor's element type.
+        left: String,
+        /// The first tensor's shape.
+        left_shape: Vec<usize>,
+        /// The second tensor's element type.
+        right: String,
+        /// The second tensor's shape.
+        right_shape: Vec<usize>,
+    },
+}
+
+impl From<DataError> for EvalError {
+    fn from(error: DataError) -> EvalError {
+        EvalError::Data(Box::new(error))
+    }
+}
+
+/// Times of single runs, in milliseconds.
+///
+/// Percentiles interpolate linearly between the two nearest ranks: over the `n` sorted times
+/// `x[0..n]`, percentile `p` sits at rank `h = (n - 1) * p / 100` and is
+/// `x[floor(h)] + (h - floor(h)) * (x[floor(h) + 1] - x[floor(h)])`. This is NumPy's default
+/// (`numpy.percentile(..., method="linear")`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LatencyStats {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Arithmetic mean.
+    pub mean: f64,
+    /// Fastest run.
+    pub min: f64,
+    /// Slowest run.
+    pub max: f64,
+    /// Number of timed runs (warm-up runs not counted).
+    pub runs: usize,
+    /// Samples fed to each run: 1, or the batch size the model fixes.
+    pub batch: usize,
+}
+
+/// The fraction of samples whose highest-scoring class in `output` equals their label.
+///
+/// Runs the whole dataset in batches of `batch` samples, or of the batch size the model fixes
+/// on its inputs' first dimension (the last batch is then padded with copies of its last
+/// sample, whose predictions are ignored). The predicted class is the index of the largest
+/// value along the output's last axis; ties go to the first index, and NaN counts as largest,
+/// as `numpy.argmax` does. Labels are integers of shape `[N]` or `[N, 1]`.
+pub fn accuracy_top1(
+    session: &mut ModelSession,
+    dataset: &Dataset,
+    output: &str,
+    batch: usize,
+) -> Result<f64, EvalError> {
+    let inputs = session.inputs().to_vec();
+    dataset.check_inputs(&inputs)?;
+    let labels = class_labels(dataset)?;
+    if !session.outputs().iter().any(|o| o.name == output) {
+        return Err(EvalError::UnknownOutput {
+            model: session.path().to_path_buf(),
+            output: output.to_string(),
+            outputs: session.outputs().iter().map(|o| o.name.clone()).collect(),
+        });
+    }
+    let (size, fixed) = match fixed_batch(session)? {
+        Some(fixed) => (fixed, true),
+        None if batch == 0 => return Err(EvalError::Zero { what: "batch size" }),
+        None => (batch, false),
+    };
+
+    let mut correct = 0usize;
+    for start in (0..dataset.len()).step_by(size) {
+        let end = (start + size).min(dataset.len());
+        let mut feeds = dataset.batch(&inputs, start..end);
+        let mut rows = end - start;
+        if fixed && rows < size {
+            feeds = pad_rows(feeds, size);
+            rows = size;
+        }
+
+        let outputs = session.run(&feeds)?;
+        let scores = outputs.into_iter().find(|(name, _)| name == output).map(|(_, t)| t);
+        let Some(scores) = scores else {
+            return Err(EvalError::BadOutput {
+                model: session.path().to_path_buf(),
+                output: output.to_string(),
+                problem: "was not returned by the run".into(),
+            });
+        };
+        let predicted = argmax_rows(&scores, rows).map_err(|problem| EvalError::BadOutput {
+            model: session.path().to_path_buf(),
+            output: output.to_string(),
+            problem,
+        })?;
+        correct += predicted[..end - start]
+            .iter()
+            .zip(&labels[start..end])
+            .filter(|(p, l)| i64::try_from(**p).is_ok_and(|p| p == **l))
+            .count();
+    }
+
+    Ok(correct as f64 / dataset.len() as f64)
+}
+
+/// Times `runs` sequential runs of the dataset's first sample (or first fixed-size batch) after
+/// `warmup` untimed ones; only ONNX Runtime's run is timed, not preparing the inputs.
+pub fn latency(
+    session: &mut ModelSession,
+    dataset: &Dataset,
+    warmup: usize,
+    runs: usize,
+) -> Result<LatencyStats, EvalError> {
+    if runs == 0 {
+        return Err(EvalError::Zero { what: "latency runs" });
+    }
+    let inputs = session.inputs().to_vec();
+    dataset.check_inputs(&inputs)?;
+    let size = fixed_batch(session)?.unwrap_or(1);
+    let feeds = pad_rows(dataset.batch(&inputs, 0..size.min(dataset.len())), size);
+
+    for _ in 0..warmup {
+        session.run_timed(&feeds)?;
+    }
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        times.push(session.run_timed(&feeds)?.as_secs_f64() * 1000.0);
+    }
+
+    times.sort_by(f64::total_cmp);
+    Ok(LatencyStats {
+        p50: percentile(&times, 50.0),
+        p90: percentile(&times, 90.0),
+        p99: percentile(&times, 99.0),
+        mean: times.iter().sum::<f64>() / times.len() as f64,
+        min: times[0],
+        max: times[times.len() - 1],
+        runs,
+        batch: size,
+    })
+}
+
+/// The largest absolute difference between two tensors of the same type and shape.
+///
+/// A NaN facing a number counts as an infinite difference; two NaNs are equal. Booleans compare
+/// as 0 and 1.
+pub fn compare_outputs(a: &Tensor, b: &Tensor) -> Result<f64, EvalError> {
+    let incomparable = || EvalError::Incomparable {
+        left: a.elem().to_string(),
+        left_shape: a.shape().to_vec(),
+        right: b.elem().to_string(),
+        right_shape: b.shape().to_vec(),
+    };
+    if a.elem() != b.elem() || a.shape() != b.shape() {
+        return Err(incomparable());
+    }
+    let (a, b) = (as_f64(a), as_f64(b));
+
+    let mut max = 0.0f64;
+    for (x, y) in a.iter().zip(b.iter()) {
+        let diff = match (x.is_nan(), y.is_nan()) {
+            (true, true) => 0.0,
+            (true, false) | (false, true) => f64::INFINITY,
+            (false, false) => (x - y).abs(),
+        };
+        max = max.max(diff);
+    }
+    Ok(max)
+}
+
+/// The percentile `p` (0 to 100) of `sorted` (ascending, not empty), by linear interpolation
+/// between the nearest ranks, as documented on [`LatencyStats`].
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = (sorted.len() - 1) as f64 * p / 100.0;
+    let below = rank.floor() as usize;
+    let above = (below + 1).min(sorted.len() - 1);
+    sorted[below] + (rank - below as f64) * (sorted[above] - sorted[below])
+}
+
+/// The batch size the model fixes on its inputs' first dimension, if any does.
+fn fixed_batch(session: &ModelSession) -> Result<Option<usize>, EvalError> {
+    let fixed: Vec<(&IoInfo, usize)> = session
+        .inputs()
+        .iter()
+        .filter_map(|input| {
+            let size = input.shape.first().copied().flatten()?;
+            let size = usize::try_from(size).ok().filter(|&size| size > 0)?;
+            Some((input, size))
+        })
+        .collect();
+    let Some(&(_, size)) = fixed.first() else { return Ok(None) };
+    if fixed.iter().any(|(_, other)| *other != size) {
+        return Err(EvalError::MixedBatch {
+            model: session.path().to_path_buf(),
+            sizes: fixed.iter().map(|(input, n)| format!("'{}' {n}", input.name)).collect(),
+        });
+    }
+    Ok(Some(size))
+}
+
+/// Grows every tensor to `size` rows by repeating its last row.
+fn pad_rows(feeds: Vec<(String, Tensor)>, size: usize) -> Vec<(String, Tensor)> {
+    feeds
+        .into_iter()
+        .map(|(name, tensor)| {
+            let rows = tensor.len0();
+            if rows >= size || rows == 0 {
+                return (name, tensor);
+            }
+            let mut parts = vec![tensor.clone()];
+            parts.extend(std::iter::repeat_n(tensor.slice0(rows - 1..rows), size - rows));
+            (name, concat0(&parts))
+        })
+        .collect()
+}
+
+/// Stacks tensors of one type along their first dimension.
+fn concat0(parts: &[Tensor]) -> Tensor {
+    macro_rules! stack {
+        ($variant:ident) => {{
+            let views: Vec<_> = parts
+                .iter()
+                .filter_map(|t| if let Tensor::$variant(a) = t { Some(a.view()) } else { None })
+                .collect();
+            match ndarray::concatenate(ndarray::Axis(0), &views) {
+                Ok(array) => Tensor::$variant(array),
+                Err(_) => parts[0].clone(),
+            }
+        }};
+    }
+    match &parts[0] {
+        Tensor::F32(_) => stack!(F32),
+        Tensor::F64(_) => stack!(F64),
+        Tensor::I8(_) => stack!(I8),
+        Tensor::I16(_) => stack!(I16),
+        Tensor::I32(_) => stack!(I32),
+        Tensor::I64(_) => stack!(I64),
+        Tensor::U8(_) => stack!(U8),
+        Tensor::U16(_) => stack!(U16),
+        Tensor::U32(_) => stack!(U32),
+        Tensor::U64(_) => stack!(U64),
+        Tensor::Bool(_) => stack!(Bool),
+    }
+}
+
+/// The dataset's labels as one class index per sample.
+fn class_labels(dataset: &Dataset) -> Result<Vec<i64>, EvalError> {
+    let Some((array, labels)) = dataset.labels() else {
+        return Err(EvalError::NoLabels { data: dataset.path().to_path_buf() });
+    };
+    let bad = |problem: String| EvalError::BadLabels {
+        data: dataset.path().to_path_buf(),
+        array: array.to_string(),
+        problem,
+    };
+
+    let shape = labels.shape();
+    if !(shape.len() == 1 || (shape.len() == 2 && shape[1] == 1)) {
+        return Err(bad(format!("have shape {shape:?}")));
+    }
+    let values: Option<Vec<i64>> = match labels {
+        Tensor::I8(a) => Some(a.iter().map(|&v| i64::from(v)).collect()),
+        Tensor::I16(a) => Some(a.iter().map(|&v| i64::from(v)).collect()),
+        Tensor::I32(a) => Some(a.iter().map(|&v| i64::from(v)).collect()),
+        Tensor::I64(a) => Some(a.iter().copied().collect()),
+        Tensor::U8(a) => Some(a.iter().map(|&v| i64::from(v)).collect()),
+        Tensor::U16(a) => Some(a.iter().map(|&v| i64::from(v)).collect()),
+        Tensor::U32(a) => Some(a.iter().map(|&v| i64::from(v)).collect()),
+        Tensor::U64(a) => a.iter().map(|&v| i64::try_from(v).ok()).collect(),
+        _ => None,
+    };
+    values.ok_or_else(|| bad(format!("are {}, not integers", labels.elem())))
+}
+
+/// The index of the largest value along the last axis, for each of `rows` samples.
+fn argmax_rows(scores: &Tensor, rows: usize) -> Result<Vec<usize>, String> {
+    let shape = scores.shape();
+    if shape.len() < 2 || shape[0] != rows || shape[1..shape.len() - 1].iter().any(|&d| d != 1) {
+        return Err(format!(
+            "has shape {shape:?} for a batch of {rows}; top-1 accuracy needs \
+             [{rows}, classes], one row of class scores per sample"
+        ));
+    }
+    let classes = shape[shape.len() - 1];
+    if classes == 0 {
+        return Err("has no class scores (last dimension is 0)".into());
+    }
+    let flat: Vec<f64> = as_f64(scores).iter().copied().collect();
+    Ok(flat
+        .chunks(classes)
+        .map(|row| {
+            let mut best = 0;
+            for (index, &value) in row.iter().enumerate() {
+                let current = row[best];
+                if !current.is_nan() && (value > current || value.is_nan()) {
+                    best = index;
+                }
+            }
+            best
+        })
+        .collect())
+}
+
+/// The values as f64, for numeric comparisons (booleans become 0 and 1).
+fn as_f64(tensor: &Tensor) -> ArrayD<f64> {
+    match tensor {
+        Tensor::F32(a) => a.mapv(f64::from),
+        Tensor::F64(a) => a.clone(),
+        Tensor::I8(a) => a.mapv(f64::from),
+        Tensor::I16(a) => a.mapv(f64::from),
+        Tensor::I32(a) => a.mapv(f64::from),
+        Tensor::I64(a) => a.mapv(|v| v as f64),
+        Tensor::U8(a) => a.mapv(f64::from),
+        Tensor::U16(a) => a.mapv(f64::from),
+        Tensor::U32(a) => a.mapv(f64::from),
+        Tensor::U64(a) => a.mapv(|v| v as f64),
+        Tensor::Bool(a) => a.mapv(|v| if v { 1.0 } else { 0.0 }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::IxDyn;
+
+    #[test]
+    fn percentiles_match_numpy_linear_interpolation() {
+        // numpy.percentile([1, 2, 3, 4, 10], [50, 90, 99]) == [3.0, 7.6, 9.76]
+        let sorted = [1.0, 2.0, 3.0, 4.0, 10.0];
+        assert_eq!(percentile(&sorted, 50.0), 3.0);
+        assert!((percentile(&sorted, 90.0) - 7.6).abs() < 1e-12);
+        assert!((percentile(&sorted, 99.0) - 9.76).abs() < 1e-12);
+        assert_eq!(percentile(&sorted, 0.0), 1.0);
+        assert_eq!(percentile(&sorted, 100.0), 10.0);
+        assert_eq!(percentile(&[4.5], 99.0), 4.5);
+    }
+
+    #[test]
+    fn argmax_takes_the_first_of_ties_and_treats_nan_as_largest() {
+        let scores = ArrayD::from_shape_vec(
+            IxDyn(&[3, 3]),
+            vec![1.0f32, 5.0, 5.0, f32::NAN, 9.0, 1.0, 0.0, 2.0, f32::NAN],
+        )
+        .unwrap();
+
+        let predicted = argmax_rows(&Tensor::F32(scores), 3).unwrap();
+
+        assert_eq!(predicted, vec![1, 0, 2]);
+    }
+
+    #[test]
+    fn argmax_rejects_outputs_without_one_row_per_sample() {
+        let scores = ArrayD::from_shape_vec(IxDyn(&[2, 2, 3]), vec![0.0f32; 12]).unwrap();
+        let problem = argmax_rows(&Tensor::F32(scores), 2).unwrap_err();
+        assert!(problem.contains("[2, 2, 3]"), "{problem}");
+    }
+
+    #[test]
+    fn padding_repeats_the_last_row() {
+        let rows = ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1i64, 2, 3, 4]).unwrap();
+
+        let padded = pad_rows(vec![("x".into(), Tensor::I64(rows))], 4);
+
+        let expected = ArrayD::from_shape_vec(IxDyn(&[4, 2]), vec![1i64, 2, 3, 4, 3, 4, 3, 4]);
+        assert_eq!(padded[0].1, Tensor::I64(expected.unwrap()));
+    }
+
+    #[test]
+    fn compare_outputs_reports_the_largest_difference() {
+        let a = ArrayD::from_shape_vec(IxDyn(&[3]), vec![1.0f32, 2.0, f32::NAN]).unwrap();
+        let b = ArrayD::from_shape_vec(IxDyn(&[3]), vec![1.5f32, 2.25, f32::NAN]).unwrap();
+        let c = ArrayD::from_shape_vec(IxDyn(&[3]), vec![1.0f32, 2.0, 3.0]).unwrap();
+
+        assert_eq!(compare_outputs(&Tensor::F32(a.clone()), &Tensor::F32(b)).unwrap(), 0.5);
+        assert_eq!(
+            compare_outputs(&Tensor::F32(a), &Tensor::F32(c.clone())).unwrap(),
+            f64::INFINITY
+        );
+        let other = Tensor::F64(c.mapv(f64::from));
+        assert!(compare_outputs(&Tensor::F32(c), &other).is_err());
+    }
+}
