@@ -23,6 +23,10 @@ pub enum PassError {
     #[error("pass `{pass}` cannot handle node `{node}`: {reason}")]
     Unsupported { pass: &'static str, node: String, reason: String },
 
+    /// The model as a whole does not suit the pass (its opset, or nothing to rewrite).
+    #[error("pass `{pass}`: {reason}")]
+    Model { pass: &'static str, reason: String },
+
     #[error(transparent)]
     Ir(#[from] IrError),
 }

@@ -143,11 +143,7 @@ fn config_error(message: String) -> PassError {
 }
 
 fn model_error(reason: impl Into<String>) -> PassError {
-    PassError::Unsupported {
-        pass: QuantizeDynamic::NAME,
-        node: "(model)".to_string(),
-        reason: reason.into(),
-    }
+    PassError::Model { pass: QuantizeDynamic::NAME, reason: reason.into() }
 }
 
 fn check_opset(model: &ModelProto) -> Result<(), PassError> {
