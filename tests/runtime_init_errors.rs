@@ -19,11 +19,12 @@ fn broken_paths_are_errors_and_a_good_one_loads_afterwards() {
     assert!(text.contains(&missing.display().to_string()) && text.contains("--ort-lib"), "{text}");
 
     let text_file = dir.path().join("libonnxruntime.so");
-    std::fs::write(&text_file, "this is a text file, not a shared library\n").unwrap();
+    std::fs::write(&text_file, "this is a text file, not a shared library\n".repeat(4)).unwrap();
     let error = runtime::init(Some(&text_file)).unwrap_err();
     assert!(matches!(error, RuntimeError::LibraryLoad { .. }), "{error:?}");
     let text = error.to_string();
     assert!(text.contains(&text_file.display().to_string()), "{text}");
+    assert!(text.contains("invalid ELF header"), "the loader's reason is missing: {text}");
 
     let folder_with_text_file = dir.path();
     let error = runtime::init(Some(folder_with_text_file)).unwrap_err();

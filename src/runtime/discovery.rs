@@ -248,7 +248,8 @@ fn load(path: PathBuf, source: RuntimeSource) -> Result<Runtime, RuntimeError> {
     let load_error =
         |message: String| RuntimeError::LibraryLoad { path: path.clone(), origin: source, message };
 
-    let builder = ort::init_from(&path).map_err(|e| load_error(e.to_string()))?;
+    let builder =
+        ort::init_from(&path).map_err(|e| load_error(with_loader_reason(e.to_string(), &path)))?;
     let version = library_version(&path).map_err(load_error)?;
     let environment =
         builder.with_name("pipeline").with_telemetry(false).build().map_err(|e| {
@@ -256,6 +257,26 @@ fn load(path: PathBuf, source: RuntimeSource) -> Result<Runtime, RuntimeError> {
         })?;
 
     Ok(Runtime { info: RuntimeInfo { library: path, version, source }, environment })
+}
+
+/// Adds the system loader's own reason (such as "invalid ELF header") to `message`, which
+/// `ort` reduces to "dlopen failed".
+fn with_loader_reason(message: String, path: &Path) -> String {
+    // SAFETY: this repeats the load `ort` just attempted on the same file; it runs only when
+    // that attempt failed, to read the loader's error.
+    let Err(error) = (unsafe { libloading::Library::new(path) }) else { return message };
+
+    let mut reasons = Vec::new();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        reasons.push(cause.to_string());
+        source = cause.source();
+    }
+    if reasons.is_empty() {
+        message
+    } else {
+        format!("{message}: {}", reasons.join(": "))
+    }
 }
 
 /// The version string the library at `path` reports through `OrtGetApiBase`.

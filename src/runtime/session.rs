@@ -77,8 +77,11 @@ impl ModelSession {
         let model_error =
             |message: String| RuntimeError::ModelLoad { model: path.to_path_buf(), message };
 
-        if !path.is_file() {
+        if !path.exists() {
             return Err(model_error("no such file".into()));
+        }
+        if !path.is_file() {
+            return Err(model_error("not a file".into()));
         }
 
         let environment = environment()?;
