@@ -1,0 +1,11 @@
+//! The `pipeline` engine: recipe -> plan -> candidates -> measurements -> report.
+//!
+//! The binary in `main.rs` is a thin command line over this library.
+
+pub mod evaluate;
+pub mod inspect;
+pub mod plan;
+pub mod recipe;
+pub mod report;
+pub mod run;
+pub mod runtime;
