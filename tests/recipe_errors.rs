@@ -88,7 +88,7 @@ fn unknown_key_suggests_the_closest_one() {
     let text = replace("{warmup: 10, runs: 100", "{wamup: 10, runs: 100");
     assert_eq!(
         message(&text),
-        "<dir>/recipe.yaml:9:14: metrics.latency.wamup: unknown field `wamup`\n  \
+        "<dir>/recipe.yaml:9:13: metrics.latency.wamup: unknown field `wamup`\n  \
          hint: did you mean `warmup`? allowed: `warmup`, `runs`, `stat`"
     );
 
@@ -106,8 +106,8 @@ fn unknown_value_lists_the_allowed_ones() {
     let text = replace("stat: p50", "stat: p95");
     assert_eq!(
         message(&text),
-        "<dir>/recipe.yaml:9:44: metrics.latency.stat: unknown value `p95`\n  \
-         hint: did you mean `p90`? allowed: `p50`, `p90`, `p99`, `mean`"
+        "<dir>/recipe.yaml:9:42: metrics.latency.stat: unknown value `p95`\n  \
+         hint: did you mean `p99`? allowed: `p50`, `p90`, `p99`, `mean`"
     );
 }
 
@@ -159,7 +159,7 @@ fn wrong_type_in_a_typed_field() {
     let text = replace("runs: 100", "runs: many");
     assert_eq!(
         message(&text),
-        "<dir>/recipe.yaml:9:34: metrics.latency.runs: expected an integer, found string `many`"
+        "<dir>/recipe.yaml:9:31: metrics.latency.runs: expected an integer, found string `many`"
     );
 }
 
@@ -189,7 +189,7 @@ fn max_drop_takes_a_number_or_a_percentage() {
     let message = message(&replace("max_drop: 0.01", "max_drop: -0.01"));
     assert!(
         message.starts_with(
-            "<dir>/recipe.yaml:8:53: metrics.accuracy.max_drop: expected a drop of 0 or more, found -0.01"
+            "<dir>/recipe.yaml:8:52: metrics.accuracy.max_drop: expected a drop of 0 or more, found -0.01"
         ),
         "{message}"
     );
@@ -241,7 +241,7 @@ fn checks_after_parsing_name_their_field() {
     let text = replace("runs: 100", "runs: 0");
     assert_eq!(
         message(&text),
-        "<dir>/recipe.yaml:9:34: metrics.latency.runs: expected 1 or more, found 0\n  \
+        "<dir>/recipe.yaml:9:31: metrics.latency.runs: expected 1 or more, found 0\n  \
          hint: set `metrics.latency.runs` to 1 or more"
     );
 

@@ -65,9 +65,11 @@ pub(crate) fn render_path(path: &[Segment]) -> String {
     out
 }
 
-/// Reads YAML text into a located tree.
+/// Reads YAML text into a located tree. Booleans are YAML 1.2's `true` and `false` only, so
+/// that `labels: y` names an array `y` rather than meaning `true`.
 pub(crate) fn parse(text: &str) -> Result<Node, serde_saphyr::Error> {
-    let root: Spanned<RawKind> = serde_saphyr::from_str(text)?;
+    let options = serde_saphyr::options! { strict_booleans: true };
+    let root: Spanned<RawKind> = serde_saphyr::from_str_with_options(text, options)?;
     Ok(Node::from_spanned(root))
 }
 
@@ -683,6 +685,17 @@ mod tests {
     fn null_reads_as_an_empty_mapping() {
         let (message, _, _, path) = located("name: a\ninner:\n");
         assert_eq!((message.as_str(), path.as_str()), ("missing field `runs`", "inner"));
+    }
+
+    #[test]
+    fn only_yaml_1_2_words_are_booleans() {
+        let node = parse("[y, yes, on, true, False]").unwrap();
+        let Kind::Seq(items) = node.kind else { panic!("a list") };
+        let kinds: Vec<String> = items.iter().map(Node::describe).collect();
+        assert_eq!(
+            kinds,
+            ["string `y`", "string `yes`", "string `on`", "boolean `true`", "boolean `false`"]
+        );
     }
 
     #[test]

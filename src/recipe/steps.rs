@@ -124,7 +124,19 @@ impl<'de> DeserializeSeed<'de> for StepKeySeed {
     type Value = StepKey;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<StepKey, D::Error> {
-        let name = String::deserialize(deserializer)?;
+        // Checked inside the visitor, so that an error points at the key itself.
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StepKeySeed {
+    type Value = StepKey;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a pass name or `one_of`")
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<StepKey, E> {
         if name == ONE_OF {
             return Ok(StepKey::OneOf);
         }
@@ -133,9 +145,9 @@ impl<'de> DeserializeSeed<'de> for StepKeySeed {
         }
         let mut known: Vec<&str> = registry().iter().map(|info| info.name).collect();
         known.push(ONE_OF);
-        Err(de::Error::custom(format!(
+        Err(E::custom(format!(
             "unknown pass `{name}`{HINT}{}; `pipeline passes` describes each pass",
-            closest_hint(&name, &known)
+            closest_hint(name, &known)
         )))
     }
 }
@@ -147,8 +159,19 @@ impl<'de> DeserializeSeed<'de> for SecondKeySeed {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        let name = String::deserialize(deserializer)?;
-        Err(de::Error::custom(format!(
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SecondKeySeed {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("no second key")
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<(), E> {
+        Err(E::custom(format!(
             "a pass step has exactly one key, and `{name}` is a second one{HINT}\
              give each pass its own list item (`- {name}: ...`); \
              check the indentation of its parameters"
@@ -281,14 +304,25 @@ impl<'de> DeserializeSeed<'de> for ParamNameSeed<'_> {
     type Value = String;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
-        let name = String::deserialize(deserializer)?;
-        if self.names.contains(&name.as_str()) {
-            return Ok(name);
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ParamNameSeed<'_> {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a parameter of pass `{}`", self.pass)
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<String, E> {
+        if self.names.contains(&name) {
+            return Ok(name.to_owned());
         }
-        Err(de::Error::custom(format!(
+        Err(E::custom(format!(
             "unknown parameter `{name}` of pass `{}`{HINT}{}",
             self.pass,
-            closest_hint(&name, self.names)
+            closest_hint(name, self.names)
         )))
     }
 }
