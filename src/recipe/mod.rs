@@ -39,9 +39,11 @@ pub struct Recipe {
     #[serde(default)]
     pub metrics: Metrics,
     /// The metrics that rank the candidates that meet every goal, most important first.
+    #[schemars(length(min = 1))]
     pub objective: Vec<Objective>,
     /// The passes to apply in order. A list of values for a parameter is a search dimension;
     /// `one_of` makes branches.
+    #[schemars(length(min = 1))]
     pub passes: Vec<PassItem>,
     /// How the space of candidates is searched.
     #[serde(default)]
@@ -630,4 +632,76 @@ pub fn schema_json() -> String {
         serde_json::to_string_pretty(&schema).expect("a JSON value always serializes to text");
     text.push('\n');
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// The recipe schema, and a YAML text as JSON, the way an editor would see them.
+    fn schema_and(text: &str) -> (Value, Value) {
+        let schema: Value = serde_json::from_str(&schema_json()).expect("the schema is JSON");
+        let options = serde_saphyr::options! { strict_booleans: true };
+        let value = serde_saphyr::from_str_with_options(text, options).expect("valid YAML");
+        (schema, value)
+    }
+
+    fn recipe_files() -> Vec<PathBuf> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        for pattern in ["examples", "recipes"] {
+            let Ok(entries) = std::fs::read_dir(root.join(pattern)) else { continue };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "yaml") {
+                    files.push(path);
+                } else if path.join("recipe.yaml").is_file() {
+                    files.push(path.join("recipe.yaml"));
+                }
+            }
+        }
+        files
+    }
+
+    #[test]
+    fn example_recipes_match_the_schema_and_load() {
+        let files = recipe_files();
+        assert!(!files.is_empty(), "no example recipe found");
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("readable");
+            let (schema, value) = schema_and(&text);
+            if let Err(reason) = check::check(&value, &schema, &schema) {
+                panic!("{} does not match the schema: {reason}", file.display());
+            }
+            if let Err(error) = parse(&text, &file) {
+                panic!("{error}");
+            }
+        }
+    }
+
+    #[test]
+    fn schema_refuses_what_the_loader_refuses() {
+        let base = "name: x\nmodel: m.onnx\nmetrics: {latency: {}}\nobjective: [latency]\n";
+        let cases = [
+            ("passes: [quantize_dynamic: {per_channel: [true, false]}]\n", true),
+            ("passes: [one_of: [quantize_dynamic: {}, [quantize_dynamic: {}]]]\n", true),
+            ("passes: [quantize_dynamic: {per_channel: 3}]\n", false),
+            ("passes: [quantize_dynamic: {per_channel: []}]\n", false),
+            ("passes: [quantize_dynamic: {per_chanel: true}]\n", false),
+            ("passes: [quantize_dynamc: {}]\n", false),
+            ("passes: [one_of: []]\n", false),
+            ("passes: []\n", false),
+            ("passes: [quantize_dynamic: {}]\nsearch: {max_candidates: 0}\n", false),
+            ("passes: [quantize_dynamic: {}]\nsurch: {}\n", false),
+        ];
+        for (tail, valid) in cases {
+            let text = format!("{base}{tail}");
+            let (schema, value) = schema_and(&text);
+            let by_schema = check::check(&value, &schema, &schema);
+            let by_loader = parse(&text, Path::new("r.yaml"));
+            assert_eq!(by_schema.is_ok(), valid, "schema on {tail}: {by_schema:?}");
+            assert_eq!(by_loader.is_ok(), valid, "loader on {tail}: {:?}", by_loader.err());
+        }
+    }
 }
