@@ -1,3 +1,182 @@
-//! The `pipeline` command line.
+//! The `pipeline` command line: one function per subcommand, errors mapped to exit codes.
+//!
+//! Exit codes: 0 success; 1 the job ran but failed (no candidate met the goals, a step
+//! failed); 2 the input was wrong (recipe, model, data, flags).
 
-fn main() {}
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use pipeline::run::{RunError, RunOptions};
+use pipeline::{inspect, plan, recipe, report};
+
+/// Optimizes ONNX models for a target device from a declarative recipe.
+#[derive(Parser)]
+#[command(name = "pipeline", version, about, long_about = None)]
+struct Cli {
+    /// More logs (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    /// Only errors, no progress bars.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a recipe: build every candidate, measure each, write the best model and a report.
+    Run {
+        recipe: PathBuf,
+        /// The ONNX Runtime shared library to use (libonnxruntime.so).
+        #[arg(long, value_name = "PATH")]
+        ort_lib: Option<PathBuf>,
+    },
+    /// Show the DAG of passes a recipe makes and how many candidates it holds.
+    Plan { recipe: PathBuf },
+    /// Check a recipe (syntax, fields, passes and their parameters) without running it.
+    Validate { recipe: PathBuf },
+    /// Print the JSON Schema of recipes, for editors.
+    Schema,
+    /// Show a model's inputs, outputs, opsets, operators, parameters and size.
+    Inspect {
+        model: PathBuf,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every pass and its parameters.
+    Passes,
+}
+
+/// An error that a user caused and can fix: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct InputError(String);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+
+    let result = match cli.command {
+        Command::Run { recipe, ort_lib } => run(&recipe, ort_lib, cli.quiet),
+        Command::Plan { recipe } => plan(&recipe),
+        Command::Validate { recipe } => validate(&recipe),
+        Command::Schema => {
+            print!("{}", recipe::schema_json());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { model, json } => inspect(&model, json),
+        Command::Passes => passes(),
+    };
+
+    result.unwrap_or_else(|error| {
+        eprintln!("error: {error}");
+        for cause in error.chain().skip(1) {
+            eprintln!("  caused by: {cause}");
+        }
+        exit_code_for(&error)
+    })
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_indicatif::{filter::IndicatifFilter, IndicatifLayer};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = EnvFilter::try_from_env("PIPELINE_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(format!("warn,pipeline={default},pipeline_passes={default}"))
+    });
+
+    // Progress bars belong to spans marked `indicatif.pb_show`; logs are printed above them.
+    let bars = IndicatifLayer::new();
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(bars.get_stderr_writer())
+        .with_target(verbose > 0)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
+        .fmt_fields(tracing_indicatif::filter::hide_indicatif_span_fields(
+            tracing_subscriber::fmt::format::DefaultFields::new(),
+        ))
+        .with_filter(filter);
+    let bars = (!quiet).then(|| bars.with_filter(IndicatifFilter::new(false)));
+    tracing_subscriber::registry().with(logs).with(bars).init();
+}
+
+fn exit_code_for(error: &anyhow::Error) -> ExitCode {
+    if let Some(run_error) = error.downcast_ref::<RunError>() {
+        return ExitCode::from(run_error.exit_code());
+    }
+    let user_error = error.downcast_ref::<InputError>().is_some()
+        || error.downcast_ref::<recipe::RecipeError>().is_some()
+        || error.downcast_ref::<plan::PlanError>().is_some()
+        || error.downcast_ref::<pipeline_passes::ir::IrError>().is_some();
+    ExitCode::from(if user_error { 2 } else { 1 })
+}
+
+fn run(recipe_path: &Path, ort_lib: Option<PathBuf>, quiet: bool) -> anyhow::Result<ExitCode> {
+    let options = RunOptions { ort_lib, progress: !quiet };
+    let report = pipeline::run::run(recipe_path, &options)?;
+
+    println!("{}", report::render_table(&report));
+    println!("{}", report.verdict);
+    if let Some(path) = &report.output_model {
+        println!("best model: {}", path.display());
+    }
+    Ok(if report.best.is_some() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn plan(recipe_path: &Path) -> anyhow::Result<ExitCode> {
+    let recipe = recipe::load(recipe_path)?;
+    let plan = plan::build(&recipe)?;
+    print!("{}", plan.render());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn validate(recipe_path: &Path) -> anyhow::Result<ExitCode> {
+    let recipe = recipe::load(recipe_path)?;
+    let plan = plan::build(&recipe)?;
+    println!("{}: valid, {} candidate(s)", recipe_path.display(), plan.candidates().len());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(model: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let summary = inspect::inspect(model)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary).context("serializing the summary")?);
+    } else {
+        print!("{}", summary.render());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn passes() -> anyhow::Result<ExitCode> {
+    for info in pipeline_passes::pass::registry() {
+        println!("{}: {}", info.name, info.summary);
+        let mut generator = schemars::SchemaGenerator::default();
+        let schema = (info.config_schema)(&mut generator);
+        let properties = schema.get("properties").and_then(|p| p.as_object());
+        for (name, property) in properties.into_iter().flatten() {
+            let description =
+                property.get("description").and_then(|d| d.as_str()).unwrap_or_default();
+            let default =
+                property.get("default").map(|d| format!(" (default {d})")).unwrap_or_default();
+            println!("  {name}{default}: {description}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

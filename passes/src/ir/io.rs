@@ -125,8 +125,21 @@ fn io_error(path: &Path, source: std::io::Error) -> IrError {
     IrError::Io { path: path.to_path_buf(), source }
 }
 
+/// A temporary file in `folder` that will be readable by others once renamed, as files
+/// written with `create` are (tempfile's default is owner-only).
+pub(crate) fn new_temp_file(folder: &Path) -> std::io::Result<NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".tmp-");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    builder.tempfile_in(folder)
+}
+
 fn write_atomically(path: &Path, folder: &Path, bytes: &[u8]) -> Result<(), IrError> {
-    let mut file = NamedTempFile::new_in(folder).map_err(|source| io_error(folder, source))?;
+    let mut file = new_temp_file(folder).map_err(|source| io_error(folder, source))?;
     file.write_all(bytes).map_err(|source| io_error(file.path(), source))?;
     file.as_file().sync_all().map_err(|source| io_error(path, source))?;
     file.persist(path).map_err(|e| io_error(path, e.error))?;
@@ -304,7 +317,7 @@ struct ExternalWriter<'o> {
 
 impl<'o> ExternalWriter<'o> {
     fn new(folder: &Path, options: &'o ExternalData) -> Result<Self, IrError> {
-        let file = NamedTempFile::new_in(folder).map_err(|source| io_error(folder, source))?;
+        let file = new_temp_file(folder).map_err(|source| io_error(folder, source))?;
         Ok(Self { options, file: BufWriter::new(file), position: 0, moved: 0 })
     }
 

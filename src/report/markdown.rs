@@ -1,0 +1,93 @@
+//! `report.md`: the report as a page a person reads.
+
+use std::fmt::Write;
+
+use super::{human_bytes, millis, percent, Report, Status};
+
+/// Renders the report as Markdown: the verdict, the goals, and one row per candidate.
+pub fn render_markdown(report: &Report) -> String {
+    let mut out = String::new();
+
+    // Writing to a String cannot fail, so the results of writeln! are ignored.
+    let _ = writeln!(out, "# {}\n", report.recipe);
+    let _ = writeln!(out, "{}\n", report.verdict);
+    let _ = writeln!(out, "- model: `{}`", report.model.display());
+    let _ = writeln!(out, "- target: {}", report.target);
+    let _ = writeln!(
+        out,
+        "- runtime: {} {} (`{}`), intra-op threads: {}, inter-op threads: {}",
+        report.runtime.name,
+        report.runtime.version,
+        report.runtime.library.display(),
+        threads(report.runtime.intra_op_threads),
+        threads(report.runtime.inter_op_threads)
+    );
+    let _ = writeln!(out, "- objective: {}", report.objective.join(", "));
+    for goal in &report.goals {
+        let _ = writeln!(out, "- goal: {goal}");
+    }
+    if let Some(latency) = &report.source.latency_ms {
+        let _ = writeln!(
+            out,
+            "- latency: {} warm-up runs, then {} timed runs of batch {}, one after another",
+            latency.warmup, latency.runs, latency.batch
+        );
+    }
+    if report.candidates_not_run > 0 {
+        let _ = writeln!(
+            out,
+            "- {} candidate(s) of the plan were not run: the search budget left them out",
+            report.candidates_not_run
+        );
+    }
+    if let Some(path) = &report.output_model {
+        let _ = writeln!(out, "- best model written to `{}`", path.display());
+    }
+    let _ = writeln!(out, "- wall time: {:.1} s\n", report.wall_time_s);
+
+    let _ =
+        writeln!(out, "| id | candidate | accuracy | latency p50 | latency p90 | size | result |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let source = &report.source;
+    let _ = writeln!(
+        out,
+        "| source | original model | {} | {} | {} | {} | baseline |",
+        percent(source.accuracy),
+        millis(source.latency_ms.as_ref().map(|l| l.p50)),
+        millis(source.latency_ms.as_ref().map(|l| l.p90)),
+        human_bytes(source.size_bytes)
+    );
+    for candidate in &report.candidates {
+        let m = candidate.measurement.as_ref();
+        let latency = m.and_then(|m| m.latency_ms.as_ref());
+        let best = report.best.as_deref() == Some(candidate.id.as_str());
+        let mut result = candidate.status.as_str().to_string();
+        if best {
+            result = format!("**best**, {result}");
+        }
+        if candidate.status != Status::Passed && !candidate.reasons.is_empty() {
+            result = format!("{result}: {}", candidate.reasons.join("; "));
+        }
+        let _ = writeln!(
+            out,
+            "| {} | `{}` | {} | {} | {} | {} | {} |",
+            candidate.id,
+            candidate.label,
+            percent(m.and_then(|m| m.accuracy)),
+            millis(latency.map(|l| l.p50)),
+            millis(latency.map(|l| l.p90)),
+            m.map_or_else(|| "-".to_string(), |m| human_bytes(m.size_bytes)),
+            result.replace('|', "\\|")
+        );
+    }
+    out
+}
+
+/// Zero threads means the runtime chose the number itself.
+fn threads(count: usize) -> String {
+    if count == 0 {
+        "the runtime's default".to_string()
+    } else {
+        count.to_string()
+    }
+}

@@ -1,0 +1,195 @@
+//! The run report: `report.json`, `report.md` and the table printed at the end.
+//!
+//! A [`Report`] is plain data filled in by the run; this module only renders and writes it.
+
+mod markdown;
+mod table;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use markdown::render_markdown;
+pub use table::render_table;
+
+/// Everything a run found out, in the order a reader needs it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub recipe: String,
+    pub recipe_path: PathBuf,
+    pub model: PathBuf,
+    pub target: String,
+    pub runtime: RuntimeSummary,
+    /// What the candidates are ranked by, in order.
+    pub objective: Vec<String>,
+    /// The goals every candidate must meet, in words.
+    pub goals: Vec<String>,
+    pub source: Measurement,
+    pub candidates: Vec<CandidateReport>,
+    /// The id of the winning candidate, if any met every goal.
+    pub best: Option<String>,
+    /// Why the winner won, or why nothing did.
+    pub verdict: String,
+    /// Candidates the plan held but the search budget left out.
+    pub candidates_not_run: usize,
+    /// Where the best model was written.
+    pub output_model: Option<PathBuf>,
+    pub wall_time_s: f64,
+}
+
+/// The runtime that measured every model.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuntimeSummary {
+    pub name: String,
+    pub version: String,
+    pub library: PathBuf,
+    pub intra_op_threads: usize,
+    pub inter_op_threads: usize,
+}
+
+/// What was measured on one model.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Measurement {
+    /// Top-1 accuracy on the evaluation data, 0 to 1.
+    pub accuracy: Option<f64>,
+    pub latency_ms: Option<Latency>,
+    /// Bytes of the serialized model, external data included.
+    pub size_bytes: u64,
+}
+
+/// Latency of one inference, in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub mean: f64,
+    pub min: f64,
+    pub warmup: usize,
+    pub runs: usize,
+    pub batch: usize,
+}
+
+/// One candidate: how it was made, what it measured, and whether it met the goals.
+#[derive(Debug, Clone, Serialize)]
+pub struct CandidateReport {
+    pub id: String,
+    pub label: String,
+    pub steps: Vec<StepReport>,
+    pub status: Status,
+    /// For a failed candidate, what failed; for one that missed a goal, each missed goal.
+    pub reasons: Vec<String>,
+    pub measurement: Option<Measurement>,
+    /// Seconds spent running the candidate's passes (shared prefixes counted once).
+    pub build_s: f64,
+}
+
+/// One pass of a candidate with its concrete configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub pass: String,
+    pub config: serde_json::Value,
+}
+
+/// The outcome of one candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Built, loaded, measured and met every goal.
+    Passed,
+    /// Built and measured, but missed at least one goal.
+    MissedGoals,
+    /// A pass failed, the runtime could not load it, or measuring failed.
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Passed => "passed",
+            Status::MissedGoals => "missed goals",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+impl Report {
+    /// Writes `report.json` and `report.md` into `dir`, each through a temporary file.
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        write_atomically(&dir.join("report.json"), json.as_bytes())?;
+        write_atomically(&dir.join("report.md"), render_markdown(self).as_bytes())
+    }
+
+    pub fn candidate(&self, id: &str) -> Option<&CandidateReport> {
+        self.candidates.iter().find(|c| c.id == id)
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".tmp-");
+    #[cfg(unix)]
+    {
+        // Readable by others once renamed, like any file written with `create`.
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    let mut file = builder.tempfile_in(dir)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Formats a byte count for people: `12.3 KiB`, `4.0 MiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Formats an accuracy in percent with two decimals, or a dash.
+pub fn percent(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| format!("{:.2}%", v * 100.0))
+}
+
+/// Formats a latency in milliseconds, or a dash.
+pub fn millis(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| format!("{v:.3} ms"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_picks_the_unit() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(2048), "2.0 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024 + 512 * 1024), "5.5 MiB");
+    }
+
+    #[test]
+    fn write_atomically_replaces_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        write_atomically(&path, b"first").unwrap();
+        write_atomically(&path, b"second").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "second");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

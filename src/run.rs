@@ -1,0 +1,609 @@
+//! Runs a recipe: measures the source, builds and measures every candidate, ranks them.
+//!
+//! Everything the user gave is checked before anything is written: the recipe and its plan,
+//! the model, the runtime, the data against the model's inputs, and the output folder.
+//! Only then are candidates built, each loaded in ONNX Runtime and measured one after another
+//! the same way as the source. A candidate that fails is reported with its reason and the
+//! run goes on.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use pipeline_passes::ir::{self, proto::ModelProto, IrError};
+use tracing::{debug_span, info, trace_span};
+use tracing_indicatif::span_ext::IndicatifSpanExt;
+
+use crate::evaluate::{self, DataError, Dataset, EvalError};
+use crate::plan::{self, Candidate, PlanError};
+use crate::recipe::{self, LatencyStat, Objective, Recipe, RecipeError};
+use crate::report::{
+    self, CandidateReport, Latency, Measurement, Report, RuntimeSummary, Status, StepReport,
+};
+use crate::runtime::{self, ModelSession, RuntimeError, Threads};
+
+/// How to run, beyond what the recipe says.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The ONNX Runtime library to use instead of searching for one.
+    pub ort_lib: Option<PathBuf>,
+    /// Show progress bars (logs go through `tracing` either way).
+    pub progress: bool,
+}
+
+/// Why a run stopped before it could rank candidates.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
+
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+
+    #[error(transparent)]
+    Model(IrError),
+
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+
+    #[error("the source model {path} does not load in ONNX Runtime: {source}")]
+    SourceLoad { path: PathBuf, source: RuntimeError },
+
+    #[error(transparent)]
+    Data(#[from] DataError),
+
+    /// A recipe setting that contradicts the model or the file system.
+    #[error("{recipe}: {message}\n  hint: {hint}")]
+    Input { recipe: PathBuf, message: String, hint: String },
+
+    #[error("measuring the source model failed: {0}")]
+    Measure(EvalError),
+
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+impl RunError {
+    /// 2 when the input was wrong (recipe, model, data, flags), 1 when the job failed.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Measure(_) | RunError::Write { .. } => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// Runs the recipe at `recipe_path` and returns the report it wrote.
+pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError> {
+    let started = Instant::now();
+
+    let recipe = recipe::load(recipe_path)?;
+    let plan = plan::build(&recipe)?;
+    let model_path = recipe.model_path();
+    let output_dir = recipe.output_dir();
+    let output_model = output_dir.join(model_path.file_name().unwrap_or("model.onnx".as_ref()));
+    check_output(&recipe, &model_path, &output_dir, &output_model)?;
+
+    let source_model = ir::load(&model_path).map_err(RunError::Model)?;
+    let runtime = runtime::init(options.ort_lib.as_deref())?;
+
+    let threads = Threads::default();
+    let mut session = ModelSession::load(&model_path, threads)
+        .map_err(|source| RunError::SourceLoad { path: model_path.clone(), source })?;
+    let data = load_data(&recipe, &session)?;
+    check_metrics(&recipe, &session)?;
+
+    info!("measuring the source model {}", model_path.display());
+    let source_size = crate::inspect::stored_size(&model_path).map_err(RunError::Model)?;
+    let source =
+        measure(&recipe, &mut session, &data.evaluation, source_size).map_err(RunError::Measure)?;
+    drop(session);
+
+    std::fs::create_dir_all(&output_dir)
+        .map_err(|source| RunError::Write { path: output_dir.clone(), source })?;
+    let work = tempfile::Builder::new()
+        .prefix(".pipeline-work-")
+        .tempdir_in(&output_dir)
+        .map_err(|source| RunError::Write { path: output_dir.clone(), source })?;
+
+    let candidates = plan.candidates();
+    // A trace-level span: only the progress bar layer sees it, the log lines stay short.
+    let span = trace_span!("candidates", "indicatif.pb_show" = true);
+    span.pb_set_length(candidates.len() as u64);
+    span.pb_set_message("building and measuring candidates");
+    let _entered = span.enter();
+
+    let mut builder = Builder::new(Arc::new(source_model));
+    let mut reports = Vec::with_capacity(candidates.len());
+    for candidate in candidates {
+        let outcome = evaluate_candidate(
+            &recipe,
+            candidate,
+            &mut builder,
+            &data.evaluation,
+            &source,
+            work.path(),
+            threads,
+        );
+        info!("{} {}: {}", candidate.id, candidate.label(), summary_line(&outcome));
+        reports.push(outcome);
+        span.pb_inc(1);
+    }
+
+    let best = rank(&recipe.objective, &reports, recipe.latency_stat());
+    let verdict = verdict(&recipe, &source, &reports, best);
+    let best_id = best.map(|i| reports[i].id.clone());
+
+    // The winner was saved in the work folder when it was measured; moving it keeps the
+    // bytes that were measured and never leaves a half-written model in the output.
+    let written = match &best_id {
+        Some(id) => {
+            let from = work.path().join(format!("{id}.onnx"));
+            std::fs::rename(&from, &output_model)
+                .map_err(|source| RunError::Write { path: output_model.clone(), source })?;
+            Some(output_model.clone())
+        }
+        None => None,
+    };
+
+    let report = Report {
+        recipe: recipe.name.clone(),
+        recipe_path: recipe_path.to_path_buf(),
+        model: model_path,
+        target: recipe.target.to_string(),
+        runtime: RuntimeSummary {
+            name: "onnxruntime".to_string(),
+            version: runtime.version.clone(),
+            library: runtime.library.clone(),
+            intra_op_threads: threads.intra_op,
+            inter_op_threads: threads.inter_op,
+        },
+        objective: recipe.objective.iter().map(|o| objective_name(*o).to_string()).collect(),
+        goals: recipe.goal_descriptions(),
+        source,
+        candidates: reports,
+        best: best_id,
+        verdict,
+        candidates_not_run: plan.dropped(),
+        output_model: written,
+        wall_time_s: started.elapsed().as_secs_f64(),
+    };
+    report.write(&output_dir).map_err(|source| RunError::Write { path: output_dir, source })?;
+    Ok(report)
+}
+
+/// The evaluation set (and the calibration set, checked even when no pass needs it yet).
+struct RunData {
+    evaluation: Dataset,
+}
+
+fn load_data(recipe: &Recipe, session: &ModelSession) -> Result<RunData, RunError> {
+    let spec = recipe.data.evaluation.as_ref().ok_or_else(|| RunError::Input {
+        recipe: recipe.path.clone(),
+        message: "`data.evaluation` is missing: every candidate is measured on it".into(),
+        hint: "add `data: {evaluation: {path: test.npz, labels: y}}`".into(),
+    })?;
+    let evaluation =
+        Dataset::load(&recipe.resolve(&spec.path), spec.labels.as_deref(), spec.samples)?;
+    evaluation.check_inputs(session.inputs())?;
+
+    if let Some(spec) = &recipe.data.calibration {
+        let calibration = Dataset::load(&recipe.resolve(&spec.path), None, spec.samples)?;
+        calibration.check_inputs(session.inputs())?;
+    }
+    Ok(RunData { evaluation })
+}
+
+/// The accuracy metric must name an output the model has.
+fn check_metrics(recipe: &Recipe, session: &ModelSession) -> Result<(), RunError> {
+    let Some(accuracy) = &recipe.metrics.accuracy else { return Ok(()) };
+    let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name.as_str()).collect();
+    let wanted = accuracy_output(recipe, session);
+    if outputs.contains(&wanted.as_str()) {
+        return Ok(());
+    }
+    let _ = accuracy;
+    Err(RunError::Input {
+        recipe: recipe.path.clone(),
+        message: format!("`metrics.accuracy.output` is `{wanted}`, which the model does not have"),
+        hint: format!("the model's outputs are: {}", outputs.join(", ")),
+    })
+}
+
+/// The output whose argmax is compared with the labels: named, or the model's first.
+fn accuracy_output(recipe: &Recipe, session: &ModelSession) -> String {
+    recipe
+        .metrics
+        .accuracy
+        .as_ref()
+        .and_then(|a| a.output.clone())
+        .or_else(|| session.outputs().first().map(|o| o.name.clone()))
+        .unwrap_or_default()
+}
+
+/// Measures accuracy and latency on one loaded model, the same way for every model.
+fn measure(
+    recipe: &Recipe,
+    session: &mut ModelSession,
+    evaluation: &Dataset,
+    size_bytes: u64,
+) -> Result<Measurement, EvalError> {
+    let accuracy = match &recipe.metrics.accuracy {
+        Some(_) => {
+            let output = accuracy_output(recipe, session);
+            Some(evaluate::accuracy_top1(session, evaluation, &output, 64)?)
+        }
+        None => None,
+    };
+
+    let latency = match &recipe.metrics.latency {
+        Some(spec) => {
+            let stats = evaluate::latency(session, evaluation, spec.warmup, spec.runs)?;
+            Some(Latency {
+                p50: stats.p50,
+                p90: stats.p90,
+                p99: stats.p99,
+                mean: stats.mean,
+                min: stats.min,
+                warmup: spec.warmup,
+                runs: stats.runs,
+                batch: stats.batch,
+            })
+        }
+        None => None,
+    };
+
+    Ok(Measurement { accuracy, latency_ms: latency, size_bytes })
+}
+
+/// Runs passes, remembering the model after each distinct prefix of steps so that
+/// candidates that share a prefix build it once.
+struct Builder {
+    source: Arc<ModelProto>,
+    built: HashMap<String, Result<Arc<ModelProto>, String>>,
+}
+
+impl Builder {
+    fn new(source: Arc<ModelProto>) -> Self {
+        Self { source, built: HashMap::new() }
+    }
+
+    /// The model after all of `candidate`'s steps, or why a step failed.
+    fn build(&mut self, candidate: &Candidate) -> Result<Arc<ModelProto>, String> {
+        let mut model = Arc::clone(&self.source);
+        let mut key = String::new();
+        for step in &candidate.steps {
+            key.push_str(&format!("/{}{}", step.pass, step.config));
+            if let Some(done) = self.built.get(&key) {
+                model = done.clone()?;
+                continue;
+            }
+            let result = run_step(&step.pass, &step.config, &model);
+            self.built.insert(key.clone(), result.clone());
+            model = result?;
+        }
+        Ok(model)
+    }
+}
+
+/// Runs one pass, turning an error or a panic inside it into a reason.
+fn run_step(
+    pass: &str,
+    config: &serde_json::Value,
+    model: &Arc<ModelProto>,
+) -> Result<Arc<ModelProto>, String> {
+    let _span = debug_span!("pass", pass).entered();
+    let info = pipeline_passes::pass::find(pass).ok_or_else(|| format!("unknown pass `{pass}`"))?;
+    let built = (info.build)(config).map_err(|e| e.to_string())?;
+    let input = ModelProto::clone(model);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| built.run(input)));
+    match result {
+        Ok(Ok(model)) => Ok(Arc::new(model)),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".to_string());
+            Err(format!("pass `{pass}` crashed: {message}"))
+        }
+    }
+}
+
+fn evaluate_candidate(
+    recipe: &Recipe,
+    candidate: &Candidate,
+    builder: &mut Builder,
+    evaluation: &Dataset,
+    source: &Measurement,
+    work: &Path,
+    threads: Threads,
+) -> CandidateReport {
+    let _span = debug_span!("candidate", id = %candidate.id).entered();
+    let steps = candidate
+        .steps
+        .iter()
+        .map(|s| StepReport { pass: s.pass.clone(), config: s.config.clone() })
+        .collect();
+    let mut report = CandidateReport {
+        id: candidate.id.clone(),
+        label: candidate.label(),
+        steps,
+        status: Status::Failed,
+        reasons: Vec::new(),
+        measurement: None,
+        build_s: 0.0,
+    };
+
+    let started = Instant::now();
+    let model = builder.build(candidate);
+    report.build_s = started.elapsed().as_secs_f64();
+    let model = match model {
+        Ok(model) => model,
+        Err(reason) => {
+            report.reasons.push(reason);
+            return report;
+        }
+    };
+
+    let path = work.join(format!("{}.onnx", candidate.id));
+    if let Err(error) = ir::save(&model, &path, &Default::default()) {
+        report.reasons.push(format!("saving the model failed: {error}"));
+        return report;
+    }
+    let size = match crate::inspect::stored_size(&path) {
+        Ok(size) => size,
+        Err(error) => {
+            report.reasons.push(error.to_string());
+            return report;
+        }
+    };
+
+    let mut session = match ModelSession::load(&path, threads) {
+        Ok(session) => session,
+        Err(error) => {
+            report.reasons.push(format!("ONNX Runtime cannot load the model: {error}"));
+            return report;
+        }
+    };
+    let measured = match measure(recipe, &mut session, evaluation, size) {
+        Ok(measured) => measured,
+        Err(error) => {
+            report.reasons.push(format!("measuring failed: {error}"));
+            return report;
+        }
+    };
+
+    report.reasons = missed_goals(recipe, source, &measured);
+    report.status = if report.reasons.is_empty() { Status::Passed } else { Status::MissedGoals };
+    report.measurement = Some(measured);
+    report
+}
+
+/// Each goal the candidate missed, in words; empty when it met them all.
+fn missed_goals(recipe: &Recipe, source: &Measurement, candidate: &Measurement) -> Vec<String> {
+    let mut missed = Vec::new();
+
+    if let Some(spec) = &recipe.metrics.accuracy {
+        if let (Some(max_drop), Some(base), Some(got)) =
+            (&spec.max_drop, source.accuracy, candidate.accuracy)
+        {
+            let allowed = max_drop.allowed(base);
+            let drop = base - got;
+            if drop > allowed + 1e-12 {
+                missed.push(format!(
+                    "accuracy dropped by {:.4} ({} -> {}), more than the {max_drop} allowed",
+                    drop,
+                    report::percent(Some(base)),
+                    report::percent(Some(got))
+                ));
+            }
+        }
+    }
+
+    if let Some(max) = recipe.metrics.size.as_ref().and_then(|s| s.max_bytes) {
+        if candidate.size_bytes > max {
+            missed.push(format!(
+                "size {} is above the maximum of {}",
+                report::human_bytes(candidate.size_bytes),
+                report::human_bytes(max)
+            ));
+        }
+    }
+    missed
+}
+
+/// The index of the best passing candidate under the objective, if any passed.
+fn rank(objective: &[Objective], reports: &[CandidateReport], stat: LatencyStat) -> Option<usize> {
+    let passing = reports.iter().enumerate().filter(|(_, r)| r.status == Status::Passed);
+    passing.min_by(|(_, a), (_, b)| compare(objective, a, b, stat)).map(|(index, _)| index)
+}
+
+/// Orders two measured candidates by the objective: the first key that differs decides.
+fn compare(
+    objective: &[Objective],
+    a: &CandidateReport,
+    b: &CandidateReport,
+    stat: LatencyStat,
+) -> Ordering {
+    let (Some(a), Some(b)) = (&a.measurement, &b.measurement) else { return Ordering::Equal };
+    for key in objective {
+        let order = match key {
+            Objective::Latency => {
+                let value = |m: &Measurement| m.latency_ms.as_ref().map(|l| pick(stat, l));
+                total(value(a)).total_cmp(&total(value(b)))
+            }
+            Objective::Size => a.size_bytes.cmp(&b.size_bytes),
+            Objective::Accuracy => {
+                total(b.accuracy.map(|v| -v)).total_cmp(&total(a.accuracy.map(|v| -v))).reverse()
+            }
+        };
+        if order != Ordering::Equal {
+            return order;
+        }
+    }
+    Ordering::Equal
+}
+
+/// A missing value sorts last.
+fn total(value: Option<f64>) -> f64 {
+    value.unwrap_or(f64::INFINITY)
+}
+
+fn summary_line(report: &CandidateReport) -> String {
+    match &report.measurement {
+        Some(m) => format!(
+            "{} (accuracy {}, p50 {}, {})",
+            report.status.as_str(),
+            report::percent(m.accuracy),
+            report::millis(m.latency_ms.as_ref().map(|l| l.p50)),
+            report::human_bytes(m.size_bytes)
+        ),
+        None => format!("{}: {}", report.status.as_str(), report.reasons.join("; ")),
+    }
+}
+
+/// Says which candidate won and why, compared with the runner-up and with the source.
+fn verdict(
+    recipe: &Recipe,
+    source: &Measurement,
+    reports: &[CandidateReport],
+    best: Option<usize>,
+) -> String {
+    let Some(best) = best else {
+        let failed = reports.iter().filter(|r| r.status == Status::Failed).count();
+        let missed = reports.iter().filter(|r| r.status == Status::MissedGoals).count();
+        return format!(
+            "No candidate met the goals: {missed} missed a goal and {failed} failed. \
+             The reasons are in the table."
+        );
+    };
+    let winner = &reports[best];
+    let Some(m) = &winner.measurement else { return String::new() };
+    let stat = recipe.latency_stat();
+
+    let mut lines = vec![format!(
+        "Best: {} `{}`, ranked by {}.",
+        winner.id,
+        winner.label,
+        recipe
+            .objective
+            .iter()
+            .map(|o| objective_name(*o).to_string())
+            .collect::<Vec<_>>()
+            .join(", then ")
+    )];
+
+    if let (Some(l), Some(s)) = (&m.latency_ms, &source.latency_ms) {
+        let (ours, theirs) = (pick(stat, l), pick(stat, s));
+        let ratio = theirs / ours;
+        let relation = if ratio >= 1.0 {
+            format!("{ratio:.2}x faster than")
+        } else {
+            format!("{:.2}x slower than", 1.0 / ratio)
+        };
+        lines.push(format!(
+            "Latency {} {} is {relation} the source ({}).",
+            stat_name(stat),
+            report::millis(Some(ours)),
+            report::millis(Some(theirs))
+        ));
+    }
+    if let (Some(ours), Some(theirs)) = (m.accuracy, source.accuracy) {
+        lines.push(format!(
+            "Top-1 accuracy {} against {} for the source.",
+            report::percent(Some(ours)),
+            report::percent(Some(theirs))
+        ));
+    }
+    lines.push(format!(
+        "Size {} against {} ({:.2}x smaller).",
+        report::human_bytes(m.size_bytes),
+        report::human_bytes(source.size_bytes),
+        source.size_bytes as f64 / m.size_bytes.max(1) as f64
+    ));
+
+    let runner_up = reports
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| *i != best && r.status == Status::Passed)
+        .min_by(|(_, a), (_, b)| compare(&recipe.objective, a, b, stat));
+    if let Some((_, other)) = runner_up {
+        if let (Some(a), Some(b)) =
+            (m.latency_ms.as_ref(), other.measurement.as_ref().and_then(|o| o.latency_ms.as_ref()))
+        {
+            lines.push(format!(
+                "Runner-up: {} `{}` at {} {}.",
+                other.id,
+                other.label,
+                report::millis(Some(pick(stat, b))),
+                stat_name(stat)
+            ));
+            let _ = a;
+        }
+    }
+    lines.join(" ")
+}
+
+/// Refuses an output folder that would overwrite the source model.
+fn check_output(
+    recipe: &Recipe,
+    model: &Path,
+    output_dir: &Path,
+    output_model: &Path,
+) -> Result<(), RunError> {
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    if same(model, output_model) {
+        return Err(RunError::Input {
+            recipe: recipe.path.clone(),
+            message: format!(
+                "`output` is {}, the model's own folder: the best model would overwrite {}",
+                output_dir.display(),
+                model.display()
+            ),
+            hint: "set `output` to another folder, for example `output: out/`".into(),
+        });
+    }
+    if output_dir.exists() && !output_dir.is_dir() {
+        return Err(RunError::Input {
+            recipe: recipe.path.clone(),
+            message: format!("`output` is {}, which is a file, not a folder", output_dir.display()),
+            hint: "set `output` to a folder, for example `output: out/`".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The statistic of a latency measurement that the recipe ranks by.
+fn pick(stat: LatencyStat, latency: &Latency) -> f64 {
+    match stat {
+        LatencyStat::P50 => latency.p50,
+        LatencyStat::P90 => latency.p90,
+        LatencyStat::P99 => latency.p99,
+        LatencyStat::Mean => latency.mean,
+    }
+}
+
+fn stat_name(stat: LatencyStat) -> &'static str {
+    match stat {
+        LatencyStat::P50 => "p50",
+        LatencyStat::P90 => "p90",
+        LatencyStat::P99 => "p99",
+        LatencyStat::Mean => "mean",
+    }
+}
+
+fn objective_name(objective: Objective) -> &'static str {
+    match objective {
+        Objective::Latency => "latency",
+        Objective::Size => "size",
+        Objective::Accuracy => "accuracy",
+    }
+}
