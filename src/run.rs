@@ -53,7 +53,7 @@ pub enum RunError {
     SourceLoad { path: PathBuf, source: RuntimeError },
 
     #[error(transparent)]
-    Data(#[from] DataError),
+    Data(Box<DataError>),
 
     /// A recipe setting that contradicts the model or the file system.
     #[error("{recipe}: {message}\n  hint: {hint}")]
@@ -64,6 +64,12 @@ pub enum RunError {
 
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+}
+
+impl From<DataError> for RunError {
+    fn from(error: DataError) -> Self {
+        RunError::Data(Box::new(error))
+    }
 }
 
 impl RunError {
@@ -199,13 +205,14 @@ fn load_data(recipe: &Recipe, session: &ModelSession) -> Result<RunData, RunErro
 
 /// The accuracy metric must name an output the model has.
 fn check_metrics(recipe: &Recipe, session: &ModelSession) -> Result<(), RunError> {
-    let Some(accuracy) = &recipe.metrics.accuracy else { return Ok(()) };
+    if recipe.metrics.accuracy.is_none() {
+        return Ok(());
+    }
     let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name.as_str()).collect();
     let wanted = accuracy_output(recipe, session);
     if outputs.contains(&wanted.as_str()) {
         return Ok(());
     }
-    let _ = accuracy;
     Err(RunError::Input {
         recipe: recipe.path.clone(),
         message: format!("`metrics.accuracy.output` is `{wanted}`, which the model does not have"),
@@ -532,19 +539,19 @@ fn verdict(
         .enumerate()
         .filter(|(i, r)| *i != best && r.status == Status::Passed)
         .min_by(|(_, a), (_, b)| compare(&recipe.objective, a, b, stat));
-    if let Some((_, other)) = runner_up {
-        if let (Some(a), Some(b)) =
-            (m.latency_ms.as_ref(), other.measurement.as_ref().and_then(|o| o.latency_ms.as_ref()))
-        {
-            lines.push(format!(
-                "Runner-up: {} `{}` at {} {}.",
-                other.id,
-                other.label,
-                report::millis(Some(pick(stat, b))),
-                stat_name(stat)
-            ));
-            let _ = a;
-        }
+    let runner_up_latency = runner_up.and_then(|(_, other)| {
+        let theirs = other.measurement.as_ref()?.latency_ms.as_ref()?;
+        Some((other, pick(stat, m.latency_ms.as_ref()?), pick(stat, theirs)))
+    });
+    if let Some((other, ours, theirs)) = runner_up_latency {
+        lines.push(format!(
+            "Runner-up: {} `{}` at {} {} ({:+.1}%).",
+            other.id,
+            other.label,
+            report::millis(Some(theirs)),
+            stat_name(stat),
+            (theirs / ours - 1.0) * 100.0
+        ));
     }
     lines.join(" ")
 }
