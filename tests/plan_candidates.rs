@@ -22,7 +22,8 @@ fn labels(plan: &Plan) -> Vec<String> {
 #[test]
 fn a_chain_is_one_candidate_with_its_steps_in_order() {
     let plan = plan_for(
-        "passes:\n  - quantize_dynamic: {per_channel: false}\n  - quantize_dynamic: {reduce_range: true}\n",
+        "passes:\n  - quantize_dynamic: {per_channel: false}\n  \
+         - quantize_dynamic: {reduce_range: true}\n",
     )
     .expect("plans");
     assert_eq!(
@@ -38,7 +39,8 @@ fn a_chain_is_one_candidate_with_its_steps_in_order() {
 #[test]
 fn lists_expand_as_a_cartesian_product_first_parameter_slowest() {
     let plan = plan_for(
-        "passes:\n  - quantize_dynamic: {per_channel: [false, true], reduce_range: [false, true]}\n",
+        "passes:\n  - quantize_dynamic: \
+         {per_channel: [false, true], reduce_range: [false, true]}\n",
     )
     .expect("plans");
     assert_eq!(plan.space_size(), 4);
@@ -91,8 +93,8 @@ fn one_of_makes_branches_and_a_list_in_a_branch_is_a_chain() {
 fn equal_prefixes_share_one_node() {
     let plan = plan_for(
         "passes:\n  - quantize_dynamic: {per_channel: [false, true]}\n  - one_of:\n      - \
-         quantize_dynamic: {reduce_range: true}\n      - quantize_dynamic: {reduce_range: false}\n      \
-         - quantize_dynamic: {}\n",
+         quantize_dynamic: {reduce_range: true}\n      \
+         - quantize_dynamic: {reduce_range: false}\n      - quantize_dynamic: {}\n",
     )
     .expect("plans");
     assert_eq!(plan.candidates().len(), 6);
@@ -161,11 +163,17 @@ fn repeated_paths_are_merged_and_counted() {
 
 #[test]
 fn a_configuration_the_pass_refuses_is_reported_before_anything_runs() {
-    let error = plan_for("passes:\n  - one_of:\n      - quantize_dynamic: {}\n      - quantize_dynamic: {op_types: [Relu]}\n")
-        .expect_err("Relu cannot be quantized by this pass");
+    let error = plan_for(
+        "passes:\n  - one_of:\n      - quantize_dynamic: {}\n      \
+         - quantize_dynamic: {op_types: [Relu]}\n",
+    )
+    .expect_err("Relu cannot be quantized by this pass");
     let message = error.to_string();
     assert!(
-        message.starts_with("dir/recipe.yaml:8:9: passes[0].one_of[1].quantize_dynamic: invalid configuration for pass `quantize_dynamic`"),
+        message.starts_with(
+            "dir/recipe.yaml:8:9: passes[0].one_of[1].quantize_dynamic: invalid configuration \
+             for pass `quantize_dynamic`"
+        ),
         "{message}"
     );
     assert!(message.contains("Relu"), "{message}");
@@ -173,7 +181,8 @@ fn a_configuration_the_pass_refuses_is_reported_before_anything_runs() {
 
     // Also when the refused configuration is beyond the candidate cap.
     let error = plan_for(
-        "passes:\n  - quantize_dynamic: {op_types: [[MatMul], [Relu]]}\nsearch: {max_candidates: 1}\n",
+        "passes:\n  - quantize_dynamic: {op_types: [[MatMul], [Relu]]}\n\
+         search: {max_candidates: 1}\n",
     )
     .expect_err("the second configuration is refused");
     assert!(error.to_string().contains("Relu"), "{error}");

@@ -189,7 +189,8 @@ fn max_drop_takes_a_number_or_a_percentage() {
     let message = message(&replace("max_drop: 0.01", "max_drop: -0.01"));
     assert!(
         message.starts_with(
-            "<dir>/recipe.yaml:8:52: metrics.accuracy.max_drop: expected a drop of 0 or more, found -0.01"
+            "<dir>/recipe.yaml:8:52: metrics.accuracy.max_drop: expected a drop of 0 or more, \
+             found -0.01"
         ),
         "{message}"
     );

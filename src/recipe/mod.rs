@@ -348,7 +348,10 @@ pub enum RecipeError {
     Syntax { file: PathBuf, line: u64, column: u64, message: String },
 
     /// The YAML does not make a valid recipe.
-    #[error("{}:{line}:{column}: {}{message}{}", file.display(), field_prefix(field), hint_line(hint))]
+    #[error(
+        "{}:{line}:{column}: {}{message}{}",
+        file.display(), field_prefix(field), hint_line(hint)
+    )]
     Invalid {
         file: PathBuf,
         line: u64,

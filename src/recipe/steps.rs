@@ -573,7 +573,8 @@ mod tests {
     #[test]
     fn reads_branches_and_chains() {
         let items = read(
-            "- one_of:\n  - quantize_dynamic: {}\n  - [quantize_dynamic: {}, quantize_dynamic: {}]\n",
+            "- one_of:\n  - quantize_dynamic: {}\n  \
+             - [quantize_dynamic: {}, quantize_dynamic: {}]\n",
         )
         .unwrap();
         let PassItem::OneOf(branches) = &items[0] else { panic!("expected one_of") };
