@@ -35,7 +35,7 @@ fn load(text: &str) -> (tempfile::TempDir, Result<recipe::Recipe, RecipeError>) 
 }
 
 /// The message for `text`, with the temporary folder replaced by `<dir>`.
-fn message(text: &str) -> String {
+fn refusal(text: &str) -> String {
     let (dir, result) = load(text);
     let error = result.expect_err("the recipe should be refused");
     error.to_string().replace(&dir.path().display().to_string(), "<dir>")
@@ -70,30 +70,29 @@ fn valid_recipe_loads_with_its_values() {
 fn syntax_error_names_line_and_column() {
     let text =
         replace("  latency: {warmup: 10, runs: 100, stat: p50}\n", "  latency: {warmup: 10\n");
-    let message = message(&text);
-    assert!(message.starts_with("<dir>/recipe.yaml:"), "{message}");
-    assert!(message.contains("invalid YAML"), "{message}");
+    assert_eq!(
+        refusal(&text),
+        "<dir>/recipe.yaml:10:7: invalid YAML: while parsing a flow mapping, did not find \
+         expected ',' or '}'"
+    );
 
-    let message = message_for_bad_indentation();
-    assert!(message.starts_with("<dir>/recipe.yaml:3:"), "{message}");
-    assert!(message.contains("invalid YAML"), "{message}");
-}
-
-fn message_for_bad_indentation() -> String {
-    message("name: x\nmodel: m.onnx\n  target: cpu\n")
+    assert_eq!(
+        refusal("name: x\nmodel: m.onnx\n  target: cpu\n"),
+        "<dir>/recipe.yaml:3:9: invalid YAML: mapping values are not allowed in this context"
+    );
 }
 
 #[test]
 fn unknown_key_suggests_the_closest_one() {
     let text = replace("{warmup: 10, runs: 100", "{wamup: 10, runs: 100");
     assert_eq!(
-        message(&text),
+        refusal(&text),
         "<dir>/recipe.yaml:9:13: metrics.latency.wamup: unknown field `wamup`\n  \
          hint: did you mean `warmup`? allowed: `warmup`, `runs`, `stat`"
     );
 
     let text = replace("output: out/\n", "outptu: out/\n");
-    let message = message(&text);
+    let message = refusal(&text);
     assert!(
         message.starts_with("<dir>/recipe.yaml:15:1: outptu: unknown field `outptu`"),
         "{message}"
@@ -105,7 +104,7 @@ fn unknown_key_suggests_the_closest_one() {
 fn unknown_value_lists_the_allowed_ones() {
     let text = replace("stat: p50", "stat: p95");
     assert_eq!(
-        message(&text),
+        refusal(&text),
         "<dir>/recipe.yaml:9:42: metrics.latency.stat: unknown value `p95`\n  \
          hint: did you mean `p99`? allowed: `p50`, `p90`, `p99`, `mean`"
     );
@@ -114,7 +113,7 @@ fn unknown_value_lists_the_allowed_ones() {
 #[test]
 fn unknown_pass_suggests_the_closest_registered_pass() {
     let text = replace("- quantize_dynamic:", "- quantize_dynamc:");
-    let message = message(&text);
+    let message = refusal(&text);
     assert!(
         message.starts_with(
             "<dir>/recipe.yaml:13:5: passes[0].quantize_dynamc: unknown pass `quantize_dynamc`\n  \
@@ -127,7 +126,7 @@ fn unknown_pass_suggests_the_closest_registered_pass() {
 #[test]
 fn unknown_parameter_suggests_the_closest_one() {
     let text = replace("{per_channel: [false, true]}", "{per_chanel: true}");
-    let message = message(&text);
+    let message = refusal(&text);
     assert!(
         message.starts_with(
             "<dir>/recipe.yaml:13:24: passes[0].quantize_dynamic.per_chanel: unknown parameter \
@@ -141,14 +140,14 @@ fn unknown_parameter_suggests_the_closest_one() {
 fn wrong_parameter_type_names_the_field_and_the_expected_type() {
     let text = replace("{per_channel: [false, true]}", "{per_channel: 3}");
     assert_eq!(
-        message(&text),
+        refusal(&text),
         "<dir>/recipe.yaml:13:37: passes[0].quantize_dynamic.per_channel: expected a boolean \
          (`true` or `false`), found integer `3`"
     );
 
     let text = replace("{per_channel: [false, true]}", "{per_channel: [true, \"x\"]}");
     assert_eq!(
-        message(&text),
+        refusal(&text),
         "<dir>/recipe.yaml:13:44: passes[0].quantize_dynamic.per_channel[1]: expected a boolean \
          (`true` or `false`), found string `x`"
     );
@@ -158,7 +157,7 @@ fn wrong_parameter_type_names_the_field_and_the_expected_type() {
 fn wrong_type_in_a_typed_field() {
     let text = replace("runs: 100", "runs: many");
     assert_eq!(
-        message(&text),
+        refusal(&text),
         "<dir>/recipe.yaml:9:31: metrics.latency.runs: expected an integer, found string `many`"
     );
 }
@@ -166,10 +165,10 @@ fn wrong_type_in_a_typed_field() {
 #[test]
 fn missing_required_field() {
     let text = replace("model: model.onnx\n", "");
-    assert_eq!(message(&text), "<dir>/recipe.yaml:1:1: missing field `model`");
+    assert_eq!(refusal(&text), "<dir>/recipe.yaml:1:1: missing field `model`");
 
     let text = replace("{path: test.npz, labels: y, samples: 500}", "{labels: y}");
-    assert_eq!(message(&text), "<dir>/recipe.yaml:6:15: data.evaluation: missing field `path`");
+    assert_eq!(refusal(&text), "<dir>/recipe.yaml:6:15: data.evaluation: missing field `path`");
 }
 
 #[test]
@@ -186,7 +185,7 @@ fn max_drop_takes_a_number_or_a_percentage() {
         Some(MaxDrop::Relative(0.015))
     );
 
-    let message = message(&replace("max_drop: 0.01", "max_drop: -0.01"));
+    let message = refusal(&replace("max_drop: 0.01", "max_drop: -0.01"));
     assert!(
         message.starts_with(
             "<dir>/recipe.yaml:8:52: metrics.accuracy.max_drop: expected a drop of 0 or more, \
@@ -195,19 +194,15 @@ fn max_drop_takes_a_number_or_a_percentage() {
         "{message}"
     );
 
-    let message = message_of(&replace("max_drop: 0.01", "max_drop: lots"));
+    let message = refusal(&replace("max_drop: 0.01", "max_drop: lots"));
     assert!(
         message.contains("metrics.accuracy.max_drop: expected a number or a percentage"),
         "{message}"
     );
 
-    let message = message_of(&replace("max_drop: 0.01", "max_drop: 5"));
+    let message = refusal(&replace("max_drop: 0.01", "max_drop: 5"));
     assert!(message.contains("larger than the whole accuracy range"), "{message}");
     assert!(message.contains("hint: write an absolute drop like `0.01`"), "{message}");
-}
-
-fn message_of(text: &str) -> String {
-    message(text)
 }
 
 #[test]
@@ -241,35 +236,35 @@ fn defaults_fill_what_the_recipe_leaves_out() {
 fn checks_after_parsing_name_their_field() {
     let text = replace("runs: 100", "runs: 0");
     assert_eq!(
-        message(&text),
+        refusal(&text),
         "<dir>/recipe.yaml:9:31: metrics.latency.runs: expected 1 or more, found 0\n  \
          hint: set `metrics.latency.runs` to 1 or more"
     );
 
     let text =
         replace("passes:\n  - quantize_dynamic: {per_channel: [false, true]}\n", "passes: []\n");
-    let message = message(&text);
+    let message = refusal(&text);
     assert!(message.starts_with("<dir>/recipe.yaml:12:9: passes: no passes"), "{message}");
 
     let text = replace("labels: y, ", "");
     assert_eq!(
-        message_of(&text),
+        refusal(&text),
         "<dir>/recipe.yaml:8:13: metrics.accuracy: accuracy needs labeled evaluation data\n  \
          hint: set `data.evaluation.labels` to the name of the labels array in the .npz file"
     );
 
     let text = replace("objective: [latency]", "objective: [latency, latency]");
-    assert!(message_of(&text).contains("objective[1]: `latency` is listed twice"));
+    assert!(refusal(&text).contains("objective[1]: `latency` is listed twice"));
 
     let text = replace("  size: {}\n", "").replace("objective: [latency]", "objective: [size]");
-    let message = message_of(&text);
+    let message = refusal(&text);
     assert!(
         message.contains("objective[0]: `size` ranks candidates but is not measured"),
         "{message}"
     );
 
     let text = replace("target: cpu", "target: gpu");
-    assert!(message_of(&text).contains("target: unknown value `gpu`"));
+    assert!(refusal(&text).contains("target: unknown value `gpu`"));
 }
 
 #[test]
@@ -278,7 +273,7 @@ fn pass_step_shape_errors() {
         "  - quantize_dynamic: {per_channel: [false, true]}\n",
         "  - quantize_dynamic: {}\n    per_channel: true\n",
     );
-    let message = message(&text);
+    let message = refusal(&text);
     assert!(
         message.starts_with(
             "<dir>/recipe.yaml:14:5: passes[0].per_channel: a pass step has exactly one key"
@@ -287,15 +282,15 @@ fn pass_step_shape_errors() {
     );
 
     let text = replace("{per_channel: [false, true]}", "{per_channel: []}");
-    assert!(message_of(&text).contains("per_channel: an empty list gives this parameter no value"));
+    assert!(refusal(&text).contains("per_channel: an empty list gives this parameter no value"));
 
     let text = replace("  - quantize_dynamic: {per_channel: [false, true]}\n", "  - one_of: []\n");
-    assert!(message_of(&text).contains("passes[0].one_of: `one_of` has no branches"));
+    assert!(refusal(&text).contains("passes[0].one_of: `one_of` has no branches"));
 }
 
 #[test]
 fn empty_file_and_missing_file() {
-    assert!(message("# nothing\n").contains("the recipe is empty"));
+    assert!(refusal("# nothing\n").contains("the recipe is empty"));
     let error = recipe::load(Path::new("/nonexistent/recipe.yaml")).expect_err("no such file");
     assert!(
         error.to_string().starts_with("cannot read recipe /nonexistent/recipe.yaml: "),

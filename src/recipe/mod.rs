@@ -558,12 +558,17 @@ struct MaxDropVisitor;
 const MAX_DROP_HINT: &str = "write an absolute drop like `0.01`, or a relative one like `\"1%\"`";
 
 impl MaxDropVisitor {
-    fn checked<E: de::Error>(drop: f64, make: fn(f64) -> MaxDrop) -> Result<MaxDrop, E> {
+    /// `make(drop)` if the drop is 0 or more; `written` is how the recipe spelled it.
+    fn checked<E: de::Error>(
+        drop: f64,
+        written: &str,
+        make: fn(f64) -> MaxDrop,
+    ) -> Result<MaxDrop, E> {
         if drop.is_finite() && drop >= 0.0 {
             return Ok(make(drop));
         }
         Err(E::custom(format!(
-            "expected a drop of 0 or more, found {drop}{}{MAX_DROP_HINT}",
+            "expected a drop of 0 or more, found {written}{}{MAX_DROP_HINT}",
             node::HINT
         )))
     }
@@ -577,15 +582,15 @@ impl<'de> Visitor<'de> for MaxDropVisitor {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<MaxDrop, E> {
-        Self::checked(v, MaxDrop::Absolute)
+        Self::checked(v, &v.to_string(), MaxDrop::Absolute)
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<MaxDrop, E> {
-        Self::checked(v as f64, MaxDrop::Absolute)
+        Self::checked(v as f64, &v.to_string(), MaxDrop::Absolute)
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<MaxDrop, E> {
-        Self::checked(v as f64, MaxDrop::Absolute)
+        Self::checked(v as f64, &v.to_string(), MaxDrop::Absolute)
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<MaxDrop, E> {
@@ -595,7 +600,7 @@ impl<'de> Visitor<'de> for MaxDropVisitor {
                 "a relative drop of {percent}% is more than the whole accuracy{}{MAX_DROP_HINT}",
                 node::HINT
             ))),
-            Some(percent) => Self::checked(percent, |p| MaxDrop::Relative(p / 100.0)),
+            Some(percent) => Self::checked(percent, v, |p| MaxDrop::Relative(p / 100.0)),
             None => Err(E::custom(format!(
                 "expected a number or a percentage, found string `{v}`{}{MAX_DROP_HINT}",
                 node::HINT
