@@ -238,9 +238,10 @@ impl Plan {
         }
         out.push('\n');
         if self.duplicates > 0 {
+            let paths = if self.duplicates == 1 { "path" } else { "paths" };
             let _ = writeln!(
                 out,
-                "{} repeated paths (the same steps as an earlier candidate) merged",
+                "{} repeated {paths} (the same steps as an earlier candidate) merged",
                 self.duplicates
             );
         }
