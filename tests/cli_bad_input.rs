@@ -1,0 +1,218 @@
+//! `pipeline run` on wrong input: each is refused with exit code 2, a message that names the
+//! file and the field, array or node at fault, and nothing written anywhere.
+
+mod common;
+
+use common::{labels, outcome, Npz, Outcome, Project};
+use ndarray::{Array2, Array4};
+
+/// Runs the project's recipe, expects exit code 2 with each of `parts` on stderr, and checks
+/// that the run created, removed or renamed nothing in the project's folder.
+fn refused(project: &Project, parts: &[&str]) -> Outcome {
+    let before = project.files();
+    let result = outcome(&mut project.run());
+    result.expect_code(2).no_panic().stderr_has(parts);
+    assert_eq!(project.files(), before, "refused input changed the folder\n{}", result.stderr);
+    result
+}
+
+/// The project's path for `name`, as the binary prints it.
+fn shown(project: &Project, name: &str) -> String {
+    project.path(name).display().to_string()
+}
+
+/// Asserts that stderr holds `recipe.yaml:LINE:COLUMN:` with numbers for both.
+fn assert_located(result: &Outcome) {
+    let located = result.stderr.split("recipe.yaml:").skip(1).any(|rest| {
+        let mut parts = rest.splitn(3, ':');
+        let line = parts.next().unwrap_or_default();
+        let column = parts.next().unwrap_or_default();
+        line.parse::<u32>().is_ok() && column.parse::<u32>().is_ok()
+    });
+    assert!(located, "no recipe.yaml:line:column in:\n{}", result.stderr);
+}
+
+#[test]
+fn missing_model_file() {
+    let project = Project::digits();
+    std::fs::remove_file(project.path("model.onnx")).expect("removed");
+    refused(&project, &[&shown(&project, "model.onnx")]);
+}
+
+#[test]
+fn model_path_that_is_a_folder() {
+    let project = Project::digits();
+    std::fs::remove_file(project.path("model.onnx")).expect("removed");
+    std::fs::create_dir(project.path("model.onnx")).expect("a folder in its place");
+    refused(&project, &[&shown(&project, "model.onnx")]);
+}
+
+#[test]
+fn model_bytes_that_are_not_onnx() {
+    let project = Project::digits();
+    std::fs::write(project.path("model.onnx"), "hello, this is not an ONNX model\n").unwrap();
+    refused(&project, &[&shown(&project, "model.onnx"), "ONNX"]);
+}
+
+#[test]
+fn recipe_yaml_syntax_error_gives_line_and_column() {
+    let project = Project::digits();
+    project.edit_recipe("objective: [latency]", "objective: [latency");
+    let result = refused(&project, &[&shown(&project, "recipe.yaml"), "YAML"]);
+    assert_located(&result);
+}
+
+#[test]
+fn unknown_pass_suggests_the_closest() {
+    let project = Project::digits();
+    project.edit_recipe("- quantize_dynamic:", "- quantize_dynamc:");
+    let result = refused(
+        &project,
+        &[
+            &shown(&project, "recipe.yaml"),
+            "passes[0]",
+            "quantize_dynamc",
+            "did you mean `quantize_dynamic`",
+        ],
+    );
+    assert_located(&result);
+}
+
+#[test]
+fn unknown_key_suggests_the_closest() {
+    let project = Project::digits();
+    project.edit_recipe("{warmup: 2,", "{wamup: 2,");
+    let result = refused(
+        &project,
+        &[&shown(&project, "recipe.yaml"), "metrics.latency.wamup", "did you mean `warmup`"],
+    );
+    assert_located(&result);
+}
+
+#[test]
+fn wrong_parameter_type() {
+    let project = Project::digits();
+    project.edit_recipe("{per_channel: [false, true]}", "{per_channel: 3}");
+    let result = refused(
+        &project,
+        &[&shown(&project, "recipe.yaml"), "passes[0].quantize_dynamic.per_channel", "boolean"],
+    );
+    assert_located(&result);
+}
+
+#[test]
+fn evaluation_array_with_the_wrong_name() {
+    let project = Project::digits();
+    Npz::create(&project.path("test.npz"))
+        .array("pixels", Array4::<f32>::zeros((10, 1, 8, 8)))
+        .array("y", labels(10))
+        .finish();
+    refused(&project, &[&shown(&project, "test.npz"), "'input'", "pixels"]);
+}
+
+#[test]
+fn evaluation_array_of_float64() {
+    let project = Project::digits();
+    Npz::create(&project.path("test.npz"))
+        .array("input", Array4::<f64>::zeros((10, 1, 8, 8)))
+        .array("y", labels(10))
+        .finish();
+    refused(&project, &[&shown(&project, "test.npz"), "'input'", "float64", "float32"]);
+}
+
+#[test]
+fn evaluation_array_of_integers() {
+    let project = Project::digits();
+    Npz::create(&project.path("test.npz"))
+        .array("input", Array4::<i64>::zeros((10, 1, 8, 8)))
+        .array("y", labels(10))
+        .finish();
+    refused(&project, &[&shown(&project, "test.npz"), "'input'", "int64", "float32"]);
+}
+
+#[test]
+fn evaluation_array_of_the_wrong_shape() {
+    let project = Project::digits();
+    Npz::create(&project.path("test.npz"))
+        .array("input", Array2::<f32>::zeros((10, 64)))
+        .array("y", labels(10))
+        .finish();
+    refused(&project, &[&shown(&project, "test.npz"), "'input'", "[10, 64]", "shape"]);
+}
+
+#[test]
+fn evaluation_file_with_zero_samples() {
+    let project = Project::digits();
+    Npz::create(&project.path("test.npz"))
+        .array("input", Array4::<f32>::zeros((0, 1, 8, 8)))
+        .array("y", labels(0))
+        .finish();
+    refused(&project, &[&shown(&project, "test.npz"), "no samples"]);
+}
+
+#[test]
+fn evaluation_file_of_zero_bytes() {
+    let project = Project::digits();
+    std::fs::write(project.path("test.npz"), b"").expect("written");
+    refused(&project, &[&shown(&project, "test.npz")]);
+}
+
+#[test]
+fn evaluation_file_without_the_labels_array() {
+    let project = Project::digits();
+    Npz::create(&project.path("test.npz"))
+        .array("input", Array4::<f32>::zeros((10, 1, 8, 8)))
+        .finish();
+    refused(&project, &[&shown(&project, "test.npz"), "'y'", "labels"]);
+}
+
+#[test]
+fn missing_evaluation_file() {
+    let project = Project::digits();
+    std::fs::remove_file(project.path("test.npz")).expect("removed");
+    refused(&project, &[&shown(&project, "test.npz")]);
+}
+
+/// Accuracy is asked for but the recipe names no labels array: the input is wrong, so this
+/// is exit code 2 and not a failed job.
+#[test]
+fn accuracy_without_labels_in_the_recipe() {
+    let project = Project::digits();
+    project.edit_recipe("{path: test.npz, labels: y}", "{path: test.npz}");
+    refused(&project, &["labels"]);
+}
+
+#[test]
+fn calibration_array_of_the_wrong_shape() {
+    let project = Project::digits();
+    Npz::create(&project.path("calib.npz")).array("input", Array2::<f32>::zeros((10, 64))).finish();
+    refused(&project, &[&shown(&project, "calib.npz"), "'input'", "[10, 64]"]);
+}
+
+#[test]
+fn accuracy_output_the_model_does_not_have() {
+    let project = Project::digits();
+    project.edit_recipe("output: logits", "output: logit");
+    refused(&project, &[&shown(&project, "recipe.yaml"), "metrics.accuracy.output", "logits"]);
+}
+
+#[test]
+fn output_in_the_models_own_folder() {
+    let project = Project::digits();
+    project.edit_recipe("output: out/", "output: .");
+    refused(&project, &[&shown(&project, "recipe.yaml"), "`output`", "model.onnx"]);
+}
+
+#[test]
+fn output_that_is_a_file() {
+    let project = Project::digits();
+    std::fs::write(project.path("out"), "a file where the output folder should be").unwrap();
+    refused(&project, &[&shown(&project, "recipe.yaml"), "`output`", "out"]);
+}
+
+#[test]
+fn recipe_file_that_does_not_exist() {
+    let project = Project::digits();
+    std::fs::remove_file(project.recipe()).expect("removed");
+    refused(&project, &[&shown(&project, "recipe.yaml")]);
+}

@@ -1,0 +1,134 @@
+//! The subcommands that do not run a recipe: `plan`, `validate`, `schema`, `passes` and
+//! `inspect`, on the digits example and on wrong input.
+
+mod common;
+
+use common::{outcome, pipeline, Project};
+use serde_json::Value;
+
+#[test]
+fn plan_shows_both_candidates_of_the_digits_recipe() {
+    let project = Project::digits();
+    let before = project.files();
+    let result = outcome(project.pipeline().arg("plan").arg(project.recipe()));
+    result.expect_code(0).no_panic();
+    assert!(result.stdout.contains("2 candidates"), "{}", result.stdout);
+    assert!(result.stdout.contains("[c1]") && result.stdout.contains("[c2]"), "{}", result.stdout);
+    assert!(result.stdout.contains("quantize_dynamic"), "{}", result.stdout);
+    assert_eq!(project.files(), before, "plan wrote files");
+}
+
+#[test]
+fn plan_of_a_bad_recipe_exits_2() {
+    let project = Project::digits();
+    project.edit_recipe("- quantize_dynamic:", "- quantize_dynamc:");
+    let result = outcome(project.pipeline().arg("plan").arg(project.recipe()));
+    result
+        .expect_code(2)
+        .no_panic()
+        .stderr_has(&[&project.recipe().display().to_string(), "did you mean `quantize_dynamic`"]);
+}
+
+#[test]
+fn validate_accepts_the_digits_recipe() {
+    let project = Project::digits();
+    let before = project.files();
+    let result = outcome(project.pipeline().arg("validate").arg(project.recipe()));
+    result.expect_code(0).no_panic();
+    assert!(result.stdout.contains("valid"), "{}", result.stdout);
+    assert!(result.stdout.contains("2 candidate"), "{}", result.stdout);
+    assert_eq!(project.files(), before, "validate wrote files");
+}
+
+#[test]
+fn validate_accepts_the_shipped_example_as_is() {
+    let recipe = common::root().join("examples/digits/recipe.yaml");
+    let result = outcome(pipeline().arg("validate").arg(&recipe));
+    result.expect_code(0).no_panic();
+    assert!(result.stdout.contains("2 candidate"), "{}", result.stdout);
+}
+
+#[test]
+fn validate_refuses_a_wrong_parameter_type() {
+    let project = Project::digits();
+    project.edit_recipe("{per_channel: [false, true]}", "{per_channel: 3}");
+    let result = outcome(project.pipeline().arg("validate").arg(project.recipe()));
+    result.expect_code(2).no_panic().stderr_has(&[
+        &project.recipe().display().to_string(),
+        "passes[0].quantize_dynamic.per_channel",
+    ]);
+}
+
+#[test]
+fn schema_prints_json_that_describes_recipes() {
+    let result = outcome(pipeline().arg("schema"));
+    result.expect_code(0).no_panic();
+    let schema: Value = serde_json::from_str(&result.stdout).expect("the schema is JSON");
+    let properties = schema["properties"].as_object().expect("the schema has properties");
+    for field in ["model", "passes", "metrics", "output"] {
+        assert!(properties.contains_key(field), "no `{field}` in {schema:#}");
+    }
+}
+
+#[test]
+fn schema_matches_the_committed_file() {
+    let result = outcome(pipeline().arg("schema"));
+    result.expect_code(0);
+    let committed = common::root().join("schemas/recipe.schema.json");
+    let text = std::fs::read_to_string(&committed).expect("the committed schema is readable");
+    let committed: Value = serde_json::from_str(&text).expect("the committed schema is JSON");
+    let printed: Value = serde_json::from_str(&result.stdout).expect("the schema is JSON");
+    assert!(printed == committed, "schemas/recipe.schema.json is stale: run `pipeline schema`");
+}
+
+#[test]
+fn passes_lists_quantize_dynamic_and_its_parameters() {
+    let result = outcome(pipeline().arg("passes"));
+    result.expect_code(0).no_panic();
+    assert!(result.stdout.contains("quantize_dynamic"), "{}", result.stdout);
+    assert!(result.stdout.contains("per_channel"), "{}", result.stdout);
+}
+
+#[test]
+fn inspect_summarizes_the_digits_model() {
+    let model = common::root().join("examples/digits/model.onnx");
+    let result = outcome(pipeline().arg("inspect").arg(&model));
+    result.expect_code(0).no_panic();
+    for part in ["input", "logits", "Conv", "Gemm"] {
+        assert!(result.stdout.contains(part), "no `{part}` in:\n{}", result.stdout);
+    }
+
+    let result = outcome(pipeline().arg("inspect").arg("--json").arg(&model));
+    result.expect_code(0).no_panic();
+    let summary: Value = serde_json::from_str(&result.stdout).expect("the summary is JSON");
+    assert_eq!(summary["inputs"][0]["name"], "input", "{summary:#}");
+    assert_eq!(summary["outputs"][0]["name"], "logits", "{summary:#}");
+    assert_eq!(summary["ops"]["Conv"], 2, "{summary:#}");
+    assert_eq!(summary["ops"]["Gemm"], 2, "{summary:#}");
+    assert_eq!(summary["nodes"], 10, "{summary:#}");
+    let size = std::fs::metadata(&model).expect("the model").len();
+    assert_eq!(summary["size_bytes"], size, "{summary:#}");
+}
+
+#[test]
+fn inspect_refuses_bytes_that_are_not_onnx() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let garbage = dir.path().join("garbage.onnx");
+    std::fs::write(&garbage, "hello, this is not an ONNX model\n").expect("written");
+    let result = outcome(pipeline().arg("inspect").arg(&garbage));
+    result.expect_code(2).no_panic().stderr_has(&[&garbage.display().to_string()]);
+}
+
+#[test]
+fn inspect_refuses_a_missing_file() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let missing = dir.path().join("missing.onnx");
+    let result = outcome(pipeline().arg("inspect").arg(&missing));
+    result.expect_code(2).no_panic().stderr_has(&[&missing.display().to_string()]);
+}
+
+#[test]
+fn unknown_subcommand_or_flag_exits_2() {
+    outcome(pipeline().arg("runn")).expect_code(2).no_panic();
+    outcome(pipeline().arg("run").arg("--no-such-flag")).expect_code(2).no_panic();
+}
