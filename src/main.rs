@@ -78,9 +78,14 @@ fn main() -> ExitCode {
     };
 
     result.unwrap_or_else(|error| {
-        eprintln!("error: {error}");
-        for cause in error.chain().skip(1) {
-            eprintln!("  caused by: {cause}");
+        // Hints are indented the same way whichever module wrote them.
+        let message = error.to_string().replace("\nhint:", "\n  hint:");
+        eprintln!("error: {message}");
+        // Most errors already quote their cause; print only causes that add something.
+        for cause in error.chain().skip(1).map(|c| c.to_string()) {
+            if !message.contains(&cause) {
+                eprintln!("  caused by: {cause}");
+            }
         }
         exit_code_for(&error)
     })
@@ -148,9 +153,12 @@ fn plan(recipe_path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn validate(recipe_path: &Path) -> anyhow::Result<ExitCode> {
-    let recipe = recipe::load(recipe_path)?;
-    let plan = plan::build(&recipe)?;
-    println!("{}: valid, {} candidate(s)", recipe_path.display(), plan.candidates().len());
+    let prepared = pipeline::run::prepare(recipe_path)?;
+    println!(
+        "{}: valid; model, data and output folder checked; {} candidate(s)",
+        recipe_path.display(),
+        prepared.plan.candidates().len()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -22,7 +22,7 @@ use crate::recipe::{self, LatencyStat, Objective, Recipe, RecipeError};
 use crate::report::{
     self, CandidateReport, Latency, Measurement, Report, RuntimeSummary, Status, StepReport,
 };
-use crate::runtime::{self, ModelSession, RuntimeError, Threads};
+use crate::runtime::{self, IoInfo, ModelSession, RuntimeError, Threads};
 
 /// How to run, beyond what the recipe says.
 #[derive(Debug, Clone, Default)]
@@ -82,30 +82,59 @@ impl RunError {
     }
 }
 
-/// Runs the recipe at `recipe_path` and returns the report it wrote.
-pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError> {
-    let started = Instant::now();
+/// What a run needs, read and checked before anything is run or written.
+pub struct Prepared {
+    pub recipe: Recipe,
+    pub plan: plan::Plan,
+    pub model_path: PathBuf,
+    pub model: ModelProto,
+    pub evaluation: Dataset,
+    pub output_dir: PathBuf,
+    pub output_model: PathBuf,
+}
 
+/// Reads and checks everything the user gave without running a model: the recipe and its
+/// plan, the output folder, the model, and the data against the model's inputs.
+pub fn prepare(recipe_path: &Path) -> Result<Prepared, RunError> {
     let recipe = recipe::load(recipe_path)?;
     let plan = plan::build(&recipe)?;
+
     let model_path = recipe.model_path();
-    let output_dir = recipe.output_dir();
+    // `./.` and `out/./` read better as `.` and `out`.
+    let output_dir: PathBuf = recipe.output_dir().components().collect();
     let output_model = output_dir.join(model_path.file_name().unwrap_or("model.onnx".as_ref()));
     check_output(&recipe, &model_path, &output_dir, &output_model)?;
 
-    let source_model = ir::load(&model_path).map_err(RunError::Model)?;
+    let model = ir::load(&model_path).map_err(RunError::Model)?;
+    let evaluation = load_data(&recipe, &model)?;
+    check_metrics(&recipe, &model)?;
+
+    Ok(Prepared { recipe, plan, model_path, model, evaluation, output_dir, output_model })
+}
+
+/// Runs the recipe at `recipe_path` and returns the report it wrote.
+pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError> {
+    let started = Instant::now();
+    let Prepared {
+        recipe,
+        plan,
+        model_path,
+        model: source_model,
+        evaluation,
+        output_dir,
+        output_model,
+    } = prepare(recipe_path)?;
+
     let runtime = runtime::init(options.ort_lib.as_deref())?;
 
     let threads = Threads::default();
     let mut session = ModelSession::load(&model_path, threads)
         .map_err(|source| RunError::SourceLoad { path: model_path.clone(), source })?;
-    let data = load_data(&recipe, &session)?;
-    check_metrics(&recipe, &session)?;
 
     info!("measuring the source model {}", model_path.display());
     let source_size = crate::inspect::stored_size(&model_path).map_err(RunError::Model)?;
     let source =
-        measure(&recipe, &mut session, &data.evaluation, source_size).map_err(RunError::Measure)?;
+        measure(&recipe, &mut session, &evaluation, source_size).map_err(RunError::Measure)?;
     drop(session);
 
     std::fs::create_dir_all(&output_dir)
@@ -129,7 +158,7 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
             &recipe,
             candidate,
             &mut builder,
-            &data.evaluation,
+            &evaluation,
             &source,
             work.path(),
             threads,
@@ -181,12 +210,10 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
     Ok(report)
 }
 
-/// The evaluation set (and the calibration set, checked even when no pass needs it yet).
-struct RunData {
-    evaluation: Dataset,
-}
-
-fn load_data(recipe: &Recipe, session: &ModelSession) -> Result<RunData, RunError> {
+/// Loads the evaluation set, and the calibration set (checked even when no pass needs it),
+/// each checked against the model's inputs.
+fn load_data(recipe: &Recipe, model: &ModelProto) -> Result<Dataset, RunError> {
+    let inputs = IoInfo::model_inputs(model);
     let spec = recipe.data.evaluation.as_ref().ok_or_else(|| RunError::Input {
         recipe: recipe.path.clone(),
         message: "`data.evaluation` is missing: every candidate is measured on it".into(),
@@ -194,22 +221,22 @@ fn load_data(recipe: &Recipe, session: &ModelSession) -> Result<RunData, RunErro
     })?;
     let evaluation =
         Dataset::load(&recipe.resolve(&spec.path), spec.labels.as_deref(), spec.samples)?;
-    evaluation.check_inputs(session.inputs())?;
+    evaluation.check_inputs(&inputs)?;
 
     if let Some(spec) = &recipe.data.calibration {
         let calibration = Dataset::load(&recipe.resolve(&spec.path), None, spec.samples)?;
-        calibration.check_inputs(session.inputs())?;
+        calibration.check_inputs(&inputs)?;
     }
-    Ok(RunData { evaluation })
+    Ok(evaluation)
 }
 
 /// The accuracy metric must name an output the model has.
-fn check_metrics(recipe: &Recipe, session: &ModelSession) -> Result<(), RunError> {
+fn check_metrics(recipe: &Recipe, model: &ModelProto) -> Result<(), RunError> {
     if recipe.metrics.accuracy.is_none() {
         return Ok(());
     }
-    let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name.as_str()).collect();
-    let wanted = accuracy_output(recipe, session);
+    let outputs: Vec<&str> = model.graph.iter().flat_map(|g| &g.output).map(|o| o.name()).collect();
+    let wanted = accuracy_output(recipe, &outputs);
     if outputs.contains(&wanted.as_str()) {
         return Ok(());
     }
@@ -221,13 +248,13 @@ fn check_metrics(recipe: &Recipe, session: &ModelSession) -> Result<(), RunError
 }
 
 /// The output whose argmax is compared with the labels: named, or the model's first.
-fn accuracy_output(recipe: &Recipe, session: &ModelSession) -> String {
+fn accuracy_output(recipe: &Recipe, outputs: &[&str]) -> String {
     recipe
         .metrics
         .accuracy
         .as_ref()
         .and_then(|a| a.output.clone())
-        .or_else(|| session.outputs().first().map(|o| o.name.clone()))
+        .or_else(|| outputs.first().map(|o| o.to_string()))
         .unwrap_or_default()
 }
 
@@ -240,7 +267,8 @@ fn measure(
 ) -> Result<Measurement, EvalError> {
     let accuracy = match &recipe.metrics.accuracy {
         Some(_) => {
-            let output = accuracy_output(recipe, session);
+            let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name.as_str()).collect();
+            let output = accuracy_output(recipe, &outputs);
             Some(evaluate::accuracy_top1(session, evaluation, &output, 64)?)
         }
         None => None,
@@ -578,7 +606,9 @@ fn check_output(
             hint: "set `output` to another folder, for example `output: out/`".into(),
         });
     }
-    if output_dir.exists() && !output_dir.is_dir() {
+    // `out/` with a trailing slash does not stat as a file, so normalize it first.
+    let normalized: PathBuf = output_dir.components().collect();
+    if normalized.exists() && !normalized.is_dir() {
         return Err(RunError::Input {
             recipe: recipe.path.clone(),
             message: format!("`output` is {}, which is a file, not a folder", output_dir.display()),

@@ -65,6 +65,27 @@ impl ElemType {
         }
     }
 
+    /// The type an ONNX `TensorProto.DataType` code names.
+    pub fn from_onnx(code: i32) -> ElemType {
+        match code {
+            1 => ElemType::F32,
+            2 => ElemType::U8,
+            3 => ElemType::I8,
+            4 => ElemType::U16,
+            5 => ElemType::I16,
+            6 => ElemType::I32,
+            7 => ElemType::I64,
+            8 => ElemType::String,
+            9 => ElemType::Bool,
+            10 => ElemType::F16,
+            11 => ElemType::F64,
+            12 => ElemType::U32,
+            13 => ElemType::U64,
+            16 => ElemType::BF16,
+            other => ElemType::Other(pipeline_passes::ir::data_type_name(other).to_lowercase()),
+        }
+    }
+
     /// The element type of any value ONNX Runtime describes; non-tensors become `Other`.
     pub(crate) fn from_value_type(ty: &ValueType) -> ElemType {
         match ty {
