@@ -56,11 +56,6 @@ enum Command {
     Passes,
 }
 
-/// An error that a user caused and can fix: exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct InputError(String);
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
@@ -126,8 +121,7 @@ fn exit_code_for(error: &anyhow::Error) -> ExitCode {
     if let Some(run_error) = error.downcast_ref::<RunError>() {
         return ExitCode::from(run_error.exit_code());
     }
-    let user_error = error.downcast_ref::<InputError>().is_some()
-        || error.downcast_ref::<recipe::RecipeError>().is_some()
+    let user_error = error.downcast_ref::<recipe::RecipeError>().is_some()
         || error.downcast_ref::<plan::PlanError>().is_some()
         || error.downcast_ref::<pipeline_passes::ir::IrError>().is_some();
     ExitCode::from(if user_error { 2 } else { 1 })

@@ -31,17 +31,9 @@ search: {strategy: exhaustive, max_candidates: 8}
 output: out/
 ";
 
-/// The root of the workspace.
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The project's ONNX Runtime library, installed by the setup scripts.
-pub fn ort_library() -> PathBuf {
-    let library = root().join(".ort/lib/libonnxruntime.so");
-    assert!(library.exists(), "no {}: run scripts/setup-test-env.sh", library.display());
-    library
-}
+mod paths;
+#[allow(unused_imports)]
+pub use paths::{ort_library, root, venv_python};
 
 /// The `pipeline` binary with a clean environment: no `ORT_DYLIB_PATH` or `PIPELINE_LOG`
 /// inherited from the shell that runs the tests.

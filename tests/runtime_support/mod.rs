@@ -6,24 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The root of the workspace.
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The project's ONNX Runtime library, installed by the setup scripts.
-pub fn ort_library() -> PathBuf {
-    let library = root().join(".ort/lib/libonnxruntime.so");
-    assert!(library.exists(), "no {}: run scripts/setup-test-env.sh", library.display());
-    library
-}
-
-/// The venv's Python, which has onnx, onnxruntime and numpy.
-pub fn venv_python() -> PathBuf {
-    let python = root().join(".venv/bin/python");
-    assert!(python.exists(), "no {}: run scripts/setup-test-env.sh", python.display());
-    python
-}
+#[path = "../common/paths.rs"]
+mod paths;
+#[allow(unused_imports)]
+pub use paths::{ort_library, root, venv_python};
 
 /// Runs `script` with the venv's Python and the given arguments; returns its standard output.
 pub fn python(script: &str, args: &[&Path]) -> String {
