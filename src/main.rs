@@ -61,7 +61,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose, cli.quiet);
 
     let result = match cli.command {
-        Command::Run { recipe, ort_lib } => run(&recipe, ort_lib, cli.quiet),
+        Command::Run { recipe, ort_lib } => run(&recipe, ort_lib),
         Command::Plan { recipe } => plan(&recipe),
         Command::Validate { recipe } => validate(&recipe),
         Command::Schema => {
@@ -127,8 +127,8 @@ fn exit_code_for(error: &anyhow::Error) -> ExitCode {
     ExitCode::from(if user_error { 2 } else { 1 })
 }
 
-fn run(recipe_path: &Path, ort_lib: Option<PathBuf>, quiet: bool) -> anyhow::Result<ExitCode> {
-    let options = RunOptions { ort_lib, progress: !quiet };
+fn run(recipe_path: &Path, ort_lib: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let options = RunOptions { ort_lib, ..RunOptions::default() };
     let report = pipeline::run::run(recipe_path, &options)?;
 
     println!("{}", report::render_table(&report));

@@ -25,12 +25,19 @@ use crate::report::{
 use crate::runtime::{self, IoInfo, ModelSession, RuntimeError, Threads};
 
 /// How to run, beyond what the recipe says.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     /// The ONNX Runtime library to use instead of searching for one.
     pub ort_lib: Option<PathBuf>,
-    /// Show progress bars (logs go through `tracing` either way).
-    pub progress: bool,
+    /// Models whose protobuf would be larger than this many bytes are saved with their
+    /// large tensors in a data file beside the model (protobuf cannot hold 2 GiB).
+    pub external_data_above: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { ort_lib: None, external_data_above: 1 << 30 }
+    }
 }
 
 /// Why a run stopped before it could rank candidates.
@@ -161,7 +168,9 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
             &evaluation,
             &source,
             work.path(),
+            output_model.file_name().unwrap_or("model.onnx".as_ref()),
             threads,
+            options,
         );
         info!("{} {}: {}", candidate.id, candidate.label(), summary_line(&outcome));
         reports.push(outcome);
@@ -176,9 +185,8 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
     // bytes that were measured and never leaves a half-written model in the output.
     let written = match &best_id {
         Some(id) => {
-            let from = work.path().join(format!("{id}.onnx"));
-            std::fs::rename(&from, &output_model)
-                .map_err(|source| RunError::Write { path: output_model.clone(), source })?;
+            let file_name = output_model.file_name().unwrap_or("model.onnx".as_ref());
+            move_model(&work.path().join(id), file_name, &output_dir)?;
             Some(output_model.clone())
         }
         None => None,
@@ -356,7 +364,9 @@ fn evaluate_candidate(
     evaluation: &Dataset,
     source: &Measurement,
     work: &Path,
+    file_name: &std::ffi::OsStr,
     threads: Threads,
+    options: &RunOptions,
 ) -> CandidateReport {
     let _span = debug_span!("candidate", id = %candidate.id).entered();
     let steps = candidate
@@ -385,8 +395,9 @@ fn evaluate_candidate(
         }
     };
 
-    let path = work.join(format!("{}.onnx", candidate.id));
-    if let Err(error) = ir::save(&model, &path, &Default::default()) {
+    let folder = work.join(&candidate.id);
+    let path = folder.join(file_name);
+    if let Err(error) = save_candidate(&model, &folder, &path, options.external_data_above) {
         report.reasons.push(format!("saving the model failed: {error}"));
         return report;
     }
@@ -417,6 +428,47 @@ fn evaluate_candidate(
     report.status = if report.reasons.is_empty() { Status::Passed } else { Status::MissedGoals };
     report.measurement = Some(measured);
     report
+}
+
+/// Saves a candidate in its own folder, with external data when it is large.
+fn save_candidate(
+    model: &ModelProto,
+    folder: &Path,
+    path: &Path,
+    external_data_above: usize,
+) -> Result<(), String> {
+    use prost::Message;
+
+    std::fs::create_dir_all(folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+    let mut options = ir::SaveOptions::default();
+    if model.encoded_len() > external_data_above {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        options.external_data =
+            Some(ir::ExternalData { location: format!("{name}.data"), size_threshold: 1024 });
+    }
+    ir::save(model, path, &options).map_err(|e| e.to_string())
+}
+
+/// Moves a saved candidate (its model and any data file) into the output folder, data
+/// files first so that the model never points at data that is not there yet.
+fn move_model(
+    folder: &Path,
+    model_name: &std::ffi::OsStr,
+    output_dir: &Path,
+) -> Result<(), RunError> {
+    let write_error = |path: &Path, source| RunError::Write { path: path.to_path_buf(), source };
+    let entries = std::fs::read_dir(folder).map_err(|e| write_error(folder, e))?;
+    let mut names: Vec<_> = entries
+        .map(|entry| entry.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| write_error(folder, e))?;
+    names.sort_by_key(|name| name.as_os_str() == model_name);
+
+    for name in names {
+        let to = output_dir.join(&name);
+        std::fs::rename(folder.join(&name), &to).map_err(|e| write_error(&to, e))?;
+    }
+    Ok(())
 }
 
 /// Each goal the candidate missed, in words; empty when it met them all.
