@@ -342,7 +342,9 @@ fn run_step(
     let info = pipeline_passes::pass::find(pass).ok_or_else(|| format!("unknown pass `{pass}`"))?;
     let built = (info.build)(config).map_err(|e| e.to_string())?;
     let input = ModelProto::clone(model);
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| built.run(input)));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        built.run(input, &pipeline_passes::pass::PassContext::default())
+    }));
     match result {
         Ok(Ok(model)) => Ok(Arc::new(model)),
         Ok(Err(error)) => Err(error.to_string()),

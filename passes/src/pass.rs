@@ -27,6 +27,10 @@ pub enum PassError {
     #[error("pass `{pass}`: {reason}")]
     Model { pass: &'static str, reason: String },
 
+    /// Running the model for calibration failed.
+    #[error("pass `{pass}`: calibration failed: {source}")]
+    Calibration { pass: &'static str, source: RunnerError },
+
     #[error(transparent)]
     Ir(#[from] IrError),
 }
@@ -38,8 +42,38 @@ pub trait Pass: Send + Sync {
 
     /// Transforms `model` and returns the new model. The pass must not return its input
     /// unchanged while claiming success: when nothing applies it says so with an error.
-    fn run(&self, model: ModelProto) -> Result<ModelProto, PassError>;
+    fn run(&self, model: ModelProto, context: &PassContext) -> Result<ModelProto, PassError>;
 }
+
+/// What a pass may use besides the model: a way to run models on the calibration data.
+/// The engine provides it; this crate stays free of any runtime.
+#[derive(Default, Clone, Copy)]
+pub struct PassContext<'a> {
+    /// Runs a model on the recipe's calibration data; `None` when the recipe has none.
+    pub calibration: Option<&'a dyn ModelRunner>,
+}
+
+/// Runs a model on a fixed set of samples and hands out chosen float outputs, one batch at
+/// a time, so that a caller can reduce them as a stream without holding them all.
+pub trait ModelRunner: Sync {
+    /// How many samples one pass over the data runs.
+    fn samples(&self) -> usize;
+
+    /// Runs `model` on every batch of the data, in order. After each batch, `visit` is
+    /// called once per name in `outputs`, in that order, with the output's index in
+    /// `outputs` and its values. Outputs that are not float32 are an error.
+    fn for_each_batch(
+        &self,
+        model: &ModelProto,
+        outputs: &[String],
+        visit: &mut dyn FnMut(usize, ndarray::ArrayViewD<'_, f32>) -> Result<(), String>,
+    ) -> Result<(), RunnerError>;
+}
+
+/// Why a model could not be run on the calibration data.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RunnerError(pub String);
 
 /// What the registry knows about one pass.
 pub struct PassInfo {

@@ -18,7 +18,7 @@ use pipeline_passes::ir::proto::{
     TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use pipeline_passes::ir::{self, SaveOptions};
-use pipeline_passes::pass::Pass;
+use pipeline_passes::pass::{Pass, PassContext};
 use pipeline_passes::quantize::dynamic::{QuantizeDynamic, QuantizeDynamicConfig};
 use serde_json::Value;
 
@@ -293,7 +293,7 @@ fn check_model_against_ort(float: ModelProto, config: QuantizeDynamicConfig) -> 
         .expect("the float model saves");
 
     let pass = QuantizeDynamic::new(config.clone()).expect("the configuration is valid");
-    let ours = pass.run(float.clone()).expect("the pass quantizes the model");
+    let ours = pass.run(float.clone(), &PassContext::default()).expect("the pass quantizes the model");
     ir::save(&ours, &dir.path().join("ours.onnx"), &SaveOptions::default())
         .expect("our model saves");
     assert_eq!(interface(&ours), interface(&float), "the model's interface changed");
@@ -413,7 +413,7 @@ fn weight(name: &str, seed: u64) -> TensorProto {
 
 fn run_pass(model: ModelProto, config: QuantizeDynamicConfig) -> Result<ModelProto, String> {
     let pass = QuantizeDynamic::new(config).map_err(|e| e.to_string())?;
-    pass.run(model).map_err(|e| e.to_string())
+    pass.run(model, &PassContext::default()).map_err(|e| e.to_string())
 }
 
 fn op_types(model: &ModelProto) -> Vec<&str> {

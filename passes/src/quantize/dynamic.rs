@@ -29,7 +29,7 @@ use super::params::{quantize_weight_int8, QuantizedWeight};
 use crate::ir::proto::tensor_proto::DataType;
 use crate::ir::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 use crate::ir::{self, NameGenerator};
-use crate::pass::{Configured, Pass, PassError};
+use crate::pass::{Configured, Pass, PassContext, PassError};
 
 /// The operator types this pass can quantize.
 const SUPPORTED_OP_TYPES: [&str; 3] = ["MatMul", "Gemm", "Conv"];
@@ -113,7 +113,7 @@ impl Pass for QuantizeDynamic {
         Self::NAME
     }
 
-    fn run(&self, mut model: ModelProto) -> Result<ModelProto, PassError> {
+    fn run(&self, mut model: ModelProto, _context: &PassContext) -> Result<ModelProto, PassError> {
         let _span = info_span!("quantize_dynamic").entered();
 
         check_opset(&model)?;
