@@ -79,6 +79,8 @@ pub struct RunnerError(pub String);
 pub struct PassInfo {
     pub name: &'static str,
     pub summary: &'static str,
+    /// Whether the pass runs the model on calibration data (`PassContext::calibration`).
+    pub needs_calibration: bool,
     /// The JSON Schema of the pass's configuration object.
     pub config_schema: fn(&mut SchemaGenerator) -> Schema,
     /// Builds the pass from its configuration object.
@@ -103,6 +105,7 @@ pub fn registry() -> &'static [PassInfo] {
     static REGISTRY: &[PassInfo] = &[PassInfo {
         name: QuantizeDynamic::NAME,
         summary: "INT8 dynamic quantization of MatMul, Gemm and Conv weights",
+        needs_calibration: false,
         config_schema: config_schema::<<QuantizeDynamic as Configured>::Config>,
         build: build::<QuantizeDynamic>,
     }];
