@@ -1,4 +1,5 @@
 //! Quantization passes.
 
+pub mod calibrate;
 pub mod dynamic;
 pub mod params;
