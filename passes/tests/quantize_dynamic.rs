@@ -293,7 +293,8 @@ fn check_model_against_ort(float: ModelProto, config: QuantizeDynamicConfig) -> 
         .expect("the float model saves");
 
     let pass = QuantizeDynamic::new(config.clone()).expect("the configuration is valid");
-    let ours = pass.run(float.clone(), &PassContext::default()).expect("the pass quantizes the model");
+    let ours =
+        pass.run(float.clone(), &PassContext::default()).expect("the pass quantizes the model");
     ir::save(&ours, &dir.path().join("ours.onnx"), &SaveOptions::default())
         .expect("our model saves");
     assert_eq!(interface(&ours), interface(&float), "the model's interface changed");

@@ -1,41 +1,65 @@
 //! Dynamic INT8 quantization, as ONNX Runtime's `quantize_dynamic` does it.
 //!
-//! A MatMul, Gemm or Conv whose weight is a constant float initializer becomes
-//! `DynamicQuantizeLinear(input) -> MatMulInteger/ConvInteger -> Cast -> Mul(input scale x
-//! weight scale) [-> Add bias]`, ending in the node's original output name, so the model's
-//! interface does not change. Weights are quantized ahead of time to symmetric INT8 (ORT's
-//! default `QInt8`, zero point 0) with the scale and rounding of [`super::params`], so the
-//! quantized weights, scales and zero points equal ORT's bit for bit.
+//! Weights are quantized ahead of time and activations at run time by `DynamicQuantizeLinear`,
+//! with the scale and rounding of [`super::params`], so quantized weights, scales and zero
+//! points equal those of ORT's tool bit for bit. The nodes are visited in order, as ORT's tool
+//! visits them, and each operator type has its own rewrite:
 //!
-//! What ORT's tool does and this pass copies: a Gemm is handled like the MatMul ORT rewrites
-//! it into (only with `transA = 0`, `alpha = beta = 1`; a `transB` weight is transposed before
-//! it is quantized); per-channel scales run along the weight's last axis (the output
-//! columns); Conv weights are always quantized per tensor, because ORT's CPU `ConvInteger`
-//! takes a single weight zero point; an activation read by several quantized nodes is
-//! quantized once, and so is a weight read by several.
+//! - MatMul, Gemm, Conv ([`linear`]): `MatMulInteger`/`ConvInteger -> Cast -> Mul(input scale x
+//!   weight scale) [-> Add bias]`, with symmetric INT8 weights.
+//! - Gather on a constant table ([`gather`]): the table is stored as asymmetric UINT8 and the
+//!   Gather picks 8-bit rows. Its output then exists only in 8-bit form: a later MatMul, Conv
+//!   or Attention reads it as already quantized, a Transpose moves it in 8-bit, and any other
+//!   reader gets a `DequantizeLinear` back to float, once.
+//! - LSTM ([`recurrent`]): `com.microsoft.DynamicQuantizeLSTM` with INT8 weights, scaled per
+//!   direction, or per gate row with `per_channel`. GRU has no such kernel in ORT, so it stays
+//!   in float.
+//! - `com.microsoft.Attention` ([`attention`]): `com.microsoft.QAttention`.
 //!
-//! Where it differs: ORT's default op list also holds Gather, Transpose, LSTM, Attention and
-//! EmbedLayerNormalization, which this pass leaves alone; ORT also quantizes float16 and
-//! batched (3-D) MatMul weights, initializers that are graph inputs, and Conv weights that
-//! are not constants, which this pass leaves in float with a debug log saying why; and a
-//! model below opset 11 is an error here where ORT falls back to QuantizeLinear chains.
+//! Where this pass differs from ORT's tool, on purpose or not yet:
+//! - ORT's default op list also holds EmbedLayerNormalization, which this pass leaves alone.
+//! - ORT also quantizes float16 weights and tables, batched (3-D) MatMul weights, initializers
+//!   that are graph inputs, Attention weights that are not constants and Conv weights that are
+//!   not constants; this pass leaves those in float with a debug log saying why.
+//! - ORT rewrites an LSTM with `layout = 1`, or an Attention with inputs or attributes that
+//!   QAttention lacks, into a node that computes something else or does not load; this pass
+//!   leaves them in float.
+//! - When a node left in float reads a weight that another node quantized, ORT feeds it the
+//!   dequantized weight; this pass keeps the float weight for it.
+//! - A model below opset 11 is an error here where ORT falls back to QuantizeLinear chains.
 
-use std::collections::{HashMap, HashSet};
+mod attention;
+mod gather;
+mod linear;
+mod recurrent;
 
-use ndarray::{arr0, arr1, ArrayD, Ix2};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use tracing::{debug, info, info_span, warn};
 
-use super::params::{quantize_weight_int8, QuantizedWeight};
 use crate::ir::proto::tensor_proto::DataType;
-use crate::ir::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
+use crate::ir::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
 use crate::ir::{self, NameGenerator};
 use crate::pass::{Configured, Pass, PassContext, PassError};
 
 /// The operator types this pass can quantize.
-const SUPPORTED_OP_TYPES: [&str; 3] = ["MatMul", "Gemm", "Conv"];
+const SUPPORTED_OP_TYPES: [&str; 7] =
+    ["MatMul", "Gemm", "Conv", "Gather", "Transpose", "LSTM", "Attention"];
+
+/// Operator types ORT's tool knows that this pass refuses by name, with the reason.
+const REFUSED_OP_TYPES: [(&str, &str); 2] = [
+    ("GRU", "ONNX Runtime has no dynamically quantized GRU kernel, so GRU stays in float"),
+    (
+        "EmbedLayerNormalization",
+        "this pass does not quantize EmbedLayerNormalization (QEmbedLayerNormalization) yet",
+    ),
+];
 
 /// `DynamicQuantizeLinear` first appears in opset 11 (`MatMulInteger` and `ConvInteger` in 10).
 const MIN_OPSET: i64 = 11;
+
+/// The domain of ORT's contrib operators (`DynamicQuantizeLSTM`, `QAttention`).
+const MS_DOMAIN: &str = "com.microsoft";
 
 /// How many skipped nodes the "nothing quantized" error lists.
 const MAX_LISTED_SKIPS: usize = 8;
@@ -44,16 +68,22 @@ const MAX_LISTED_SKIPS: usize = 8;
 #[derive(Clone, Debug, PartialEq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuantizeDynamicConfig {
-    /// One scale per output column of MatMul and Gemm weights instead of one per tensor.
-    /// Conv weights stay per tensor: ONNX Runtime's ConvInteger takes one weight zero point.
+    /// One scale per output column of MatMul, Gemm and Attention weights, and per gate row of
+    /// LSTM weights, instead of one per tensor (one per direction for LSTM). Conv weights and
+    /// Gather tables stay per tensor, as ONNX Runtime's tool keeps them.
     #[serde(default)]
     pub per_channel: bool,
 
     /// Quantize weights to 7 bits, [-64, 64], which can be more accurate on CPUs without VNNI.
+    /// Gather tables keep 8 bits.
     #[serde(default)]
     pub reduce_range: bool,
 
-    /// The operator types to quantize, among MatMul, Gemm and Conv.
+    /// The operator types to quantize, among MatMul, Gemm, Conv, Gather, Transpose, LSTM and
+    /// Attention (com.microsoft). The default is all of them: ONNX Runtime's default list
+    /// less EmbedLayerNormalization, which this pass does not quantize. Transpose only moves
+    /// values that are already 8-bit (a quantized Gather's output). Conv runs many times
+    /// slower as ConvInteger on CPU: `[MatMul, Gemm]` leaves it in float.
     #[serde(default = "default_op_types")]
     pub op_types: Vec<String>,
 
@@ -77,7 +107,7 @@ fn default_op_types() -> Vec<String> {
     SUPPORTED_OP_TYPES.iter().map(|op| op.to_string()).collect()
 }
 
-/// Dynamic INT8 quantization of MatMul, Gemm and Conv weights.
+/// Dynamic INT8 quantization of MatMul, Gemm, Conv, Gather, LSTM and Attention weights.
 #[derive(Clone, Debug)]
 pub struct QuantizeDynamic {
     config: QuantizeDynamicConfig,
@@ -95,11 +125,16 @@ impl Configured for QuantizeDynamic {
             )));
         }
 
-        if let Some(op) =
-            config.op_types.iter().find(|op| !SUPPORTED_OP_TYPES.contains(&op.as_str()))
-        {
+        for op in &config.op_types {
+            if SUPPORTED_OP_TYPES.contains(&op.as_str()) {
+                continue;
+            }
+            let why = REFUSED_OP_TYPES
+                .iter()
+                .find(|(refused, _)| refused == op)
+                .map_or("this pass cannot quantize it", |(_, why)| why);
             return Err(config_error(format!(
-                "`op_types` names `{op}`, which this pass cannot quantize; hint: use some of {}",
+                "`op_types` names `{op}`: {why}; hint: use some of {}",
                 SUPPORTED_OP_TYPES.join(", ")
             )));
         }
@@ -120,13 +155,25 @@ impl Pass for QuantizeDynamic {
         let graph = model.graph.as_mut().ok_or_else(|| model_error("the model has no graph"))?;
 
         let summary = quantize_graph(graph, &self.config)?;
+        if summary.uses_ms_domain {
+            import_ms_domain(&mut model)?;
+        }
+
+        let quantized: usize = summary.quantized.values().sum();
         info!(
-            quantized = summary.quantized,
+            quantized,
             skipped = summary.skipped.len(),
-            "quantized {} of {} candidate nodes to INT8",
-            summary.quantized,
-            summary.quantized + summary.skipped.len()
+            "quantized {quantized} of {} candidate nodes to INT8 ({})",
+            quantized + summary.skipped.len(),
+            summary.by_op_type()
         );
+        if let Some(&convs) = summary.quantized.get("Conv") {
+            warn!(
+                "quantized {convs} Conv node(s) to ConvInteger, which ONNX Runtime runs many \
+                 times slower than float Conv on CPU; the report's latency shows the cost, and \
+                 `op_types: [MatMul, Gemm]` leaves Conv in float"
+            );
+        }
         Ok(model)
     }
 }
@@ -161,54 +208,212 @@ fn check_opset(model: &ModelProto) -> Result<(), PassError> {
     }
 }
 
+/// Adds `com.microsoft` version 1 to the model's imports unless it is there.
+fn import_ms_domain(model: &mut ModelProto) -> Result<(), PassError> {
+    match ir::opset_version(model, MS_DOMAIN) {
+        None => {
+            model
+                .opset_import
+                .push(OperatorSetIdProto { domain: Some(MS_DOMAIN.to_string()), version: Some(1) });
+            Ok(())
+        }
+        Some(version) if version >= 1 => Ok(()),
+        Some(version) => Err(model_error(format!(
+            "the model imports version {version} of `{MS_DOMAIN}`, which has no \
+             DynamicQuantizeLSTM or QAttention; hint: import version 1"
+        ))),
+    }
+}
+
 /// What one run did.
 struct Summary {
-    quantized: usize,
+    /// How many nodes of each op type were rewritten.
+    quantized: BTreeMap<String, usize>,
     /// `(node, reason)` for every candidate left in float.
     skipped: Vec<(String, String)>,
+    /// Whether the graph now holds contrib operators.
+    uses_ms_domain: bool,
 }
 
-/// The operator a candidate node is, with what its rewrite needs to know.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    MatMul,
-    /// Gemm with `transA = 0` and `alpha = beta = 1`.
-    Gemm {
-        trans_b: bool,
-    },
-    Conv,
+impl Summary {
+    fn by_op_type(&self) -> String {
+        let counts: Vec<String> =
+            self.quantized.iter().map(|(op, count)| format!("{count} {op}")).collect();
+        counts.join(", ")
+    }
 }
 
-/// A node that will be quantized.
-struct Target {
-    kind: Kind,
-    activation: String,
-    weight: String,
-    /// Gemm's `C` or Conv's `B`, when present.
-    bias: Option<String>,
-    /// The per-channel axis of the weight as fed to the integer op, or `None` for per tensor.
-    axis: Option<usize>,
-    /// The weight's rank, which is also the rank of a Conv's output.
-    rank: usize,
-}
-
-/// The names of a quantized tensor and its parameters.
-#[derive(Clone)]
+/// The names of an 8-bit tensor and of its scale and zero point.
+#[derive(Clone, Debug)]
 struct QuantizedNames {
     values: String,
     scale: String,
     zero_point: String,
 }
 
-/// Everything a run adds to the graph besides the rewritten nodes.
-struct Additions<'a> {
+/// A quantized weight's three initializers, named by [`Rewriter::add_weight`].
+struct QuantizedInitializers {
+    values: TensorProto,
+    scale: TensorProto,
+    zero_point: TensorProto,
+}
+
+/// How a weight is quantized and laid out for the node that reads it; one initializer can
+/// be stored in several forms, each once.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum WeightForm {
+    /// Symmetric INT8 for MatMulInteger, ConvInteger or QAttention, transposed first for a
+    /// Gemm with `transB`, with a per-channel axis or none.
+    Matrix { transposed: bool, axis: Option<usize> },
+    /// Asymmetric UINT8 with one scale, for Gather.
+    Table,
+    /// Symmetric INT8 in DynamicQuantizeLSTM's `[directions, inputs, 4 x hidden]` layout.
+    Recurrent { per_channel: bool },
+}
+
+/// The state of one walk over the graph: the nodes written so far and what they quantized.
+struct Rewriter<'g> {
+    graph: &'g GraphProto,
+    config: &'g QuantizeDynamicConfig,
     names: NameGenerator,
+    /// The new node list, in order.
+    nodes: Vec<NodeProto>,
+    /// New initializers.
     initializers: Vec<TensorProto>,
-    /// Quantized weights by `(weight, transposed, axis)`, so a shared weight is stored once.
-    weights: HashMap<(String, bool, Option<usize>), QuantizedNames>,
-    /// Quantized activations by name, so an activation read by several nodes is quantized once.
+    /// Quantized weights by float name and form, so each is stored once.
+    weights: HashMap<(String, WeightForm), QuantizedNames>,
+    /// Activations quantized by `DynamicQuantizeLinear`, so each is quantized once.
     activations: HashMap<String, QuantizedNames>,
-    config: &'a QuantizeDynamicConfig,
+    /// Values that no node produces in float any more (a quantized Gather's output), by their
+    /// float name, with the 8-bit value that replaced them.
+    integer_only: HashMap<String, QuantizedNames>,
+    /// The values of `integer_only` that a `DequantizeLinear` already brought back to float.
+    dequantized: HashSet<String>,
+    /// Float initializers some rewrite stopped reading.
+    replaced_weights: HashSet<String>,
+    uses_ms_domain: bool,
+}
+
+/// What a rewrite makes of one node.
+enum Rewrite {
+    /// The node is replaced by these nodes.
+    Quantized(Vec<NodeProto>),
+    /// The node stays as it is, and is not reported: nothing in it is quantizable (a
+    /// Transpose of a float value, a Gather on a computed tensor).
+    Untouched,
+}
+
+/// The reason a candidate node stays in float.
+type Skip = String;
+
+impl<'g> Rewriter<'g> {
+    fn new(graph: &'g GraphProto, config: &'g QuantizeDynamicConfig) -> Self {
+        Rewriter {
+            graph,
+            config,
+            names: NameGenerator::new(graph),
+            nodes: Vec::with_capacity(graph.node.len()),
+            initializers: Vec::new(),
+            weights: HashMap::new(),
+            activations: HashMap::new(),
+            integer_only: HashMap::new(),
+            dequantized: HashSet::new(),
+            replaced_weights: HashSet::new(),
+            uses_ms_domain: false,
+        }
+    }
+
+    /// The weight's quantized form, quantizing it with `quantize` on first use.
+    fn weight(
+        &mut self,
+        weight: &str,
+        form: WeightForm,
+        quantize: impl FnOnce(&TensorProto) -> Result<QuantizedInitializers, Skip>,
+    ) -> Result<QuantizedNames, Skip> {
+        let key = (weight.to_string(), form);
+        if let Some(names) = self.weights.get(&key) {
+            return Ok(names.clone());
+        }
+
+        let tensor = ir::initializer(self.graph, weight)
+            .ok_or_else(|| format!("weight `{weight}` is not an initializer"))?;
+        let quantized = quantize(tensor)?;
+
+        let names = QuantizedNames {
+            values: self.names.fresh(&format!("{weight}_quantized")),
+            scale: self.names.fresh(&format!("{weight}_scale")),
+            zero_point: self.names.fresh(&format!("{weight}_zero_point")),
+        };
+        let QuantizedInitializers { mut values, mut scale, mut zero_point } = quantized;
+        values.name = Some(names.values.clone());
+        scale.name = Some(names.scale.clone());
+        zero_point.name = Some(names.zero_point.clone());
+        self.initializers.extend([values, scale, zero_point]);
+
+        self.weights.insert(key, names.clone());
+        Ok(names)
+    }
+
+    /// The 8-bit form of an activation: the value that replaced it when it exists only in
+    /// 8-bit, else its `DynamicQuantizeLinear`, which is added to `nodes` on first use.
+    fn activation(&mut self, activation: &str, nodes: &mut Vec<NodeProto>) -> QuantizedNames {
+        if let Some(names) = self.integer_only.get(activation) {
+            return names.clone();
+        }
+        if let Some(names) = self.activations.get(activation) {
+            return names.clone();
+        }
+
+        let names = QuantizedNames {
+            values: self.names.fresh(&format!("{activation}_quantized")),
+            scale: self.names.fresh(&format!("{activation}_scale")),
+            zero_point: self.names.fresh(&format!("{activation}_zero_point")),
+        };
+        nodes.push(ir::make_node(
+            "DynamicQuantizeLinear",
+            &[activation],
+            &[&names.values, &names.scale, &names.zero_point],
+            &self.names.fresh(&format!("{activation}_QuantizeLinear")),
+        ));
+        self.activations.insert(activation.to_string(), names.clone());
+        names
+    }
+
+    /// Appends `nodes`, each preceded by the `DequantizeLinear` of any 8-bit-only value it
+    /// reads in float, here or in a subgraph, that is not back in float yet.
+    fn emit(&mut self, nodes: Vec<NodeProto>) {
+        for node in nodes {
+            // Sorted, so that the new nodes come in the same order on every run.
+            let mut read: Vec<String> = {
+                let mut read = HashSet::new();
+                collect_node_reads(&node, &mut read);
+                read.into_iter().collect()
+            };
+            read.sort();
+
+            for value in &read {
+                self.dequantize(value);
+            }
+            self.nodes.push(node);
+        }
+    }
+
+    /// Adds the `DequantizeLinear` that brings `value` back to float, if it exists only in
+    /// 8-bit and no earlier one did.
+    fn dequantize(&mut self, value: &str) {
+        let Some(quantized) = self.integer_only.get(value) else { return };
+        if !self.dequantized.insert(value.to_string()) {
+            return;
+        }
+
+        let node = ir::make_node(
+            "DequantizeLinear",
+            &[&quantized.values, &quantized.scale, &quantized.zero_point],
+            &[value],
+            &self.names.fresh(&format!("{value}_DequantizeLinear")),
+        );
+        self.nodes.push(node);
+    }
 }
 
 fn quantize_graph(
@@ -217,51 +422,86 @@ fn quantize_graph(
 ) -> Result<Summary, PassError> {
     warn_unknown_exclusions(graph, config);
 
-    let mut additions = Additions {
-        names: NameGenerator::new(graph),
-        initializers: Vec::new(),
-        weights: HashMap::new(),
-        activations: HashMap::new(),
-        config,
-    };
-    let mut replacements: HashMap<usize, Vec<NodeProto>> = HashMap::new();
+    let mut rewriter = Rewriter::new(graph, config);
+    let mut quantized: BTreeMap<String, usize> = BTreeMap::new();
     let mut skipped = Vec::new();
-    let mut replaced_weights = HashSet::new();
 
     // TODO: Nodes inside subgraphs (If, Loop, Scan bodies) are not quantized; models that
     // keep their MatMuls in a Loop body stay float there.
     for (index, node) in graph.node.iter().enumerate() {
-        if !is_candidate(node, config) {
-            continue;
-        }
         let label = node_label(node, index);
+        let rewrite = if is_candidate(node, config) {
+            rewrite_node(node, &mut rewriter)
+        } else {
+            Ok(Rewrite::Untouched)
+        };
 
-        let planned = plan(graph, node, config).and_then(|target| {
-            let nodes = rewrite(node, &target, graph, &mut additions)?;
-            Ok((target, nodes))
-        });
-        match planned {
-            Ok((target, nodes)) => {
-                debug!(node = %label, op = node.op_type(), weight = %target.weight, "quantized");
-                replaced_weights.insert(target.weight);
-                replacements.insert(index, nodes);
+        match rewrite {
+            Ok(Rewrite::Quantized(nodes)) => {
+                debug!(node = %label, op = node.op_type(), "quantized");
+                *quantized.entry(node.op_type().to_string()).or_default() += 1;
+                rewriter.emit(nodes);
             }
+            Ok(Rewrite::Untouched) => rewriter.emit(vec![node.clone()]),
             Err(reason) => {
                 debug!(node = %label, op = node.op_type(), "left in float: {reason}");
                 skipped.push((label, reason));
+                rewriter.emit(vec![node.clone()]);
             }
         }
     }
+    for output in &graph.output {
+        rewriter.dequantize(output.name());
+    }
 
-    if replacements.is_empty() {
+    if quantized.is_empty() {
         return Err(nothing_quantized(graph, config, &skipped));
     }
 
-    let quantized = replacements.len();
-    splice(graph, replacements);
-    graph.initializer.append(&mut additions.initializers);
-    drop_unused_weights(graph, &replaced_weights);
-    Ok(Summary { quantized, skipped })
+    let Rewriter {
+        nodes,
+        mut initializers,
+        replaced_weights,
+        integer_only,
+        dequantized,
+        uses_ms_domain,
+        ..
+    } = rewriter;
+    graph.node = nodes;
+
+    let mut read: HashSet<String> = graph.output.iter().map(|v| v.name().to_string()).collect();
+    for node in &graph.node {
+        collect_node_reads(node, &mut read);
+    }
+
+    // A weight quantized for a node that then stayed in float is read by nothing, and so
+    // is a float weight that every reader now reads quantized.
+    initializers.retain(|t| read.contains(t.name()));
+    graph.initializer.append(&mut initializers);
+    let unused = |name: &str| replaced_weights.contains(name) && !read.contains(name);
+    graph.initializer.retain(|t| !unused(t.name()));
+
+    // A value left only in 8-bit form has no float value info any more.
+    let gone = |name: &str| integer_only.contains_key(name) && !dequantized.contains(name);
+    graph.value_info.retain(|v| !unused(v.name()) && !gone(v.name()));
+
+    Ok(Summary { quantized, skipped, uses_ms_domain })
+}
+
+/// The rewrite for `node`, which is of a type in `op_types`, or why it stays in float.
+fn rewrite_node(node: &NodeProto, rewriter: &mut Rewriter<'_>) -> Result<Rewrite, Skip> {
+    if rewriter.config.nodes_to_exclude.iter().any(|name| name == node.name()) {
+        return Err("excluded by `nodes_to_exclude`".into());
+    }
+
+    match node.op_type() {
+        "MatMul" | "Gemm" | "Conv" => linear::rewrite(node, rewriter).map(Rewrite::Quantized),
+        "Gather" => gather::rewrite_gather(node, rewriter),
+        "Transpose" => Ok(gather::rewrite_transpose(node, rewriter)),
+        "LSTM" => recurrent::rewrite(node, rewriter).map(Rewrite::Quantized),
+        "Attention" => attention::rewrite(node, rewriter).map(Rewrite::Quantized),
+        other => Err(format!("{other} is not quantized by this pass")),
+    }
 }
 
 fn warn_unknown_exclusions(graph: &GraphProto, config: &QuantizeDynamicConfig) {
@@ -273,9 +513,13 @@ fn warn_unknown_exclusions(graph: &GraphProto, config: &QuantizeDynamicConfig) {
     }
 }
 
+/// Whether the node is of a type in `op_types`, in the domain this pass expects for it.
 fn is_candidate(node: &NodeProto, config: &QuantizeDynamicConfig) -> bool {
-    let default_domain = matches!(node.domain(), "" | "ai.onnx");
-    default_domain && config.op_types.iter().any(|op| op == node.op_type())
+    let domain_fits = match node.op_type() {
+        "Attention" => node.domain() == MS_DOMAIN,
+        _ => matches!(node.domain(), "" | "ai.onnx"),
+    };
+    domain_fits && config.op_types.iter().any(|op| op == node.op_type())
 }
 
 fn node_label(node: &NodeProto, index: usize) -> String {
@@ -291,8 +535,8 @@ fn nothing_quantized(
     skipped: &[(String, String)],
 ) -> PassError {
     let mut reason = format!(
-        "no node was quantized: the graph has {} nodes, {} of them of the types in `op_types` \
-         ({})",
+        "no node was quantized: the graph has {} nodes, {} of them quantizable in principle \
+         (op types {})",
         graph.node.len(),
         skipped.len(),
         config.op_types.join(", ")
@@ -306,87 +550,8 @@ fn nothing_quantized(
     model_error(reason)
 }
 
-/// Decides whether `node` can be quantized, or says why not.
-fn plan(
-    graph: &GraphProto,
-    node: &NodeProto,
-    config: &QuantizeDynamicConfig,
-) -> Result<Target, String> {
-    if config.nodes_to_exclude.iter().any(|name| name == node.name()) {
-        return Err("excluded by `nodes_to_exclude`".into());
-    }
-
-    let kind = match node.op_type() {
-        "MatMul" => Kind::MatMul,
-        "Gemm" => gemm_kind(node)?,
-        "Conv" => Kind::Conv,
-        other => return Err(format!("{other} is not quantized by this pass")),
-    };
-
-    let (Some(activation), Some(weight)) = (node.input.first(), node.input.get(1)) else {
-        return Err("the node has fewer than two inputs".into());
-    };
-    if node.output.len() != 1 {
-        return Err("the node does not have exactly one output".into());
-    }
-    if ir::initializer(graph, activation).is_some() {
-        return Err(format!("its first input `{activation}` is a constant; fold constants first"));
-    }
-
-    let tensor = check_weight(graph, weight)?;
-    let rank = tensor.dims.len();
-    match kind {
-        Kind::MatMul | Kind::Gemm { .. } if rank != 2 => {
-            return Err(format!(
-                "weight `{weight}` has rank {rank}; only 2-D weights are quantized"
-            ))
-        }
-        Kind::Conv if rank < 3 => {
-            return Err(format!("weight `{weight}` has rank {rank}, which Conv does not take"))
-        }
-        _ => {}
-    }
-
-    let axis = match kind {
-        Kind::MatMul | Kind::Gemm { .. } if config.per_channel => Some(1),
-        Kind::Conv if config.per_channel => {
-            debug!(
-                node = node.name(),
-                "Conv weight quantized per tensor: ConvInteger takes one weight zero point"
-            );
-            None
-        }
-        _ => None,
-    };
-
-    let bias = match kind {
-        Kind::MatMul => None,
-        Kind::Gemm { .. } | Kind::Conv => node.input.get(2).filter(|b| !b.is_empty()).cloned(),
-    };
-
-    Ok(Target { kind, activation: activation.clone(), weight: weight.clone(), bias, axis, rank })
-}
-
-fn gemm_kind(node: &NodeProto) -> Result<Kind, String> {
-    if ir::node_attr_int(node, "transA").unwrap_or(0) != 0 {
-        return Err("Gemm with transA = 1 is not quantized".into());
-    }
-
-    // ORT rewrites only Gemm with alpha = beta = 1 into MatMul before quantizing; folding
-    // other values into the scales would make results differ from ORT's.
-    let alpha = ir::node_attr_float(node, "alpha").unwrap_or(1.0);
-    let beta = ir::node_attr_float(node, "beta").unwrap_or(1.0);
-    if alpha != 1.0 || beta != 1.0 {
-        return Err(format!(
-            "Gemm with alpha = {alpha} and beta = {beta} is not quantized (needs 1)"
-        ));
-    }
-
-    Ok(Kind::Gemm { trans_b: ir::node_attr_int(node, "transB").unwrap_or(0) != 0 })
-}
-
 /// The weight's initializer, when it is a constant float32 tensor.
-fn check_weight<'g>(graph: &'g GraphProto, weight: &str) -> Result<&'g TensorProto, String> {
+fn check_weight<'g>(graph: &'g GraphProto, weight: &str) -> Result<&'g TensorProto, Skip> {
     let Some(tensor) = ir::initializer(graph, weight) else {
         return Err(format!("weight `{weight}` is not an initializer"));
     };
@@ -402,225 +567,31 @@ fn check_weight<'g>(graph: &'g GraphProto, weight: &str) -> Result<&'g TensorPro
     Ok(tensor)
 }
 
-/// The nodes that replace `node`, with the activation's quantization first when this is the
-/// first quantized reader of that activation.
-fn rewrite(
-    node: &NodeProto,
-    target: &Target,
-    graph: &GraphProto,
-    additions: &mut Additions<'_>,
-) -> Result<Vec<NodeProto>, String> {
-    let weight = quantized_weight(graph, target, additions)?;
-
-    let mut nodes = Vec::new();
-    let activation = match additions.activations.get(&target.activation) {
-        Some(names) => names.clone(),
-        None => {
-            let (names, dql) = quantize_activation(&target.activation, &mut additions.names);
-            nodes.push(dql);
-            additions.activations.insert(target.activation.clone(), names.clone());
-            names
+/// Refuses an activation that is an initializer: it should have been folded away.
+fn check_activation(graph: &GraphProto, activation: &str) -> Result<(), Skip> {
+    match ir::initializer(graph, activation) {
+        Some(_) => {
+            Err(format!("its first input `{activation}` is a constant; fold constants first"))
         }
-    };
-
-    integer_nodes(node, target, &activation, &weight, additions, &mut nodes);
-    Ok(nodes)
-}
-
-/// The names of the weight's quantized initializers, creating them on first use.
-fn quantized_weight(
-    graph: &GraphProto,
-    target: &Target,
-    additions: &mut Additions<'_>,
-) -> Result<QuantizedNames, String> {
-    let transposed = matches!(target.kind, Kind::Gemm { trans_b: true });
-    let key = (target.weight.clone(), transposed, target.axis);
-    if let Some(names) = additions.weights.get(&key) {
-        return Ok(names.clone());
+        None => Ok(()),
     }
-
-    let tensor = ir::initializer(graph, &target.weight)
-        .ok_or_else(|| format!("weight `{}` is not an initializer", target.weight))?;
-    let mut data = ir::tensor_to_f32(tensor)
-        .map_err(|e| format!("cannot read weight `{}`: {e}", target.weight))?;
-    if transposed {
-        let matrix = data
-            .into_dimensionality::<Ix2>()
-            .map_err(|e| format!("weight `{}` is not a matrix: {e}", target.weight))?;
-        data = matrix.t().as_standard_layout().into_owned().into_dyn();
-    }
-
-    let config = additions.config;
-    let quantized = quantize_weight_int8(data.view(), target.axis, true, config.reduce_range)
-        .map_err(|e| format!("cannot quantize weight `{}`: {e}", target.weight))?;
-
-    let names = weight_initializers(&target.weight, quantized, additions);
-    additions.weights.insert(key, names.clone());
-    Ok(names)
 }
 
-fn weight_initializers(
-    weight: &str,
-    quantized: QuantizedWeight,
-    additions: &mut Additions<'_>,
-) -> QuantizedNames {
-    let names = QuantizedNames {
-        values: additions.names.fresh(&format!("{weight}_quantized")),
-        scale: additions.names.fresh(&format!("{weight}_scale")),
-        zero_point: additions.names.fresh(&format!("{weight}_zero_point")),
-    };
-
-    let (scale, zero_point): (ArrayD<f32>, ArrayD<i8>) = match quantized.axis {
-        None => (arr0(quantized.scales[0]).into_dyn(), arr0(quantized.zero_points[0]).into_dyn()),
-        Some(_) => (arr1(&quantized.scales).into_dyn(), arr1(&quantized.zero_points).into_dyn()),
-    };
-    additions.initializers.push(ir::tensor_from_i8(&names.values, &quantized.values));
-    additions.initializers.push(ir::tensor_from_f32(&names.scale, &scale));
-    additions.initializers.push(ir::tensor_from_i8(&names.zero_point, &zero_point));
-    names
-}
-
-/// `DynamicQuantizeLinear` of an activation: UINT8 values, a scalar scale and zero point.
-fn quantize_activation(activation: &str, names: &mut NameGenerator) -> (QuantizedNames, NodeProto) {
-    let quantized = QuantizedNames {
-        values: names.fresh(&format!("{activation}_quantized")),
-        scale: names.fresh(&format!("{activation}_scale")),
-        zero_point: names.fresh(&format!("{activation}_zero_point")),
-    };
-    let node = ir::make_node(
-        "DynamicQuantizeLinear",
-        &[activation],
-        &[&quantized.values, &quantized.scale, &quantized.zero_point],
-        &names.fresh(&format!("{activation}_QuantizeLinear")),
-    );
-    (quantized, node)
-}
-
-/// The integer op, the cast back to float, the scaling and the bias, ending in the node's
-/// own output name.
-fn integer_nodes(
-    node: &NodeProto,
-    target: &Target,
-    x: &QuantizedNames,
-    w: &QuantizedNames,
-    additions: &mut Additions<'_>,
-    nodes: &mut Vec<NodeProto>,
-) {
-    let names = &mut additions.names;
-    let output = node.output[0].as_str();
-    let base = match node.name() {
+/// A name for new nodes made from `node`: its name, or its op type when it has none.
+fn base_name(node: &NodeProto) -> String {
+    match node.name() {
         "" => node.op_type().to_string(),
         name => name.to_string(),
-    };
-
-    let integer_output = names.fresh(&format!("{output}_output_quantized"));
-    let integer_inputs = [x.values.as_str(), &w.values, &x.zero_point, &w.zero_point];
-    let integer_name = names.fresh(&format!("{base}_quant"));
-    let mut integer = match target.kind {
-        Kind::MatMul | Kind::Gemm { .. } => {
-            ir::make_node("MatMulInteger", &integer_inputs, &[&integer_output], &integer_name)
-        }
-        Kind::Conv => {
-            let mut conv =
-                ir::make_node("ConvInteger", &integer_inputs, &[&integer_output], &integer_name);
-            conv.attribute = node.attribute.clone();
-            conv
-        }
-    };
-    integer.doc_string = Some(format!("quantized from {} `{}`", node.op_type(), node.name()));
-    nodes.push(integer);
-
-    let cast_output = names.fresh(&format!("{integer_output}_cast_output"));
-    let mut cast = ir::make_node(
-        "Cast",
-        &[&integer_output],
-        &[&cast_output],
-        &names.fresh(&format!("{integer_output}_cast")),
-    );
-    cast.attribute.push(ir::attr_int("to", DataType::Float as i64));
-    nodes.push(cast);
-
-    let scales = names.fresh(&format!("{base}_quant_scales_mul:0"));
-    nodes.push(ir::make_node(
-        "Mul",
-        &[&x.scale, &w.scale],
-        &[&scales],
-        &names.fresh(&format!("{base}_quant_scales_mul")),
-    ));
-
-    let scaled = match target.bias {
-        Some(_) => names.fresh(&format!("{output}_scaled")),
-        None => output.to_string(),
-    };
-    nodes.push(ir::make_node(
-        "Mul",
-        &[&cast_output, &scales],
-        &[&scaled],
-        &names.fresh(&format!("{base}_quant_output_scale_mul")),
-    ));
-
-    let Some(bias) = &target.bias else { return };
-    let bias = match target.kind {
-        Kind::Conv => reshaped_conv_bias(bias, output, target.rank, additions, nodes),
-        Kind::MatMul | Kind::Gemm { .. } => bias.clone(),
-    };
-    let add_name = additions.names.fresh(&format!("{base}_bias_add"));
-    nodes.push(ir::make_node("Add", &[&scaled, &bias], &[output], &add_name));
-}
-
-/// Conv's bias `[C]` reshaped to `[1, C, 1, ...]` so it broadcasts over the output.
-fn reshaped_conv_bias(
-    bias: &str,
-    output: &str,
-    rank: usize,
-    additions: &mut Additions<'_>,
-    nodes: &mut Vec<NodeProto>,
-) -> String {
-    let mut shape = vec![1i64; rank];
-    shape[1] = -1;
-
-    let shape_name = additions.names.fresh(&format!("{output}_bias_reshape_shape"));
-    additions.initializers.push(ir::tensor_from_i64(&shape_name, &arr1(&shape).into_dyn()));
-
-    let reshaped = additions.names.fresh(&format!("{output}_bias_reshape_output"));
-    let reshape_name = additions.names.fresh(&format!("{output}_bias_reshape"));
-    nodes.push(ir::make_node("Reshape", &[bias, &shape_name], &[&reshaped], &reshape_name));
-    reshaped
-}
-
-/// Puts each node's replacement at its position.
-fn splice(graph: &mut GraphProto, mut replacements: HashMap<usize, Vec<NodeProto>>) {
-    let old = std::mem::take(&mut graph.node);
-    for (index, node) in old.into_iter().enumerate() {
-        match replacements.remove(&index) {
-            Some(nodes) => graph.node.extend(nodes),
-            None => graph.node.push(node),
-        }
     }
 }
 
-/// Removes the float weights no node reads any more, here or in a subgraph.
-fn drop_unused_weights(graph: &mut GraphProto, weights: &HashSet<String>) {
-    let mut used = HashSet::new();
-    collect_used_names(graph, &mut used);
-    for output in &graph.output {
-        used.insert(output.name().to_string());
-    }
-
-    let unused = |name: &str| weights.contains(name) && !used.contains(name);
-    graph.initializer.retain(|t| !unused(t.name()));
-    graph.value_info.retain(|v| !unused(v.name()));
-}
-
-fn collect_used_names(graph: &GraphProto, used: &mut HashSet<String>) {
-    for node in &graph.node {
-        used.extend(node.input.iter().cloned());
-        for attribute in &node.attribute {
-            if let Some(subgraph) = &attribute.g {
-                collect_used_names(subgraph, used);
-            }
-            for subgraph in &attribute.graphs {
-                collect_used_names(subgraph, used);
+/// Every name the node reads: its inputs, and every input of a node in its subgraphs.
+fn collect_node_reads(node: &NodeProto, used: &mut HashSet<String>) {
+    used.extend(node.input.iter().filter(|name| !name.is_empty()).cloned());
+    for attribute in &node.attribute {
+        for subgraph in attribute.g.iter().chain(&attribute.graphs) {
+            for inner in &subgraph.node {
+                collect_node_reads(inner, used);
             }
         }
     }
@@ -631,10 +602,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_config_quantizes_matmul_gemm_conv() {
+    fn default_config_quantizes_what_ort_does_by_default() {
         let config: QuantizeDynamicConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(config, QuantizeDynamicConfig::default());
-        assert_eq!(config.op_types, ["MatMul", "Gemm", "Conv"]);
+        assert_eq!(
+            config.op_types,
+            ["MatMul", "Gemm", "Conv", "Gather", "Transpose", "LSTM", "Attention"]
+        );
         assert!(!config.per_channel && !config.reduce_range && config.nodes_to_exclude.is_empty());
     }
 
@@ -643,10 +617,13 @@ mod tests {
         let err = serde_json::from_str::<QuantizeDynamicConfig>(r#"{"per_chanel": true}"#);
         assert!(err.unwrap_err().to_string().contains("unknown field"));
 
-        let config =
-            QuantizeDynamicConfig { op_types: vec!["Gather".into()], ..Default::default() };
+        let config = QuantizeDynamicConfig { op_types: vec!["Relu".into()], ..Default::default() };
         let err = QuantizeDynamic::from_config(config).unwrap_err().to_string();
-        assert!(err.contains("`Gather`"), "{err}");
+        assert!(err.contains("`Relu`") && err.contains("cannot quantize"), "{err}");
+
+        let config = QuantizeDynamicConfig { op_types: vec!["GRU".into()], ..Default::default() };
+        let err = QuantizeDynamic::from_config(config).unwrap_err().to_string();
+        assert!(err.contains("no dynamically quantized GRU kernel"), "{err}");
 
         let config = QuantizeDynamicConfig { op_types: vec![], ..Default::default() };
         assert!(QuantizeDynamic::from_config(config).is_err());
