@@ -17,8 +17,10 @@
 //! (histograms that grow when a later stride reaches further out), is
 //! [`CalibrationOptions::stride`].
 
+mod histogram;
 mod minmax;
 mod numpy;
+mod threshold;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -217,6 +219,10 @@ pub enum CalibrationError {
     #[error("tensor `{tensor}` was empty in every batch, so it has no range")]
     Empty { tensor: String },
 
+    /// A histogram could not be built or cut, as ORT's could not either.
+    #[error("cannot calibrate tensor `{tensor}` from its histogram: {reason}")]
+    Histogram { tensor: String, reason: String },
+
     /// The number of batches is not a multiple of the stride.
     #[error("{batches} batches cannot be cut into strides of {stride}; hint: {hint}")]
     Stride { batches: usize, stride: usize, hint: &'static str },
@@ -275,13 +281,8 @@ pub fn calibrate(
 
     let ranges = match options.method {
         CalibrationMethod::MinMax => minmax::calibrate(&augmented, &names, options, runner)?,
-        method => {
-            // TODO: the histogram methods (Entropy, Percentile) are not written yet; until they
-            // are, asking for one is an error.
-            return Err(CalibrationError::Options {
-                field: "method",
-                reason: format!("{method:?} calibration is not implemented yet"),
-            });
+        CalibrationMethod::Entropy | CalibrationMethod::Percentile => {
+            histogram::calibrate(&augmented, &names, options, runner)?
         }
     };
 
@@ -353,6 +354,10 @@ fn float_value_info(name: &str) -> ValueInfoProto {
     }
 }
 
+/// What [`stream`] hands each tensor's values of each batch to: the batch's index, the
+/// tensor's index, the values.
+type Visit<'a> = dyn FnMut(usize, usize, ArrayViewD<'_, f32>) -> Result<(), CalibrationError> + 'a;
+
 /// Runs the augmented model over the runner's data and hands `visit` each batch's values of
 /// each tensor, with the batch's index. Checks the runner's order of calls and rejects NaN
 /// and infinities. Returns the number of batches.
@@ -360,7 +365,7 @@ fn stream(
     model: &ModelProto,
     names: &[String],
     runner: &dyn ModelRunner,
-    visit: &mut dyn FnMut(usize, usize, ArrayViewD<'_, f32>) -> Result<(), CalibrationError>,
+    visit: &mut Visit<'_>,
 ) -> Result<usize, CalibrationError> {
     let mut batches = 0;
     let mut next = 0;
@@ -409,7 +414,7 @@ fn stream(
 fn stride_length(batches: usize, stride: Option<usize>) -> Result<usize, CalibrationError> {
     match stride {
         None => Ok(batches),
-        Some(stride) if batches % stride == 0 => Ok(stride),
+        Some(stride) if batches.is_multiple_of(stride) => Ok(stride),
         Some(stride) => Err(CalibrationError::Stride {
             batches,
             stride,
