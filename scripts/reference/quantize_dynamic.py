@@ -5,15 +5,17 @@ Given a float model and the model our pass made from it, this script
   1. checks our model with onnx.checker (full check, with shape inference) and loads it in
      ONNX Runtime;
   2. quantizes the float model with onnxruntime.quantization.quantize_dynamic, with the same
-     options, and dumps every weight ORT quantized: its INT8 values, the bits of its f32
-     scales and its zero points, keyed by the float weight's name;
-  3. runs the float model, ours and ORT's on the same random inputs and reports, for every
-     output, the largest absolute difference of each quantized model to the float one.
+     options, and dumps every weight ORT quantized (for MatMulInteger, ConvInteger, Gather,
+     DynamicQuantizeLSTM and QAttention): its 8-bit values, the bits of its f32 scales and
+     its zero points, keyed by the float weight's name; the same for our model;
+  3. runs the float model, ours and ORT's on the same random inputs (integer inputs get
+     valid indices into the tables the Gathers read) and reports, for every output, the
+     largest absolute difference of each quantized model to the float one.
 
 It writes one JSON report; the Rust test compares and judges. Usage:
 
     quantize_dynamic.py --float F.onnx --ours O.onnx --workdir DIR --report R.json \
-        [--per-channel] [--reduce-range] [--op-types MatMul,Gemm,Conv] [--exclude a,b] [--seed N]
+        [--per-channel] [--reduce-range] [--op-types MatMul,Gemm,...] [--exclude a,b] [--seed N]
 """
 
 import argparse
@@ -29,7 +31,19 @@ from onnx import numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 QUANT_SUFFIX = "_quantized"
-INTEGER_OPS = ("MatMulInteger", "ConvInteger")
+
+# Where each quantized operator reads a quantized weight: (values, scale, zero point) input
+# positions; a scale or zero point of None is found by name, <weight>_scale or _zero_point.
+WEIGHT_INPUTS = {
+    "MatMulInteger": [(1, None, 3)],
+    "ConvInteger": [(1, None, 3)],
+    "Gather": [(0, None, None)],
+    "DynamicQuantizeLSTM": [(1, 8, 9), (2, 10, 11)],
+    "QAttention": [(1, 4, 7)],
+}
+
+# Our op types that ORT's tool takes under the same name.
+SAME_NAME_OPS = ("Conv", "Gather", "Transpose", "LSTM", "Attention")
 
 
 def parse_args():
@@ -40,7 +54,7 @@ def parse_args():
     p.add_argument("--report", required=True, type=Path)
     p.add_argument("--per-channel", action="store_true")
     p.add_argument("--reduce-range", action="store_true")
-    p.add_argument("--op-types", default="MatMul,Gemm,Conv")
+    p.add_argument("--op-types", default="MatMul,Gemm,Conv,Gather,Transpose,LSTM,Attention")
     p.add_argument("--exclude", default="")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
@@ -53,7 +67,7 @@ def ort_op_types(ours):
         sys.exit("ORT quantizes Gemm only as a MatMul: cannot mirror Gemm without MatMul")
     if "MatMul" in ours and "Gemm" not in ours:
         sys.exit("ORT quantizes Gemm along with MatMul: cannot mirror MatMul without Gemm")
-    return [op for op in ("MatMul", "Conv") if op in ours]
+    return [op for op in ("MatMul", *SAME_NAME_OPS) if op in ours]
 
 
 def check_ours(path):
@@ -72,47 +86,70 @@ def check_ours(path):
 
 
 def dump_quantized_weights(model):
-    """Every weight quantized for a MatMulInteger or ConvInteger, by its float name."""
+    """Every weight a quantized operator reads, by its float name."""
     inits = {t.name: t for t in model.graph.initializer}
     weights = {}
     for node in model.graph.node:
-        if node.op_type not in INTEGER_OPS:
-            continue
-        q_name = node.input[1]
-        if not q_name.endswith(QUANT_SUFFIX) or q_name not in inits:
-            sys.exit(f"unexpected quantized weight name {q_name!r} in ORT's model")
-        base = q_name[: -len(QUANT_SUFFIX)]
-        values = numpy_helper.to_array(inits[q_name])
-        scale = numpy_helper.to_array(inits[base + "_scale"])
-        zero_point = numpy_helper.to_array(inits[node.input[3]])
-        if scale.dtype != np.float32:
-            sys.exit(f"ORT's scale of {base!r} is {scale.dtype}, expected float32")
-        weights[base] = {
-            "op": node.op_type,
-            "dtype": str(values.dtype),
-            "shape": list(values.shape),
-            "values": values.ravel().astype(np.int64).tolist(),
-            "scale_shape": list(scale.shape),
-            "scale_bits": scale.ravel().view(np.uint32).astype(np.int64).tolist(),
-            "zero_point_dtype": str(zero_point.dtype),
-            "zero_point_shape": list(zero_point.shape),
-            "zero_point": zero_point.ravel().astype(np.int64).tolist(),
-        }
+        for values_at, scale_at, zero_point_at in WEIGHT_INPUTS.get(node.op_type, []):
+            q_name = node.input[values_at]
+            if node.op_type == "Gather" and q_name not in inits:
+                continue  # a Gather on a computed tensor, or on a quantized Gather's output
+            if not q_name.endswith(QUANT_SUFFIX) or q_name not in inits:
+                sys.exit(f"unexpected quantized weight name {q_name!r} in {node.op_type}")
+            base = q_name[: -len(QUANT_SUFFIX)]
+            scale_name = node.input[scale_at] if scale_at else base + "_scale"
+            zero_point_name = node.input[zero_point_at] if zero_point_at else base + "_zero_point"
+            values = numpy_helper.to_array(inits[q_name])
+            scale = numpy_helper.to_array(inits[scale_name])
+            zero_point = numpy_helper.to_array(inits[zero_point_name])
+            if scale.dtype != np.float32:
+                sys.exit(f"the scale of {base!r} is {scale.dtype}, expected float32")
+            dump = {
+                "op": node.op_type,
+                "dtype": str(values.dtype),
+                "shape": list(values.shape),
+                "values": values.ravel().astype(np.int64).tolist(),
+                "scale_shape": list(scale.shape),
+                "scale_bits": scale.ravel().view(np.uint32).astype(np.int64).tolist(),
+                "zero_point_dtype": str(zero_point.dtype),
+                "zero_point_shape": list(zero_point.shape),
+                "zero_point": zero_point.ravel().astype(np.int64).tolist(),
+            }
+            if weights.setdefault(base, dump) != dump:
+                sys.exit(f"weight {base!r} is read in two different quantized forms")
     return weights
+
+
+def index_bounds(model):
+    """For each integer graph input, the smallest table length the Gathers that read it
+    as indices allow."""
+    inits = {t.name: t for t in model.graph.initializer}
+    bounds = {}
+    for node in model.graph.node:
+        if node.op_type != "Gather" or node.input[0] not in inits:
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        length = inits[node.input[0]].dims[axis]
+        bounds[node.input[1]] = min(length, bounds.get(node.input[1], length))
+    return bounds
 
 
 def random_inputs(model, seed):
     rng = np.random.default_rng(seed)
     inits = {t.name for t in model.graph.initializer}
+    bounds = index_bounds(model)
     feeds = {}
     for value in model.graph.input:
         if value.name in inits:
             continue
         tensor_type = value.type.tensor_type
-        if tensor_type.elem_type != onnx.TensorProto.FLOAT:
-            sys.exit(f"input {value.name!r} is not float32; this script feeds float32 only")
         shape = [d.dim_value if d.HasField("dim_value") else 1 for d in tensor_type.shape.dim]
-        feeds[value.name] = rng.standard_normal(shape).astype(np.float32)
+        if tensor_type.elem_type == onnx.TensorProto.FLOAT:
+            feeds[value.name] = rng.standard_normal(shape).astype(np.float32)
+        elif tensor_type.elem_type == onnx.TensorProto.INT64 and value.name in bounds:
+            feeds[value.name] = rng.integers(0, bounds[value.name], shape, dtype=np.int64)
+        else:
+            sys.exit(f"input {value.name!r} is neither float32 nor int64 Gather indices")
     return feeds
 
 

@@ -11,6 +11,9 @@
 //!   Gather picks 8-bit rows. Its output then exists only in 8-bit form: a later MatMul, Conv
 //!   or Attention reads it as already quantized, a Transpose moves it in 8-bit, and any other
 //!   reader gets a `DequantizeLinear` back to float, once.
+//! - Transpose ([`gather`]) of a value an earlier node quantized (a Gather's output, or an
+//!   activation quantized at run time) moves the 8-bit value; its float readers get it back
+//!   through a `DequantizeLinear`, with the quantization error, as in ORT's tool.
 //! - LSTM ([`recurrent`]): `com.microsoft.DynamicQuantizeLSTM` with INT8 weights, scaled per
 //!   direction, or per gate row with `per_channel`. GRU has no such kernel in ORT, so it stays
 //!   in float.
@@ -82,8 +85,8 @@ pub struct QuantizeDynamicConfig {
     /// The operator types to quantize, among MatMul, Gemm, Conv, Gather, Transpose, LSTM and
     /// Attention (com.microsoft). The default is all of them: ONNX Runtime's default list
     /// less EmbedLayerNormalization, which this pass does not quantize. Transpose only moves
-    /// values that are already 8-bit (a quantized Gather's output). Conv runs many times
-    /// slower as ConvInteger on CPU: `[MatMul, Gemm]` leaves it in float.
+    /// values that earlier nodes quantized, in 8-bit. Conv runs many times slower as
+    /// ConvInteger on CPU: `[MatMul, Gemm]` leaves it in float.
     #[serde(default = "default_op_types")]
     pub op_types: Vec<String>,
 
@@ -284,8 +287,8 @@ struct Rewriter<'g> {
     weights: HashMap<(String, WeightForm), QuantizedNames>,
     /// Activations quantized by `DynamicQuantizeLinear`, so each is quantized once.
     activations: HashMap<String, QuantizedNames>,
-    /// Values that no node produces in float any more (a quantized Gather's output), by their
-    /// float name, with the 8-bit value that replaced them.
+    /// Values that no node produces in float any more (the output of a quantized Gather or of
+    /// an 8-bit Transpose), by their float name, with the 8-bit value that replaced them.
     integer_only: HashMap<String, QuantizedNames>,
     /// The values of `integer_only` that a `DequantizeLinear` already brought back to float.
     dequantized: HashSet<String>,

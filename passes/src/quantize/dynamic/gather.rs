@@ -6,6 +6,10 @@
 //! Attention reading it uses it with the table's scale and zero point instead of quantizing
 //! it again at run time, a Transpose moves it in 8-bit, and the [`super::Rewriter`] adds a
 //! `DequantizeLinear` for every other reader.
+//!
+//! A Transpose also moves in 8-bit an activation that an earlier node quantized at run time,
+//! as ORT's tool does; a float reader of its output then reads it dequantized, with the
+//! quantization error, and a quantized MatMul reads it without quantizing it again.
 
 use ndarray::{arr0, ArrayD};
 
@@ -48,12 +52,15 @@ pub(super) fn rewrite_gather(
     Ok(Rewrite::Quantized(vec![gather]))
 }
 
-/// Transpose in 8-bit of a value that exists only in 8-bit; any other Transpose is left alone.
+/// Transpose in 8-bit of a value an earlier node quantized: a quantized Gather's output, or
+/// an activation an earlier MatMul, Conv or Attention quantized at run time. Any other
+/// Transpose is left alone.
 pub(super) fn rewrite_transpose(node: &NodeProto, rewriter: &mut Rewriter<'_>) -> Rewrite {
     let (Some(input), Some(output)) = (node.input.first(), node.output.first()) else {
         return Rewrite::Untouched;
     };
-    let Some(quantized) = rewriter.integer_only.get(input).cloned() else {
+    let quantized = rewriter.integer_only.get(input).or_else(|| rewriter.activations.get(input));
+    let Some(quantized) = quantized.cloned() else {
         return Rewrite::Untouched;
     };
 
