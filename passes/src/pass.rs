@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use crate::ir::proto::ModelProto;
 use crate::ir::IrError;
 use crate::quantize::dynamic::QuantizeDynamic;
+use crate::quantize::static_quant::QuantizeStatic;
 
 /// Why a pass could not be built or could not run.
 #[derive(Debug, thiserror::Error)]
@@ -102,13 +103,22 @@ impl PassInfo {
 
 /// Every pass the engine knows, in the order `pipeline passes` lists them.
 pub fn registry() -> &'static [PassInfo] {
-    static REGISTRY: &[PassInfo] = &[PassInfo {
-        name: QuantizeDynamic::NAME,
-        summary: "INT8 dynamic quantization of MatMul, Gemm and Conv weights",
-        needs_calibration: false,
-        config_schema: config_schema::<<QuantizeDynamic as Configured>::Config>,
-        build: build::<QuantizeDynamic>,
-    }];
+    static REGISTRY: &[PassInfo] = &[
+        PassInfo {
+            name: QuantizeDynamic::NAME,
+            summary: "INT8 dynamic quantization of MatMul, Gemm and Conv weights",
+            needs_calibration: false,
+            config_schema: config_schema::<<QuantizeDynamic as Configured>::Config>,
+            build: build::<QuantizeDynamic>,
+        },
+        PassInfo {
+            name: QuantizeStatic::NAME,
+            summary: "static INT8/INT16 quantization to QDQ, with ranges calibrated on data",
+            needs_calibration: true,
+            config_schema: config_schema::<<QuantizeStatic as Configured>::Config>,
+            build: build::<QuantizeStatic>,
+        },
+    ];
     REGISTRY
 }
 

@@ -3,3 +3,4 @@
 pub mod calibrate;
 pub mod dynamic;
 pub mod params;
+pub mod static_quant;

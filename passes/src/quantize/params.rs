@@ -15,27 +15,40 @@ use ndarray::{ArrayD, ArrayViewD, Axis, Zip};
 pub enum QuantType {
     Int8,
     Uint8,
+    Int16,
+    Uint16,
 }
 
 impl QuantType {
-    /// Every value of the type: `[-128, 127]` or `[0, 255]`.
+    /// Every value of the type: `[-128, 127]`, `[0, 255]`, `[-32768, 32767]` or `[0, 65535]`.
     pub fn full_range(self) -> (i32, i32) {
         match self {
             QuantType::Int8 => (-128, 127),
             QuantType::Uint8 => (0, 255),
+            QuantType::Int16 => (-32768, 32767),
+            QuantType::Uint16 => (0, 65535),
         }
+    }
+
+    /// Whether the type holds negative values.
+    pub fn is_signed(self) -> bool {
+        matches!(self, QuantType::Int8 | QuantType::Int16)
     }
 
     /// The range `(qmin, qmax)` scales are computed for.
     ///
     /// `reduce_range` (7-bit weights, for CPUs without VNNI) wins over `symmetric`: INT8 gets
-    /// `[-64, 64]` and UINT8 `[0, 127]`. Symmetric INT8 drops -128 to stay balanced,
-    /// `[-127, 127]`; symmetric UINT8 keeps `[0, 255]`.
+    /// `[-64, 64]` and UINT8 `[0, 127]` (INT16 `[-16384, 16384]`, UINT16 `[0, 32767]`).
+    /// Symmetric signed types drop their lowest value to stay balanced, `[-127, 127]` and
+    /// `[-32767, 32767]`; symmetric unsigned types keep their full range.
     pub fn range(self, symmetric: bool, reduce_range: bool) -> (i32, i32) {
         match (self, reduce_range, symmetric) {
             (QuantType::Int8, true, _) => (-64, 64),
             (QuantType::Uint8, true, _) => (0, 127),
+            (QuantType::Int16, true, _) => (-16384, 16384),
+            (QuantType::Uint16, true, _) => (0, 32767),
             (QuantType::Int8, false, true) => (-127, 127),
+            (QuantType::Int16, false, true) => (-32767, 32767),
             (qtype, false, _) => qtype.full_range(),
         }
     }
@@ -191,6 +204,27 @@ mod tests {
         assert_eq!(QuantType::Uint8.range(false, false), (0, 255));
         assert_eq!(QuantType::Uint8.range(true, false), (0, 255));
         assert_eq!(QuantType::Uint8.range(false, true), (0, 127));
+    }
+
+    #[test]
+    fn sixteen_bit_ranges_follow_ort_tables() {
+        assert_eq!(QuantType::Int16.range(false, false), (-32768, 32767));
+        assert_eq!(QuantType::Int16.range(true, false), (-32767, 32767));
+        assert_eq!(QuantType::Int16.range(true, true), (-16384, 16384));
+        assert_eq!(QuantType::Uint16.range(false, false), (0, 65535));
+        assert_eq!(QuantType::Uint16.range(true, false), (0, 65535));
+        assert_eq!(QuantType::Uint16.range(false, true), (0, 32767));
+        assert!(QuantType::Int16.is_signed() && !QuantType::Uint16.is_signed());
+    }
+
+    #[test]
+    fn symmetric_sixteen_bit_zero_points_are_0_and_32768() {
+        // (0 + 65535) / 2 = 32767.5 rounds half to even, to 32768.
+        let params = params_1d(&[-1.0, 3.0], QuantType::Uint16, true, false);
+        assert_eq!(params.zero_point, 32768);
+        let params = params_1d(&[-1.0, 3.0], QuantType::Int16, true, false);
+        assert_eq!(params.zero_point, 0);
+        assert_eq!(quantize_1d(&[-1.0, 3.0], QuantType::Int16, true, false), [-10922, 32767]);
     }
 
     #[test]
