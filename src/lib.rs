@@ -2,6 +2,7 @@
 //!
 //! The binary in `main.rs` is a thin command line over this library.
 
+pub mod calibrate;
 pub mod evaluate;
 pub mod inspect;
 pub mod plan;

@@ -13,9 +13,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pipeline_passes::ir::{self, proto::ModelProto, IrError};
+use pipeline_passes::pass::{ModelRunner, PassContext};
 use tracing::{debug_span, info, trace_span};
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
+use crate::calibrate::OrtRunner;
 use crate::evaluate::{self, DataError, Dataset, EvalError};
 use crate::plan::{self, Candidate, PlanError};
 use crate::recipe::{self, LatencyStat, Objective, Recipe, RecipeError};
@@ -96,6 +98,8 @@ pub struct Prepared {
     pub model_path: PathBuf,
     pub model: ModelProto,
     pub evaluation: Dataset,
+    /// The calibration set, when the recipe has one.
+    pub calibration: Option<Dataset>,
     pub output_dir: PathBuf,
     pub output_model: PathBuf,
 }
@@ -113,10 +117,19 @@ pub fn prepare(recipe_path: &Path) -> Result<Prepared, RunError> {
     check_output(&recipe, &model_path, &output_dir, &output_model)?;
 
     let model = ir::load(&model_path).map_err(RunError::Model)?;
-    let evaluation = load_data(&recipe, &model)?;
+    let (evaluation, calibration) = load_data(&recipe, &model)?;
     check_metrics(&recipe, &model)?;
 
-    Ok(Prepared { recipe, plan, model_path, model, evaluation, output_dir, output_model })
+    Ok(Prepared {
+        recipe,
+        plan,
+        model_path,
+        model,
+        evaluation,
+        calibration,
+        output_dir,
+        output_model,
+    })
 }
 
 /// Runs the recipe at `recipe_path` and returns the report it wrote.
@@ -128,6 +141,7 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
         model_path,
         model: source_model,
         evaluation,
+        calibration,
         output_dir,
         output_model,
     } = prepare(recipe_path)?;
@@ -158,7 +172,8 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
     span.pb_set_message("building and measuring candidates");
     let _entered = span.enter();
 
-    let mut builder = Builder::new(Arc::new(source_model));
+    let calibration = calibration.map(|data| OrtRunner::new(data, threads));
+    let mut builder = Builder::new(Arc::new(source_model), calibration);
     let mut reports = Vec::with_capacity(candidates.len());
     for candidate in candidates {
         let outcome = evaluate_candidate(
@@ -220,7 +235,7 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
 
 /// Loads the evaluation set, and the calibration set (checked even when no pass needs it),
 /// each checked against the model's inputs.
-fn load_data(recipe: &Recipe, model: &ModelProto) -> Result<Dataset, RunError> {
+fn load_data(recipe: &Recipe, model: &ModelProto) -> Result<(Dataset, Option<Dataset>), RunError> {
     let inputs = IoInfo::model_inputs(model);
     let spec = recipe.data.evaluation.as_ref().ok_or_else(|| RunError::Input {
         recipe: recipe.path.clone(),
@@ -231,11 +246,15 @@ fn load_data(recipe: &Recipe, model: &ModelProto) -> Result<Dataset, RunError> {
         Dataset::load(&recipe.resolve(&spec.path), spec.labels.as_deref(), spec.samples)?;
     evaluation.check_inputs(&inputs)?;
 
-    if let Some(spec) = &recipe.data.calibration {
-        let calibration = Dataset::load(&recipe.resolve(&spec.path), None, spec.samples)?;
-        calibration.check_inputs(&inputs)?;
-    }
-    Ok(evaluation)
+    let calibration = match &recipe.data.calibration {
+        Some(spec) => {
+            let calibration = Dataset::load(&recipe.resolve(&spec.path), None, spec.samples)?;
+            calibration.check_inputs(&inputs)?;
+            Some(calibration)
+        }
+        None => None,
+    };
+    Ok((evaluation, calibration))
 }
 
 /// The accuracy metric must name an output the model has.
@@ -303,15 +322,17 @@ fn measure(
 }
 
 /// Runs passes, remembering the model after each distinct prefix of steps so that
-/// candidates that share a prefix build it once.
+/// candidates that share a prefix build it once. Passes that calibrate run models on
+/// `calibration`.
 struct Builder {
     source: Arc<ModelProto>,
+    calibration: Option<OrtRunner>,
     built: HashMap<String, Result<Arc<ModelProto>, String>>,
 }
 
 impl Builder {
-    fn new(source: Arc<ModelProto>) -> Self {
-        Self { source, built: HashMap::new() }
+    fn new(source: Arc<ModelProto>, calibration: Option<OrtRunner>) -> Self {
+        Self { source, calibration, built: HashMap::new() }
     }
 
     /// The model after all of `candidate`'s steps, or why a step failed.
@@ -324,7 +345,10 @@ impl Builder {
                 model = done.clone()?;
                 continue;
             }
-            let result = run_step(&step.pass, &step.config, &model);
+            let context = PassContext {
+                calibration: self.calibration.as_ref().map(|runner| runner as &dyn ModelRunner),
+            };
+            let result = run_step(&step.pass, &step.config, &model, &context);
             self.built.insert(key.clone(), result.clone());
             model = result?;
         }
@@ -337,14 +361,14 @@ fn run_step(
     pass: &str,
     config: &serde_json::Value,
     model: &Arc<ModelProto>,
+    context: &PassContext,
 ) -> Result<Arc<ModelProto>, String> {
     let _span = debug_span!("pass", pass).entered();
     let info = pipeline_passes::pass::find(pass).ok_or_else(|| format!("unknown pass `{pass}`"))?;
     let built = (info.build)(config).map_err(|e| e.to_string())?;
     let input = ModelProto::clone(model);
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        built.run(input, &pipeline_passes::pass::PassContext::default())
-    }));
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| built.run(input, context)));
     match result {
         Ok(Ok(model)) => Ok(Arc::new(model)),
         Ok(Err(error)) => Err(error.to_string()),

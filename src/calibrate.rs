@@ -1,0 +1,117 @@
+//! Calibration runs: a [`ModelRunner`] that runs models in ONNX Runtime on the recipe's
+//! calibration data, for passes such as `quantize_static` that need activation ranges.
+//!
+//! The runner feeds the data one sample per batch by default. ORT's calibrators reduce
+//! whatever their data reader hands them, batch by batch: MinMax with a moving average
+//! averages per-batch extremes, and strides of batches are merged as they come, so a range
+//! depends on where batches start and end. ORT's own examples, and the exactness tests of
+//! this project, read one sample at a time; the same batches give the same ranges.
+
+use std::path::Path;
+
+use ndarray::ArrayViewD;
+use pipeline_passes::ir::{self, proto::ModelProto};
+use pipeline_passes::pass::{ModelRunner, RunnerError};
+
+use crate::evaluate::Dataset;
+use crate::runtime::{ModelSession, Tensor, Threads};
+
+/// Runs models in ONNX Runtime's CPU provider over the samples of a dataset, a fixed number
+/// of samples per batch, in order.
+#[derive(Debug)]
+pub struct OrtRunner {
+    data: Dataset,
+    threads: Threads,
+    batch_size: usize,
+}
+
+impl OrtRunner {
+    /// A runner over `data` (already checked against the model's inputs) that feeds one
+    /// sample per batch.
+    pub fn new(data: Dataset, threads: Threads) -> Self {
+        OrtRunner { data, threads, batch_size: 1 }
+    }
+
+    /// Feeds `batch_size` samples per batch (at least 1); the last batch may be shorter.
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// The data the runner feeds.
+    pub fn data(&self) -> &Dataset {
+        &self.data
+    }
+}
+
+impl ModelRunner for OrtRunner {
+    fn samples(&self) -> usize {
+        self.data.len()
+    }
+
+    fn for_each_batch(
+        &self,
+        model: &ModelProto,
+        outputs: &[String],
+        visit: &mut dyn FnMut(usize, ArrayViewD<'_, f32>) -> Result<(), String>,
+    ) -> Result<(), RunnerError> {
+        let folder = tempfile::Builder::new()
+            .prefix("pipeline-calibration-")
+            .tempdir()
+            .map_err(|e| RunnerError(format!("cannot create a temporary folder: {e}")))?;
+        let path = folder.path().join("model.onnx");
+        let mut session = load(model, &path, self.threads)?;
+
+        let data = self.data.path().display();
+        self.data.check_inputs(session.inputs()).map_err(|e| RunnerError(e.to_string()))?;
+        let inputs = session.inputs().to_vec();
+
+        let samples = self.data.len();
+        for start in (0..samples).step_by(self.batch_size) {
+            let range = start..(start + self.batch_size).min(samples);
+            let batch = self.data.batch(&inputs, range.clone());
+            let results = session.run(&batch).map_err(|e| {
+                RunnerError(format!("running samples {range:?} of {data} failed: {e}"))
+            })?;
+
+            for (index, name) in outputs.iter().enumerate() {
+                let values = float_output(&results, name)?;
+                visit(index, values).map_err(RunnerError)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Saves `model` at `path` and loads it in a session.
+fn load(model: &ModelProto, path: &Path, threads: Threads) -> Result<ModelSession, RunnerError> {
+    let mut options = ir::SaveOptions::default();
+    if prost::Message::encoded_len(model) > i32::MAX as usize / 2 {
+        options.external_data =
+            Some(ir::ExternalData { location: "model.onnx.data".into(), size_threshold: 1024 });
+    }
+    ir::save(model, path, &options)
+        .map_err(|e| RunnerError(format!("cannot save the model to calibrate: {e}")))?;
+
+    // TODO: ORT's calibrators run the model with graph optimizations off; this session has
+    // ONNX Runtime's defaults, whose fused and reordered kernels (NCHWc convolutions) can
+    // change activations in their last bits, so ranges can differ from ORT's by an ulp or
+    // two until `ModelSession` can be loaded without optimizations.
+    ModelSession::load(path, threads)
+        .map_err(|e| RunnerError(format!("cannot load the model to calibrate: {e}")))
+}
+
+/// The float32 values of output `name` among `results`.
+fn float_output<'r>(
+    results: &'r [(String, Tensor)],
+    name: &str,
+) -> Result<ArrayViewD<'r, f32>, RunnerError> {
+    match results.iter().find(|(output, _)| output == name) {
+        Some((_, Tensor::F32(values))) => Ok(values.view()),
+        Some((_, other)) => Err(RunnerError(format!(
+            "tensor `{name}` is {}; only float32 tensors can be calibrated",
+            other.elem()
+        ))),
+        None => Err(RunnerError(format!("the model to calibrate has no output `{name}`"))),
+    }
+}
