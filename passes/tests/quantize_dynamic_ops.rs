@@ -1,6 +1,6 @@
-//! Acceptance test of `quantize_dynamic` on Gather, Transpose, LSTM and `com.microsoft`
-//! Attention against ONNX Runtime's own `quantize_dynamic`, and the rules for what stays in
-//! float.
+//! Acceptance test of `quantize_dynamic` on Gather, Transpose, LSTM, and `com.microsoft`
+//! Attention and EmbedLayerNormalization against ONNX Runtime's own `quantize_dynamic`, and
+//! the rules for what stays in float.
 //!
 //! Each model is built here, quantized by our pass and checked by
 //! `quantize_dynamic_support::check_model_against_ort`: every quantized weight and table, its
@@ -14,7 +14,7 @@ use pipeline_passes::ir::proto::{GraphProto, ModelProto, OperatorSetIdProto};
 use pipeline_passes::quantize::dynamic::QuantizeDynamicConfig;
 use quantize_dynamic_support::{
     check_model_against_ort, count_op, float_value, model, ms_node, node_named, report_weights,
-    run_pass, value, Rng, INT64,
+    run_pass, value, Rng, INT32, INT64,
 };
 
 /// `ids [2,3] -> g: Gather(emb [10,8]) -> e`, then `e` is read by a quantized MatMul `mm`, by
@@ -316,4 +316,82 @@ fn attention_that_qattention_cannot_express_stays_float() {
     for reason in ["`qkv_hidden_sizes`", "no `attention_bias` input", "needs one"] {
         assert!(err.contains(reason), "the error lacks {reason:?}: {err}");
     }
+}
+
+/// The start of a BERT encoder: `EmbedLayerNormalization(ids, segments)` gives the embeddings
+/// and the mask index, which an Attention reads, followed by a MatMul.
+fn bert_model() -> ModelProto {
+    let mut rng = Rng(41);
+    let mut table = |name: &str, shape: &[usize]| {
+        ir::tensor_from_f32(name, &rng.array(shape, |r| 0.5 * r.normal()))
+    };
+    let initializer = vec![
+        table("word", &[12, 8]),
+        table("position", &[16, 8]),
+        table("segment", &[2, 8]),
+        table("gamma", &[8]),
+        table("beta", &[8]),
+        table("W", &[8, 24]),
+        table("B", &[24]),
+        table("O", &[8, 8]),
+    ];
+
+    let inputs = ["ids", "segments", "word", "position", "segment", "gamma", "beta"];
+    let mut embed = ms_node("EmbedLayerNormalization", &inputs, &["e", "mask"], "embed");
+    embed.attribute.push(ir::attr_float("epsilon", 1e-5));
+    let mut attention = ms_node("Attention", &["e", "W", "B", "mask"], &["a"], "att");
+    attention.attribute.push(ir::attr_int("num_heads", 2));
+
+    let graph = GraphProto {
+        name: Some("bert".into()),
+        node: vec![embed, attention, ir::make_node("MatMul", &["a", "O"], &["y"], "out")],
+        initializer,
+        input: vec![value("ids", INT32, &[2, 4]), value("segments", INT32, &[2, 4])],
+        output: vec![float_value("y", &[2, 4, 8])],
+        ..Default::default()
+    };
+    let mut model = model(graph, 14);
+    model
+        .opset_import
+        .push(OperatorSetIdProto { domain: Some("com.microsoft".into()), version: Some(1) });
+    model
+}
+
+#[test]
+fn embed_layer_normalization_matches_ort_bit_for_bit() {
+    for per_channel in [false, true] {
+        let config = QuantizeDynamicConfig { per_channel, ..Default::default() };
+        let (ours, report) = check_model_against_ort(bert_model(), config);
+
+        let weights = report_weights(&report, "ort_weights");
+        let names = ["O", "W", "beta", "gamma", "position", "segment", "word"];
+        assert_eq!(weights.keys().collect::<Vec<_>>(), names);
+        for name in ["word", "position", "segment", "gamma", "beta"] {
+            assert_eq!(weights[name].op, "QEmbedLayerNormalization");
+            assert_eq!(
+                (weights[name].dtype.as_str(), weights[name].scale_shape.len()),
+                ("uint8", 0)
+            );
+        }
+        assert_eq!(count_op(&ours, "QEmbedLayerNormalization"), 1);
+        assert_eq!(count_op(&ours, "QAttention"), 1);
+    }
+}
+
+#[test]
+fn embed_layer_normalization_that_cannot_be_expressed_stays_float() {
+    let model = bert_model();
+    let mut with_sum = model.clone();
+    let graph = with_sum.graph.as_mut().expect("a graph");
+    graph.node[0].output.push("sum".into());
+    graph.output.push(float_value("sum", &[2, 4, 8]));
+    let ours = run_pass(with_sum, QuantizeDynamicConfig::default()).expect("the rest quantizes");
+    assert!(node_named(&ours, "embed").is_some(), "the node with `embedding_sum` was rewritten");
+
+    let mut typed_mask = model;
+    let graph = typed_mask.graph.as_mut().expect("a graph");
+    graph.node[0].attribute.push(ir::attr_int("mask_index_type", 0));
+    let ours = run_pass(typed_mask, QuantizeDynamicConfig::default()).expect("the rest quantizes");
+    assert!(node_named(&ours, "embed").is_some(), "the node with `mask_index_type` was rewritten");
+    assert_eq!(count_op(&ours, "QAttention"), 1);
 }

@@ -6,8 +6,9 @@ Given a float model and the model our pass made from it, this script
      ONNX Runtime;
   2. quantizes the float model with onnxruntime.quantization.quantize_dynamic, with the same
      options, and dumps every weight ORT quantized (for MatMulInteger, ConvInteger, Gather,
-     DynamicQuantizeLSTM and QAttention): its 8-bit values, the bits of its f32 scales and
-     its zero points, keyed by the float weight's name; the same for our model;
+     DynamicQuantizeLSTM, QAttention and QEmbedLayerNormalization): its 8-bit values, the
+     bits of its f32 scales and its zero points, keyed by the float weight's name; the same
+     for our model;
   3. runs the float model, ours and ORT's on the same random inputs (integer inputs get
      valid indices into the tables the Gathers read) and reports, for every output, the
      largest absolute difference of each quantized model to the float one.
@@ -40,10 +41,14 @@ WEIGHT_INPUTS = {
     "Gather": [(0, None, None)],
     "DynamicQuantizeLSTM": [(1, 8, 9), (2, 10, 11)],
     "QAttention": [(1, 4, 7)],
+    "QEmbedLayerNormalization": [(2, 8, 13), (3, 9, 14), (4, 10, 15), (5, 11, 16), (6, 12, 17)],
 }
 
 # Our op types that ORT's tool takes under the same name.
-SAME_NAME_OPS = ("Conv", "Gather", "Transpose", "LSTM", "Attention")
+SAME_NAME_OPS = ("Conv", "Gather", "Transpose", "LSTM", "Attention", "EmbedLayerNormalization")
+
+# The integer input types fed as random indices into the tables that read them.
+INDEX_TYPES = {onnx.TensorProto.INT64: np.int64, onnx.TensorProto.INT32: np.int32}
 
 
 def parse_args():
@@ -54,7 +59,7 @@ def parse_args():
     p.add_argument("--report", required=True, type=Path)
     p.add_argument("--per-channel", action="store_true")
     p.add_argument("--reduce-range", action="store_true")
-    p.add_argument("--op-types", default="MatMul,Gemm,Conv,Gather,Transpose,LSTM,Attention")
+    p.add_argument("--op-types", default=",".join(["MatMul", "Gemm", *SAME_NAME_OPS]))
     p.add_argument("--exclude", default="")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
@@ -91,7 +96,9 @@ def dump_quantized_weights(model):
     weights = {}
     for node in model.graph.node:
         for values_at, scale_at, zero_point_at in WEIGHT_INPUTS.get(node.op_type, []):
-            q_name = node.input[values_at]
+            q_name = node.input[values_at] if values_at < len(node.input) else ""
+            if node.op_type == "QEmbedLayerNormalization" and not q_name:
+                continue  # no segment embedding
             if node.op_type == "Gather" and q_name not in inits:
                 continue  # a Gather on a computed tensor, or on a quantized Gather's output
             if not q_name.endswith(QUANT_SUFFIX) or q_name not in inits:
@@ -121,16 +128,24 @@ def dump_quantized_weights(model):
 
 
 def index_bounds(model):
-    """For each integer graph input, the smallest table length the Gathers that read it
-    as indices allow."""
+    """For each integer graph input, the smallest table length that the Gathers and
+    EmbedLayerNormalizations reading it as indices allow."""
     inits = {t.name: t for t in model.graph.initializer}
     bounds = {}
+
+    def bound(indices, table, axis=0):
+        if indices and table in inits:
+            length = inits[table].dims[axis]
+            bounds[indices] = min(length, bounds.get(indices, length))
+
     for node in model.graph.node:
-        if node.op_type != "Gather" or node.input[0] not in inits:
-            continue
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-        length = inits[node.input[0]].dims[axis]
-        bounds[node.input[1]] = min(length, bounds.get(node.input[1], length))
+        if node.op_type == "Gather":
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+            bound(node.input[1], node.input[0], axis)
+        elif node.op_type == "EmbedLayerNormalization":
+            bound(node.input[0], node.input[2])
+            if len(node.input) > 4:
+                bound(node.input[1], node.input[4])
     return bounds
 
 
@@ -146,10 +161,11 @@ def random_inputs(model, seed):
         shape = [d.dim_value if d.HasField("dim_value") else 1 for d in tensor_type.shape.dim]
         if tensor_type.elem_type == onnx.TensorProto.FLOAT:
             feeds[value.name] = rng.standard_normal(shape).astype(np.float32)
-        elif tensor_type.elem_type == onnx.TensorProto.INT64 and value.name in bounds:
-            feeds[value.name] = rng.integers(0, bounds[value.name], shape, dtype=np.int64)
+        elif tensor_type.elem_type in INDEX_TYPES and value.name in bounds:
+            dtype = INDEX_TYPES[tensor_type.elem_type]
+            feeds[value.name] = rng.integers(0, bounds[value.name], shape, dtype=dtype)
         else:
-            sys.exit(f"input {value.name!r} is neither float32 nor int64 Gather indices")
+            sys.exit(f"input {value.name!r} is neither float32 nor indices into a table")
     return feeds
 
 

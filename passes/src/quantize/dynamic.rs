@@ -18,20 +18,22 @@
 //!   direction, or per gate row with `per_channel`. GRU has no such kernel in ORT, so it stays
 //!   in float.
 //! - `com.microsoft.Attention` ([`attention`]): `com.microsoft.QAttention`.
+//! - `com.microsoft.EmbedLayerNormalization` ([`embed`]): `com.microsoft.QEmbedLayerNormalization`
+//!   with its tables, gamma and beta stored as Gather tables are.
 //!
 //! Where this pass differs from ORT's tool, on purpose or not yet:
-//! - ORT's default op list also holds EmbedLayerNormalization, which this pass leaves alone.
 //! - ORT also quantizes float16 weights and tables, batched (3-D) MatMul weights, initializers
 //!   that are graph inputs, Attention weights that are not constants and Conv weights that are
 //!   not constants; this pass leaves those in float with a debug log saying why.
-//! - ORT rewrites an LSTM with `layout = 1`, or an Attention with inputs or attributes that
-//!   QAttention lacks, into a node that computes something else or does not load; this pass
-//!   leaves them in float.
+//! - ORT rewrites an LSTM with `layout = 1`, or an Attention or EmbedLayerNormalization with
+//!   inputs, outputs or attributes that the quantized operator lacks, into a node that
+//!   computes something else or does not load; this pass leaves them in float.
 //! - When a node left in float reads a weight that another node quantized, ORT feeds it the
 //!   dequantized weight; this pass keeps the float weight for it.
 //! - A model below opset 11 is an error here where ORT falls back to QuantizeLinear chains.
 
 mod attention;
+mod embed;
 mod gather;
 mod linear;
 mod recurrent;
@@ -46,22 +48,25 @@ use crate::ir::{self, NameGenerator};
 use crate::pass::{Configured, Pass, PassContext, PassError};
 
 /// The operator types this pass can quantize.
-const SUPPORTED_OP_TYPES: [&str; 7] =
-    ["MatMul", "Gemm", "Conv", "Gather", "Transpose", "LSTM", "Attention"];
-
-/// Operator types ORT's tool knows that this pass refuses by name, with the reason.
-const REFUSED_OP_TYPES: [(&str, &str); 2] = [
-    ("GRU", "ONNX Runtime has no dynamically quantized GRU kernel, so GRU stays in float"),
-    (
-        "EmbedLayerNormalization",
-        "this pass does not quantize EmbedLayerNormalization (QEmbedLayerNormalization) yet",
-    ),
+const SUPPORTED_OP_TYPES: [&str; 8] = [
+    "MatMul",
+    "Gemm",
+    "Conv",
+    "Gather",
+    "Transpose",
+    "LSTM",
+    "Attention",
+    "EmbedLayerNormalization",
 ];
+
+/// Operator types this pass refuses by name, with the reason.
+const REFUSED_OP_TYPES: [(&str, &str); 1] =
+    [("GRU", "ONNX Runtime has no dynamically quantized GRU kernel, so GRU stays in float")];
 
 /// `DynamicQuantizeLinear` first appears in opset 11 (`MatMulInteger` and `ConvInteger` in 10).
 const MIN_OPSET: i64 = 11;
 
-/// The domain of ORT's contrib operators (`DynamicQuantizeLSTM`, `QAttention`).
+/// The domain of ORT's contrib operators (`DynamicQuantizeLSTM`, `QAttention` ...).
 const MS_DOMAIN: &str = "com.microsoft";
 
 /// How many skipped nodes the "nothing quantized" error lists.
@@ -82,11 +87,11 @@ pub struct QuantizeDynamicConfig {
     #[serde(default)]
     pub reduce_range: bool,
 
-    /// The operator types to quantize, among MatMul, Gemm, Conv, Gather, Transpose, LSTM and
-    /// Attention (com.microsoft). The default is all of them: ONNX Runtime's default list
-    /// less EmbedLayerNormalization, which this pass does not quantize. Transpose only moves
-    /// values that earlier nodes quantized, in 8-bit. Conv runs many times slower as
-    /// ConvInteger on CPU: `[MatMul, Gemm]` leaves it in float.
+    /// The operator types to quantize, among MatMul, Gemm, Conv, Gather, Transpose, LSTM,
+    /// Attention and EmbedLayerNormalization (both com.microsoft). The default is all of
+    /// them, as in ONNX Runtime's tool. Transpose only moves values that earlier nodes
+    /// quantized, in 8-bit. GRU has no quantized kernel in ONNX Runtime. Conv runs many times
+    /// slower as ConvInteger on CPU: `[MatMul, Gemm]` leaves it in float.
     #[serde(default = "default_op_types")]
     pub op_types: Vec<String>,
 
@@ -110,7 +115,8 @@ fn default_op_types() -> Vec<String> {
     SUPPORTED_OP_TYPES.iter().map(|op| op.to_string()).collect()
 }
 
-/// Dynamic INT8 quantization of MatMul, Gemm, Conv, Gather, LSTM and Attention weights.
+/// Dynamic INT8 quantization of MatMul, Gemm, Conv, Gather, LSTM, Attention and
+/// EmbedLayerNormalization weights.
 #[derive(Clone, Debug)]
 pub struct QuantizeDynamic {
     config: QuantizeDynamicConfig,
@@ -223,7 +229,7 @@ fn import_ms_domain(model: &mut ModelProto) -> Result<(), PassError> {
         Some(version) if version >= 1 => Ok(()),
         Some(version) => Err(model_error(format!(
             "the model imports version {version} of `{MS_DOMAIN}`, which has no \
-             DynamicQuantizeLSTM or QAttention; hint: import version 1"
+             quantized contrib operators; hint: import version 1"
         ))),
     }
 }
@@ -503,6 +509,7 @@ fn rewrite_node(node: &NodeProto, rewriter: &mut Rewriter<'_>) -> Result<Rewrite
         "Transpose" => Ok(gather::rewrite_transpose(node, rewriter)),
         "LSTM" => recurrent::rewrite(node, rewriter).map(Rewrite::Quantized),
         "Attention" => attention::rewrite(node, rewriter).map(Rewrite::Quantized),
+        "EmbedLayerNormalization" => embed::rewrite(node, rewriter).map(Rewrite::Quantized),
         other => Err(format!("{other} is not quantized by this pass")),
     }
 }
@@ -519,7 +526,7 @@ fn warn_unknown_exclusions(graph: &GraphProto, config: &QuantizeDynamicConfig) {
 /// Whether the node is of a type in `op_types`, in the domain this pass expects for it.
 fn is_candidate(node: &NodeProto, config: &QuantizeDynamicConfig) -> bool {
     let domain_fits = match node.op_type() {
-        "Attention" => node.domain() == MS_DOMAIN,
+        "Attention" | "EmbedLayerNormalization" => node.domain() == MS_DOMAIN,
         _ => matches!(node.domain(), "" | "ai.onnx"),
     };
     domain_fits && config.op_types.iter().any(|op| op == node.op_type())
@@ -610,7 +617,16 @@ mod tests {
         assert_eq!(config, QuantizeDynamicConfig::default());
         assert_eq!(
             config.op_types,
-            ["MatMul", "Gemm", "Conv", "Gather", "Transpose", "LSTM", "Attention"]
+            [
+                "MatMul",
+                "Gemm",
+                "Conv",
+                "Gather",
+                "Transpose",
+                "LSTM",
+                "Attention",
+                "EmbedLayerNormalization"
+            ]
         );
         assert!(!config.per_channel && !config.reduce_range && config.nodes_to_exclude.is_empty());
     }

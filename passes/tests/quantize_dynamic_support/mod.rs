@@ -36,6 +36,7 @@ const MAX_DIFFERENCE_TO_ORT: f64 = 1e-6;
 
 /// ONNX's element type numbers.
 pub const FLOAT: i32 = 1;
+pub const INT32: i32 = 6;
 pub const INT64: i32 = 7;
 
 /// A small deterministic generator (SplitMix64), so the tests need no extra crate.

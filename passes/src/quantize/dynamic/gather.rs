@@ -80,7 +80,10 @@ fn is_float_type(data_type: i32) -> bool {
 }
 
 /// The table as UINT8 with one asymmetric scale and zero point.
-fn quantize_table(tensor: &TensorProto, table: &str) -> Result<QuantizedInitializers, Skip> {
+pub(super) fn quantize_table(
+    tensor: &TensorProto,
+    table: &str,
+) -> Result<QuantizedInitializers, Skip> {
     let data =
         ir::tensor_to_f32(tensor).map_err(|e| format!("cannot read table `{table}`: {e}"))?;
     let (rmin, rmax) =
