@@ -10,11 +10,13 @@
 mod quantize_dynamic_support;
 
 use pipeline_passes::ir;
-use pipeline_passes::ir::proto::{GraphProto, ModelProto, OperatorSetIdProto};
+use pipeline_passes::ir::proto::{
+    attribute_proto, AttributeProto, GraphProto, ModelProto, OperatorSetIdProto,
+};
 use pipeline_passes::quantize::dynamic::QuantizeDynamicConfig;
 use quantize_dynamic_support::{
-    check_model_against_ort, count_op, float_value, model, ms_node, node_named, report_weights,
-    run_pass, value, Rng, INT32, INT64,
+    check_model_against_ort, count_op, float_value, model, ms_node, node_named, op_types,
+    report_weights, run_pass, value, Rng, INT32, INT64,
 };
 
 /// `ids [2,3] -> g: Gather(emb [10,8]) -> e`, then `e` is read by a quantized MatMul `mm`, by
@@ -394,4 +396,38 @@ fn embed_layer_normalization_that_cannot_be_expressed_stays_float() {
     let ours = run_pass(typed_mask, QuantizeDynamicConfig::default()).expect("the rest quantizes");
     assert!(node_named(&ours, "embed").is_some(), "the node with `mask_index_type` was rewritten");
     assert_eq!(count_op(&ours, "QAttention"), 1);
+}
+
+#[test]
+fn a_subgraph_reading_a_gather_output_gets_it_in_float() {
+    let branch = |name: &str| GraphProto {
+        name: Some(name.into()),
+        node: vec![ir::make_node("Identity", &["e"], &[&format!("{name}_out")], name)],
+        output: vec![float_value(&format!("{name}_out"), &[3, 4])],
+        ..Default::default()
+    };
+    let mut branches = ir::make_node("If", &["flag"], &["picked"], "if");
+    for (attribute, name) in [("then_branch", "then"), ("else_branch", "else")] {
+        branches.attribute.push(AttributeProto {
+            name: Some(attribute.into()),
+            r#type: Some(attribute_proto::AttributeType::Graph as i32),
+            g: Some(branch(name)),
+            ..Default::default()
+        });
+    }
+    let graph = GraphProto {
+        name: Some("branches".into()),
+        node: vec![ir::make_node("Gather", &["emb", "ids"], &["e"], "g"), branches],
+        initializer: vec![ir::tensor_from_f32("emb", &Rng(8).array(&[5, 4], |r| r.normal()))],
+        input: vec![value("ids", INT64, &[3]), value("flag", 9, &[])],
+        output: vec![float_value("picked", &[3, 4])],
+        ..Default::default()
+    };
+
+    let ours = run_pass(model(graph, 13), QuantizeDynamicConfig::default()).expect("quantizes");
+    let nodes = &ours.graph.as_ref().expect("a graph").node;
+    let dequantize = nodes.iter().position(|n| n.op_type() == "DequantizeLinear");
+    let branch = nodes.iter().position(|n| n.op_type() == "If");
+    assert!(dequantize.is_some() && dequantize < branch, "{:?}", op_types(&ours));
+    assert_eq!(nodes[dequantize.unwrap_or_default()].output, ["e"]);
 }

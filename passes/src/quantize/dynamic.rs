@@ -29,7 +29,12 @@
 //!   inputs, outputs or attributes that the quantized operator lacks, into a node that
 //!   computes something else or does not load; this pass leaves them in float.
 //! - When a node left in float reads a weight that another node quantized, ORT feeds it the
-//!   dequantized weight; this pass keeps the float weight for it.
+//!   dequantized weight; this pass keeps the float weight for it. ORT also keeps one quantized
+//!   form per initializer, whichever reader came first (a table shared by a Gather and a
+//!   MatMul is UINT8 for both; a Transpose of a quantized weight moves its 8-bit form); this
+//!   pass stores each form its readers need.
+//! - ORT's tool matches Attention by name alone, so it would turn the ONNX-domain Attention
+//!   of opset 23 into a QAttention; this pass only rewrites `com.microsoft.Attention`.
 //! - A model below opset 11 is an error here where ORT falls back to QuantizeLinear chains.
 
 mod attention;
