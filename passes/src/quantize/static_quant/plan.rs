@@ -490,7 +490,8 @@ impl Planner<'_> {
         match self.initializers.get(&name) {
             Some(&data_type) if data_type == DataType::Float as i32 => {}
             _ => {
-                debug!(node = node.name(), bias = %name, "bias left in float: not a float initializer");
+                let node = node.name();
+                debug!(node, bias = %name, "bias left in float: not a float initializer");
                 return;
             }
         }
