@@ -3,7 +3,8 @@
 //! Small float models are built here (an MLP, a Conv net with BatchNorm, Relu, Clip and
 //! pooling, a residual block with Add, Gemms with and without `transB`, a MatMul with an
 //! outlier column feeding data-movement operators, and variants for Constant/Cast weights,
-//! shared initializers and a bias too large for its scale), with calibration samples. For
+//! shared initializers and a bias too large for its scale), with calibration samples, and
+//! the digits CNN of `examples/digits` is quantized with its own 128 calibration images. For
 //! each model and option set, `scripts/reference/quantize_static.py quantize` runs ORT's tool
 //! (QDQ, MinMax, the samples fed one at a time) and dumps the ranges its calibrator found; our
 //! `quantize_qdq` rewrites the model from those same ranges. Then:
@@ -342,9 +343,17 @@ fn big_bias() -> ModelProto {
     b.model("big_bias", 13)
 }
 
+/// The digits CNN of `examples/digits` (Conv, Relu, MaxPool, Flatten, Gemm), opset 17, with a
+/// symbolic batch dimension.
+fn digits() -> ModelProto {
+    ir::load(&workspace().join("examples/digits/model.onnx")).expect("the digits model loads")
+}
+
 /// One model quantized with one option set.
 struct Case {
     name: String,
+    /// An .npz of calibration samples to use instead of generated ones.
+    npz: Option<PathBuf>,
     /// The model ORT quantizes.
     float: ModelProto,
     /// The model our pass quantizes, when it differs (Constant and Cast weights).
@@ -361,6 +370,7 @@ struct Case {
 fn case(name: &str, float: ModelProto, config: QuantizeStaticConfig) -> Case {
     Case {
         name: name.into(),
+        npz: None,
         float,
         ours: None,
         config,
@@ -450,6 +460,12 @@ fn cases() -> Vec<Case> {
         ..base.clone()
     };
     cases.push(case("convnet/conv_maxpool_gemm_only", convnet(13), some_ops));
+
+    for (option_name, config) in options(&base) {
+        let mut c = case(&format!("digits/{option_name}"), digits(), config);
+        c.npz = Some(workspace().join("examples/digits/calib.npz"));
+        cases.push(c);
+    }
 
     let (ours, folded) = mlp_with_constant_weights();
     for (option_name, config) in options(&base).into_iter().take(2) {
@@ -664,7 +680,14 @@ fn quantize_qdq_matches_ort_bit_for_bit() {
         std::fs::create_dir_all(&dir).expect("a job folder");
         ir::save(&case.float, &dir.join("float.onnx"), &SaveOptions::default())
             .expect("the float model saves");
-        let samples = write_samples(&dir, &case.float, 8, 100 + index as u64);
+        let samples = match &case.npz {
+            Some(npz) => {
+                let spec = dir.join("samples.json");
+                std::fs::write(&spec, json!({ "npz": npz }).to_string()).expect("a spec");
+                spec
+            }
+            None => write_samples(&dir, &case.float, 8, 100 + index as u64),
+        };
         jobs.push(job(&dir, case, &samples));
     }
     let jobs_path = root.join("jobs.json");

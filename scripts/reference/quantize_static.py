@@ -16,7 +16,8 @@ set), so that one Python start serves a whole test:
 
 A job: {"dir": folder, "float": model path, "samples": samples.json path, "options": {...}}.
 samples.json: {"count": N, "inputs": [{"name", "shape", "file"}]}; each file holds N samples
-of float32 values, little-endian, one after the other. Options: per_channel, reduce_range,
+of float32 values, little-endian, one after the other. Or {"npz": path}: each array of the
+.npz, named for a model input, holds one sample per row (fed as a batch of one). Options: per_channel, reduce_range,
 activation_type and weight_type (int8, uint8, int16, uint16), activation_symmetric,
 weight_symmetric (true, false or null), op_types, nodes_to_exclude, nodes_to_include
 (names).
@@ -52,6 +53,10 @@ QUANT_TYPES = {
 def load_samples(path):
     """The samples as a list of feeds, one dict of arrays per sample."""
     spec = json.loads(Path(path).read_text())
+    if "npz" in spec:
+        arrays = dict(np.load(spec["npz"]))
+        count = min(len(values) for values in arrays.values())
+        return [{name: values[i : i + 1] for name, values in arrays.items()} for i in range(count)]
     count = spec["count"]
     arrays = {}
     for entry in spec["inputs"]:
