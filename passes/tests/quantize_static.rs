@@ -448,3 +448,22 @@ fn the_pass_calibrates_the_tensors_it_quantizes() {
     assert_eq!(ints(&ours, "x_zero_point"), [0]);
     assert!(!has_node(&ours, "relu"));
 }
+
+#[test]
+fn new_names_never_collide_with_existing_ones() {
+    // The Mul's operand is named as ORT names the scale of `x`, which breaks ORT's model.
+    let mut model = conv_relu_conv();
+    let graph = model.graph.as_mut().unwrap();
+    graph.node[2].output[0] = "c".into();
+    graph.node.push(ir::make_node("Mul", &["c", "x_scale"], &["out"], "mul"));
+    graph.initializer.push(tensor("x_scale", &[1], &[3.0]));
+    let mut ranges = conv_relu_conv_ranges();
+    ranges.insert("c".into(), TensorRange { min: -1.0, max: 1.0 });
+
+    let ours = quantize_qdq(model, &ranges, &QuantizeStaticConfig::default()).unwrap();
+
+    assert_eq!(node(&ours, "x_QuantizeLinear").input, ["x", "x_scale_1", "x_zero_point"]);
+    assert_eq!(floats(&ours, "x_scale_1"), [2.0 / 255.0]);
+    assert_eq!(node(&ours, "mul").input[1], "x_scale_DequantizeLinear_Output");
+    assert_eq!(node(&ours, "x_scale_DequantizeLinear").input[0], "x_scale_quantized");
+}

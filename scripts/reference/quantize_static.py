@@ -139,7 +139,12 @@ def run(path, feeds):
 def compare(job):
     folder = Path(job["dir"])
     report = check(folder / "ours.onnx")
-    if report["ort_load"] == "ok":
+    try:
+        ort.InferenceSession(str(folder / "ort.onnx"), providers=["CPUExecutionProvider"])
+        report["ort_model_load"] = "ok"
+    except Exception as e:  # ORT's own model may not load; the test says which
+        report["ort_model_load"] = f"{type(e).__name__}: {e}"
+    if report["ort_load"] == "ok" and report["ort_model_load"] == "ok":
         feeds = load_samples(job["samples"])
         reference = run(job["float"], feeds)
         ours = run(folder / "ours.onnx", feeds)
