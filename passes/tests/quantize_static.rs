@@ -467,3 +467,18 @@ fn new_names_never_collide_with_existing_ones() {
     assert_eq!(node(&ours, "mul").input[1], "x_scale_DequantizeLinear_Output");
     assert_eq!(node(&ours, "x_scale_DequantizeLinear").input[0], "x_scale_quantized");
 }
+
+#[test]
+fn weights_must_be_finite() {
+    let mut model = conv_relu_conv();
+    let graph = model.graph.as_mut().unwrap();
+    graph.initializer[0] = tensor("W1", &[2, 2, 3, 3], &[f32::NAN; 36]);
+
+    let err = quantize_qdq(model, &conv_relu_conv_ranges(), &QuantizeStaticConfig::default())
+        .unwrap_err();
+
+    assert!(
+        err.to_string().contains("initializer `W1`") && err.to_string().contains("NaN"),
+        "{err}"
+    );
+}

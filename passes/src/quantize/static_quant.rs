@@ -28,7 +28,12 @@
 //!   the opset number to 21;
 //! - float16 models are not quantized (no tensor of them counts as float);
 //! - only the tensors of the selected nodes are calibrated, where ORT calibrates those of
-//!   every node of the types in `op_types`; the ranges that matter are the same.
+//!   every node of the types in `op_types`; the ranges that matter are the same;
+//! - new names never collide with existing ones (a numeric suffix is added), where ORT's can
+//!   and then break its model.
+//!
+//! TODO: Nodes inside subgraphs (If, Loop, Scan bodies) are not quantized, as in ORT's
+//! default; models that keep their convolutions in a Loop body stay float there.
 
 mod ops;
 mod plan;
@@ -79,10 +84,13 @@ pub enum QuantFormat {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum IntegerType {
+    /// Signed 8-bit, [-128, 127].
     Int8,
+    /// Unsigned 8-bit, [0, 255].
     Uint8,
-    /// 16-bit types, for NPUs; ONNX Runtime's CPU kernels run them unfused.
+    /// Signed 16-bit, for NPUs; ONNX Runtime's CPU kernels run it unfused.
     Int16,
+    /// Unsigned 16-bit, for NPUs; ONNX Runtime's CPU kernels run it unfused.
     Uint16,
 }
 

@@ -79,7 +79,7 @@ impl NodeFilter {
     }
 
     /// The entries that match none of `names`.
-    pub(crate) fn unmatched<'n>(&self, names: &[&'n str]) -> Vec<&str> {
+    pub(crate) fn unmatched(&self, names: &[&str]) -> Vec<&str> {
         self.entries
             .iter()
             .filter(|(entry, regex)| !names.iter().any(|n| Self::entry_matches(entry, regex, n)))
@@ -198,6 +198,9 @@ struct Planner<'s> {
     graph_inputs: HashSet<String>,
     graph_outputs: HashSet<String>,
     used_names: HashSet<String>,
+    /// How many times nodes read each value (see [`Planner::reader_count`]). Folding renames
+    /// outputs only, so this changes only when an initializer is copied.
+    readers: HashMap<String, usize>,
 }
 
 /// Decides what to quantize in `graph` given the calibrated `ranges`.
@@ -212,7 +215,9 @@ pub(crate) fn plan(
     used_names.extend(graph.initializer.iter().map(|t| t.name().to_string()));
     used_names.extend(graph.input.iter().chain(&graph.output).map(|v| v.name().to_string()));
 
+    let readers = count_readers(&graph);
     let mut planner = Planner {
+        readers,
         initializers: graph
             .initializer
             .iter()
@@ -251,6 +256,34 @@ pub(crate) fn plan(
         ranges: planner.ranges,
         selected,
     }
+}
+
+/// How many times the nodes of `graph` read each value: every input slot, and once for each
+/// node whose subgraphs read it from the outer scope.
+fn count_readers(graph: &GraphProto) -> HashMap<String, usize> {
+    let mut readers: HashMap<String, usize> = HashMap::new();
+    for node in &graph.node {
+        for input in node.input.iter().filter(|i| !i.is_empty()) {
+            *readers.entry(input.clone()).or_default() += 1;
+        }
+    }
+
+    let index = ir::GraphIndex::new(graph);
+    let mut values: HashSet<&str> =
+        graph.node.iter().flat_map(|n| n.output.iter()).map(String::as_str).collect();
+    values.extend(graph.input.iter().map(|v| v.name()));
+    values.extend(graph.initializer.iter().map(|t| t.name()));
+    for value in values {
+        let through_subgraphs = index
+            .consumers(value)
+            .iter()
+            .filter(|&&n| !graph.node[n].input.iter().any(|i| i == value))
+            .count();
+        if through_subgraphs > 0 {
+            *readers.entry(value.to_string()).or_default() += through_subgraphs;
+        }
+    }
+    readers
 }
 
 impl Planner<'_> {
@@ -533,6 +566,8 @@ impl Planner<'_> {
         }
         for input in self.graph.node[index].input.iter_mut().filter(|i| *i == name) {
             *input = copy_name.clone();
+            *self.readers.entry(name.to_string()).or_default() -= 1;
+            *self.readers.entry(copy_name.clone()).or_default() += 1;
         }
         debug!(
             node = self.graph.node[index].name(),
@@ -566,15 +601,7 @@ impl Planner<'_> {
     /// How many times nodes read `name`: every input slot that names it, and once for each
     /// node whose subgraphs read it.
     fn reader_count(&self, name: &str) -> usize {
-        let direct: usize =
-            self.graph.node.iter().map(|n| n.input.iter().filter(|i| *i == name).count()).sum();
-        let index = ir::GraphIndex::new(&self.graph);
-        let through_subgraphs = index
-            .consumers(name)
-            .iter()
-            .filter(|&&n| !self.graph.node[n].input.iter().any(|i| i == name))
-            .count();
-        direct + through_subgraphs
+        self.readers.get(name).copied().unwrap_or(0)
     }
 
     /// Whether a Pad's output stays within its input's range: edge, reflect and wrap repeat
@@ -601,5 +628,37 @@ impl Planner<'_> {
                 .and_then(|t| ir::tensor_to_f32(t).ok())
                 .is_some_and(|v| v.len() == 1 && v.iter().all(|&x| x == 0.0)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_filters_match_names_and_whole_regular_expressions() {
+        let entries = ["conv[0-9]".to_string(), "a(b".into(), "x.y".into()];
+        let filter = NodeFilter::new(&entries);
+
+        assert!(
+            filter.matches("conv1") && !filter.matches("conv12") && !filter.matches("my_conv1")
+        );
+        assert!(filter.matches("a(b"), "an entry that is no regular expression is a name");
+        assert!(filter.matches("x.y") && filter.matches("xzy"));
+        assert_eq!(filter.unmatched(&["conv1", "other"]), ["a(b", "x.y"]);
+        assert!(NodeFilter::new(&[]).is_empty() && !NodeFilter::new(&[]).matches("conv1"));
+    }
+
+    #[test]
+    fn ordered_map_keeps_first_insertion_order() {
+        let mut map = Ordered::default();
+        map.insert("b", 1);
+        map.insert("a", 2);
+        map.insert("b", 3);
+        map.remove("a");
+        map.insert("c", 4);
+        map.insert("a", 5);
+        let keys: Vec<(String, i32)> = map.into_vec();
+        assert_eq!(keys, [("b".to_string(), 3), ("c".into(), 4), ("a".into(), 5)]);
     }
 }

@@ -6,11 +6,12 @@
 //! (`x_QuantizeLinear_Output`, `w_quantized`, `b_quantized_scale` ...), with a numeric
 //! suffix where such a name is taken already.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tracing::{debug, warn};
 
-use super::plan::{Mark, Plan, Role, Settings};
+use super::super::calibrate::TensorRange;
+use super::plan::{BiasMark, Mark, Plan, Role, Settings};
 use super::values::{
     activation_params, float_tensor, initializer_params, int32_tensor, integer_tensor, quantize,
     quantize_bias, widen_weight_scales_for_bias, TensorParams,
@@ -45,6 +46,7 @@ struct Writer<'a> {
     domain: Option<&'a str>,
     names: NameGenerator,
     graph_outputs: HashSet<String>,
+    graph_inputs: HashSet<String>,
     nodes: Vec<NodeProto>,
     initializers: Vec<TensorProto>,
     input_renames: HashMap<String, String>,
@@ -78,6 +80,7 @@ pub(crate) fn write_qdq(
         domain,
         names: NameGenerator::new(&graph),
         graph_outputs: graph.output.iter().map(|o| o.name().to_string()).collect(),
+        graph_inputs: graph.input.iter().map(|i| i.name().to_string()).collect(),
         nodes: Vec::new(),
         initializers: Vec::new(),
         input_renames: HashMap::new(),
@@ -169,9 +172,9 @@ fn initializer_params_of(
 /// scale here is the input's own, from its calibrated range, as in ORT.
 fn widen_weight_scales(
     graph: &GraphProto,
-    biases: &[(String, super::plan::BiasMark)],
+    biases: &[(String, BiasMark)],
     tensors: &[(String, Mark)],
-    ranges: &std::collections::BTreeMap<String, super::super::calibrate::TensorRange>,
+    ranges: &BTreeMap<String, TensorRange>,
     params: &mut HashMap<String, TensorParams>,
     settings: &Settings,
 ) -> Result<(), String> {
@@ -187,7 +190,7 @@ fn widen_weight_scales(
         }
         let Some(tensor) = ir::initializer(graph, bias) else { continue };
         let data = ir::tensor_to_f32(tensor).map_err(|e| e.to_string())?;
-        if !bias_fits(&data.shape().to_vec(), weight) {
+        if !bias_fits(data.shape(), weight) {
             continue;
         }
 
@@ -294,7 +297,11 @@ impl Writer<'_> {
     }
 
     fn pair(&mut self, name: &str, quantized: &Quantized) {
-        let (q_input, dq_output) = if self.graph_outputs.contains(name) {
+        // A graph output keeps its name on the DequantizeLinear, its producer writes a new
+        // one; a graph input has no producer to rename, so its readers are renamed instead.
+        let renames_producer =
+            self.graph_outputs.contains(name) && !self.graph_inputs.contains(name);
+        let (q_input, dq_output) = if renames_producer {
             let q_input = self.names.fresh(&format!("{name}_QuantizeLinear_Input"));
             self.output_renames.insert(name.to_string(), q_input.clone());
             (q_input, name.to_string())
