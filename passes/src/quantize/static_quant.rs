@@ -71,7 +71,17 @@ const MIN_SIXTEEN_BIT_OPSET: i64 = 21;
 const MICROSOFT_DOMAIN: &str = "com.microsoft";
 
 /// The layout of the quantized model.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 pub enum QuantFormat {
     /// QuantizeLinear/DequantizeLinear pairs around float operators, which ONNX Runtime fuses
     /// into integer kernels where it has them.
@@ -81,7 +91,9 @@ pub enum QuantFormat {
 }
 
 /// An integer type values are quantized to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum IntegerType {
     /// Signed 8-bit, [-128, 127].
