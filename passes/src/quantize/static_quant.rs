@@ -335,16 +335,18 @@ pub fn quantize_qdq(
         );
     }
 
-    let plan = plan::plan(graph.clone(), ranges, &settings);
+    // The error names the input graph's counts, so it is made before the graph is rewritten.
+    let nothing = nothing_to_quantize(&graph, &settings);
+    let plan = plan::plan(graph, ranges, &settings);
     tracing::debug!(selected = plan.selected, tensors = plan.tensors.len(), "planned");
     if plan.tensors.is_empty() && plan.biases.is_empty() {
-        return Err(nothing_to_quantize(&graph, &settings));
+        return Err(nothing);
     }
 
     let domain = sixteen_bit_domain(&settings);
     let (graph, written) = qdq::write_qdq(plan, &settings, domain).map_err(model_error)?;
     if written.activations + written.shared + written.initializers + written.biases == 0 {
-        return Err(nothing_to_quantize(&graph, &settings));
+        return Err(nothing);
     }
 
     model.graph = Some(graph);
