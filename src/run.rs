@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pipeline_passes::ir::{self, proto::ModelProto, IrError};
-use pipeline_passes::pass::{ModelRunner, PassContext};
+use pipeline_passes::pass::{ModelRunner, PassContext, PassError};
 use tracing::{debug_span, info, trace_span};
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
@@ -327,7 +327,7 @@ fn measure(
 struct Builder {
     source: Arc<ModelProto>,
     calibration: Option<OrtRunner>,
-    built: HashMap<String, Result<Arc<ModelProto>, String>>,
+    built: HashMap<String, Result<Arc<ModelProto>, StepFailure>>,
 }
 
 impl Builder {
@@ -336,7 +336,7 @@ impl Builder {
     }
 
     /// The model after all of `candidate`'s steps, or why a step failed.
-    fn build(&mut self, candidate: &Candidate) -> Result<Arc<ModelProto>, String> {
+    fn build(&mut self, candidate: &Candidate) -> Result<Arc<ModelProto>, StepFailure> {
         let mut model = Arc::clone(&self.source);
         let mut key = String::new();
         for step in &candidate.steps {
@@ -356,29 +356,48 @@ impl Builder {
     }
 }
 
+/// Why a step gave no model.
+#[derive(Debug, Clone)]
+struct StepFailure {
+    reason: String,
+    /// The pass found nothing to rewrite ([`PassError::Unchanged`]): not an error of the pass,
+    /// but the candidate would be the source model under another name.
+    unchanged: bool,
+}
+
+impl StepFailure {
+    fn failed(reason: String) -> Self {
+        StepFailure { reason, unchanged: false }
+    }
+}
+
 /// Runs one pass, turning an error or a panic inside it into a reason.
 fn run_step(
     pass: &str,
     config: &serde_json::Value,
     model: &Arc<ModelProto>,
     context: &PassContext,
-) -> Result<Arc<ModelProto>, String> {
+) -> Result<Arc<ModelProto>, StepFailure> {
     let _span = debug_span!("pass", pass).entered();
-    let info = pipeline_passes::pass::find(pass).ok_or_else(|| format!("unknown pass `{pass}`"))?;
-    let built = (info.build)(config).map_err(|e| e.to_string())?;
+    let info = pipeline_passes::pass::find(pass)
+        .ok_or_else(|| StepFailure::failed(format!("unknown pass `{pass}`")))?;
+    let built = (info.build)(config).map_err(|e| StepFailure::failed(e.to_string()))?;
     let input = ModelProto::clone(model);
     let result =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| built.run(input, context)));
     match result {
         Ok(Ok(model)) => Ok(Arc::new(model)),
-        Ok(Err(error)) => Err(error.to_string()),
+        Ok(Err(error)) => Err(StepFailure {
+            unchanged: matches!(error, PassError::Unchanged { .. }),
+            reason: error.to_string(),
+        }),
         Err(panic) => {
             let message = panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".to_string());
-            Err(format!("pass `{pass}` crashed: {message}"))
+            Err(StepFailure::failed(format!("pass `{pass}` crashed: {message}")))
         }
     }
 }
@@ -415,8 +434,11 @@ fn evaluate_candidate(
     report.build_s = started.elapsed().as_secs_f64();
     let model = match model {
         Ok(model) => model,
-        Err(reason) => {
-            report.reasons.push(reason);
+        Err(failure) => {
+            if failure.unchanged {
+                report.status = Status::Unchanged;
+            }
+            report.reasons.push(failure.reason);
             return report;
         }
     };
@@ -590,8 +612,13 @@ fn verdict(
     let Some(best) = best else {
         let failed = reports.iter().filter(|r| r.status == Status::Failed).count();
         let missed = reports.iter().filter(|r| r.status == Status::MissedGoals).count();
+        let unchanged = reports.iter().filter(|r| r.status == Status::Unchanged).count();
+        let unchanged = match unchanged {
+            0 => String::new(),
+            n => format!(", {n} left the model unchanged"),
+        };
         return format!(
-            "No candidate met the goals: {missed} missed a goal and {failed} failed. \
+            "No candidate met the goals: {missed} missed a goal{unchanged} and {failed} failed. \
              The reasons are in the table."
         );
     };

@@ -28,6 +28,11 @@ pub enum PassError {
     #[error("pass `{pass}`: {reason}")]
     Model { pass: &'static str, reason: String },
 
+    /// Nothing in the model is of what the pass rewrites: the output would be the input.
+    /// The engine reports the candidate as unchanged, never as a success.
+    #[error("pass `{pass}` changed nothing: {reason}")]
+    Unchanged { pass: &'static str, reason: String },
+
     /// Running the model for calibration failed.
     #[error("pass `{pass}`: calibration failed: {source}")]
     Calibration { pass: &'static str, source: RunnerError },
@@ -106,7 +111,7 @@ pub fn registry() -> &'static [PassInfo] {
     static REGISTRY: &[PassInfo] = &[
         PassInfo {
             name: QuantizeDynamic::NAME,
-            summary: "INT8 dynamic quantization of MatMul, Gemm and Conv weights",
+            summary: "dynamic INT8 quantization (MatMul, Gemm, Conv, Gather, LSTM, Attention ...)",
             needs_calibration: false,
             config_schema: config_schema::<<QuantizeDynamic as Configured>::Config>,
             build: build::<QuantizeDynamic>,

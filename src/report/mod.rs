@@ -101,6 +101,9 @@ pub enum Status {
     MissedGoals,
     /// A pass failed, the runtime could not load it, or measuring failed.
     Failed,
+    /// A pass found nothing to rewrite, so the candidate would be the source model: not
+    /// measured, never a winner.
+    Unchanged,
 }
 
 impl Status {
@@ -109,6 +112,7 @@ impl Status {
             Status::Passed => "passed",
             Status::MissedGoals => "missed goals",
             Status::Failed => "failed",
+            Status::Unchanged => "unchanged",
         }
     }
 }

@@ -562,7 +562,7 @@ fn nothing_quantized(
     if skipped.len() > MAX_LISTED_SKIPS {
         reason.push_str(&format!("; and {} more", skipped.len() - MAX_LISTED_SKIPS));
     }
-    model_error(reason)
+    PassError::Unchanged { pass: QuantizeDynamic::NAME, reason }
 }
 
 /// The weight's initializer, when it is a constant float32 tensor.

@@ -459,13 +459,14 @@ fn warn_unmatched(graph: &GraphProto, config: &QuantizeStaticConfig) {
 fn nothing_to_quantize(graph: &GraphProto, settings: &Settings) -> PassError {
     let typed = graph.node.iter().filter(|n| settings.op_types.contains(n.op_type())).count();
     let selected = graph.node.iter().filter(|n| settings.selects(n)).count();
-    model_error(format!(
+    let reason = format!(
         "nothing to quantize: of the graph's {} nodes, {typed} are of the types in `op_types` \
          and {selected} of those are selected by `nodes_to_include` and `nodes_to_exclude`, and \
          none of them has a float32 tensor to quantize; hint: check `op_types` and the node \
          filters, or leave this model in float",
         graph.node.len()
-    ))
+    );
+    PassError::Unchanged { pass: QuantizeStatic::NAME, reason }
 }
 
 fn config_error(message: String) -> PassError {
