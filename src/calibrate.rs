@@ -14,7 +14,7 @@ use pipeline_passes::ir::{self, proto::ModelProto};
 use pipeline_passes::pass::{ModelRunner, RunnerError};
 
 use crate::evaluate::Dataset;
-use crate::runtime::{ModelSession, Tensor, Threads};
+use crate::runtime::{ModelSession, Optimization, Tensor, Threads};
 
 /// Runs models in ONNX Runtime's CPU provider over the samples of a dataset, a fixed number
 /// of samples per batch, in order.
@@ -93,11 +93,9 @@ fn load(model: &ModelProto, path: &Path, threads: Threads) -> Result<ModelSessio
     ir::save(model, path, &options)
         .map_err(|e| RunnerError(format!("cannot save the model to calibrate: {e}")))?;
 
-    // TODO: ORT's calibrators run the model with graph optimizations off; this session has
-    // ONNX Runtime's defaults, whose fused and reordered kernels (NCHWc convolutions) can
-    // change activations in their last bits, so ranges can differ from ORT's by an ulp or
-    // two until `ModelSession` can be loaded without optimizations.
-    ModelSession::load(path, threads)
+    // ORT's calibrators run the model with no graph optimization; so does this session, so
+    // that ranges are the reference tool's to the bit.
+    ModelSession::load_with(path, threads, Optimization::Disabled)
         .map_err(|e| RunnerError(format!("cannot load the model to calibrate: {e}")))
 }
 

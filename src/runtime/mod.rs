@@ -20,7 +20,7 @@ mod tensor;
 use std::path::PathBuf;
 
 pub use discovery::{init, RuntimeInfo, RuntimeSource};
-pub use session::{IoInfo, ModelSession, Threads};
+pub use session::{IoInfo, ModelSession, Optimization, Threads};
 pub use tensor::{ElemType, Tensor};
 
 /// What can go wrong while finding ONNX Runtime, loading a model into it or running one.

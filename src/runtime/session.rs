@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
 
 use super::discovery::environment;
@@ -19,6 +20,19 @@ pub struct Threads {
     /// Threads that run independent operators at once; above 1 this turns on ONNX Runtime's
     /// parallel execution mode, otherwise operators run one after another.
     pub inter_op: usize,
+}
+
+/// How far ONNX Runtime may rewrite a model's graph when it loads it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Optimization {
+    /// ONNX Runtime's default: every graph optimization it has, which is how a deployed model
+    /// runs and so how latency and accuracy are measured.
+    #[default]
+    All,
+    /// None at all, as ONNX Runtime's calibrators run a model: fused and reordered kernels
+    /// (NCHWc convolutions, for one) change activations in their last bits, and ranges
+    /// computed from them would then differ from the reference tool's.
+    Disabled,
 }
 
 /// A model input or output as ONNX Runtime sees it.
@@ -109,6 +123,16 @@ impl ModelSession {
     /// Loads the model at `path`, loading ONNX Runtime first with [`super::init`] if no call has
     /// yet.
     pub fn load(path: &Path, threads: Threads) -> Result<ModelSession, RuntimeError> {
+        ModelSession::load_with(path, threads, Optimization::All)
+    }
+
+    /// Loads the model at `path` as [`ModelSession::load`] does, with graph optimizations at
+    /// `optimization`.
+    pub fn load_with(
+        path: &Path,
+        threads: Threads,
+        optimization: Optimization,
+    ) -> Result<ModelSession, RuntimeError> {
         let model_error =
             |message: String| RuntimeError::ModelLoad { model: path.to_path_buf(), message };
 
@@ -120,8 +144,8 @@ impl ModelSession {
         }
 
         let environment = environment()?;
-        let session =
-            build_session(environment, path, threads).map_err(|e| model_error(e.to_string()))?;
+        let session = build_session(environment, path, threads, optimization)
+            .map_err(|e| model_error(e.to_string()))?;
 
         let inputs = session.inputs().iter().map(IoInfo::from_outlet).collect();
         let outputs = session.outputs().iter().map(IoInfo::from_outlet).collect();
@@ -241,10 +265,18 @@ fn run_error(model: &Path, error: ort::Error) -> RuntimeError {
 }
 
 /// Builds the session; `ort`'s builder errors carry the builder, so they stay in here.
-fn build_session(environment: &Environment, path: &Path, threads: Threads) -> ort::Result<Session> {
+fn build_session(
+    environment: &Environment,
+    path: &Path,
+    threads: Threads,
+    optimization: Optimization,
+) -> ort::Result<Session> {
     let mut builder = Session::builder(environment)?
         .with_intra_threads(threads.intra_op)?
         .with_inter_threads(threads.inter_op)?;
+    if optimization == Optimization::Disabled {
+        builder = builder.with_optimization_level(GraphOptimizationLevel::Disable)?;
+    }
     if threads.inter_op > 1 {
         builder = builder.with_parallel_execution(true)?;
     }
