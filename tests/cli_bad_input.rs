@@ -190,6 +190,20 @@ fn calibration_array_of_the_wrong_shape() {
 }
 
 #[test]
+fn static_quantization_without_calibration_data() {
+    let project = Project::digits();
+    let text = common::DIGITS_RECIPE
+        .replace("  calibration: {path: calib.npz}\n", "")
+        .replace("quantize_dynamic: {per_channel: [false, true]}", "quantize_static: {}");
+    project.write_recipe(&text);
+    let result = refused(
+        &project,
+        &[&shown(&project, "recipe.yaml"), "passes[0].quantize_static", "`data.calibration`"],
+    );
+    assert_located(&result);
+}
+
+#[test]
 fn accuracy_output_the_model_does_not_have() {
     let project = Project::digits();
     project.edit_recipe("output: logits", "output: logit");

@@ -268,6 +268,24 @@ fn checks_after_parsing_name_their_field() {
 }
 
 #[test]
+fn a_calibrated_pass_without_calibration_data_is_refused_where_it_is_named() {
+    let passes = "  - one_of:\n      - quantize_dynamic: {}\n      - quantize_static: {}\n";
+    let text = replace("  calibration: {path: calib.npz, samples: 128}\n", "")
+        .replace("  - quantize_dynamic: {per_channel: [false, true]}\n", passes);
+    assert_eq!(
+        refusal(&text),
+        "<dir>/recipe.yaml:14:9: passes[0].one_of[1].quantize_static: `quantize_static` \
+         calibrates the model on data, and `data.calibration` is missing\n  hint: add \
+         `data: {calibration: {path: calib.npz}}`: an .npz with one array per model input, a \
+         few hundred samples like those the model will see"
+    );
+
+    // Passes that do not calibrate need no calibration data.
+    let text = replace("  calibration: {path: calib.npz, samples: 128}\n", "");
+    load(&text).1.expect("dynamic quantization alone needs no calibration data");
+}
+
+#[test]
 fn pass_step_shape_errors() {
     let text = replace(
         "  - quantize_dynamic: {per_channel: [false, true]}\n",

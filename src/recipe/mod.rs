@@ -18,7 +18,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use serde_saphyr::MessageFormatter;
 
-use node::{render_path, DeError, Kind, Node, NodeDeserializer, Segment};
+use node::{render_path, DeError, Kind, Node, NodeDeserializer, Pos, Segment};
 pub use steps::{Origin, ParamSpace, PassItem, PassSpec, ONE_OF};
 
 /// A recipe: which model to optimize, how to measure candidates, and which passes to try.
@@ -502,6 +502,27 @@ fn validate(recipe: &Recipe, tree: &Node) -> Result<(), DeError> {
         return Err(at(&[key("passes")], "no passes".into(), hint));
     }
 
+    if recipe.data.calibration.is_none() {
+        if let Some(spec) = first_calibrated_pass(&recipe.passes) {
+            let origin = &spec.origin;
+            return Err(DeError {
+                message: format!(
+                    "`{}` calibrates the model on data, and `data.calibration` is missing",
+                    spec.name
+                ),
+                hint: Some(
+                    "add `data: {calibration: {path: calib.npz}}`: an .npz with one array per \
+                     model input, a few hundred samples like those the model will see"
+                        .into(),
+                ),
+                at: Some((
+                    Pos { line: origin.line, column: origin.column },
+                    vec![Segment::Key(origin.field.clone())],
+                )),
+            });
+        }
+    }
+
     if let Some(accuracy) = &recipe.metrics.accuracy {
         let labels = recipe.data.evaluation.as_ref().and_then(|data| data.labels.as_ref());
         if labels.is_none() {
@@ -545,6 +566,18 @@ fn validate(recipe: &Recipe, tree: &Node) -> Result<(), DeError> {
         }
     }
     Ok(())
+}
+
+/// The first pass, in recipe order, that needs calibration data.
+fn first_calibrated_pass(items: &[PassItem]) -> Option<&PassSpec> {
+    items.iter().find_map(|item| match item {
+        PassItem::Pass(spec) => pipeline_passes::pass::find(&spec.name)
+            .filter(|info| info.needs_calibration)
+            .map(|_| spec),
+        PassItem::OneOf(branches) => {
+            branches.iter().find_map(|chain| first_calibrated_pass(chain))
+        }
+    })
 }
 
 impl<'de> Deserialize<'de> for MaxDrop {
