@@ -45,7 +45,7 @@ fn validate_accepts_the_shipped_example_as_is() {
     let recipe = common::root().join("examples/digits/recipe.yaml");
     let result = outcome(pipeline().arg("validate").arg(&recipe));
     result.expect_code(0).no_panic();
-    assert!(result.stdout.contains("2 candidate"), "{}", result.stdout);
+    assert!(result.stdout.contains("8 candidate"), "{}", result.stdout);
 }
 
 #[test]

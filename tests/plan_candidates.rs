@@ -193,12 +193,21 @@ fn a_configuration_the_pass_refuses_is_reported_before_anything_runs() {
 }
 
 #[test]
-fn the_digits_example_plans_two_candidates() {
+fn the_digits_example_plans_dynamic_and_static_candidates() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/digits/recipe.yaml");
     let recipe = recipe::load(&path).expect("the example loads");
     let plan = plan::build(&recipe).expect("the example plans");
-    assert_eq!(
-        labels(&plan),
-        ["c1 quantize_dynamic(per_channel=false)", "c2 quantize_dynamic(per_channel=true)"]
-    );
+    let mut expected = vec![
+        "c1 quantize_dynamic(per_channel=false)".to_string(),
+        "c2 quantize_dynamic(per_channel=true)".to_string(),
+    ];
+    for method in ["minmax", "entropy", "percentile"] {
+        for per_channel in [false, true] {
+            let id = expected.len() + 1;
+            expected.push(format!(
+                "c{id} quantize_static(calibration={method}, per_channel={per_channel})"
+            ));
+        }
+    }
+    assert_eq!(labels(&plan), expected);
 }

@@ -1,0 +1,158 @@
+//! `pipeline run` with static quantization on the digits CNN: the calibrated candidates keep
+//! their accuracy, and what goes wrong in calibration or quantization fails or marks one
+//! candidate, with its reason, while the run goes on.
+
+mod common;
+
+use std::path::Path;
+
+use common::{outcome, Npz, Project, DIGITS_RECIPE};
+use ndarray::Array4;
+use serde_json::Value;
+
+/// The digits recipe with the passes replaced by `passes` (YAML lines under `passes:`).
+fn recipe_with(passes: &str) -> String {
+    let old = "  - quantize_dynamic: {per_channel: [false, true]}\n";
+    assert!(DIGITS_RECIPE.contains(old));
+    DIGITS_RECIPE.replace(old, passes)
+}
+
+fn read_report(out: &Path) -> Value {
+    let text = std::fs::read_to_string(out.join("report.json")).expect("report.json was written");
+    serde_json::from_str(&text).expect("report.json is JSON")
+}
+
+fn candidates(report: &Value) -> &Vec<Value> {
+    report["candidates"].as_array().expect("`candidates` is a list")
+}
+
+/// The calibration images of the example, as a 4-d array.
+fn calibration_images() -> Array4<f32> {
+    let path = common::root().join("examples/digits/calib.npz");
+    let mut npz = ndarray_npy::NpzReader::new(std::fs::File::open(path).expect("calib.npz"))
+        .expect("calib.npz is an .npz");
+    npz.by_name("input").expect("calib.npz holds `input`")
+}
+
+#[test]
+fn static_candidates_keep_accuracy_within_half_a_point_of_float() {
+    let project = Project::digits();
+    project.write_recipe(&recipe_with(
+        "  - one_of:\n      - quantize_dynamic: {}\n      - quantize_static:\n          \
+         calibration: [minmax, entropy, percentile]\n",
+    ));
+    let result = outcome(&mut project.run());
+    result.expect_code(0).no_panic();
+
+    let report = read_report(&project.path("out"));
+    let source = report["source"]["accuracy"].as_f64().expect("a source accuracy");
+    let candidates = candidates(&report);
+    assert_eq!(candidates.len(), 4, "{report:#}");
+    let methods: Vec<&Value> =
+        candidates[1..].iter().map(|c| &c["steps"][0]["config"]["calibration"]).collect();
+    assert_eq!(methods, ["minmax", "entropy", "percentile"], "{report:#}");
+    for candidate in &candidates[1..] {
+        assert_eq!(candidate["steps"][0]["pass"], "quantize_static", "{candidate:#}");
+        assert_eq!(candidate["status"], "passed", "{candidate:#}");
+        let accuracy = candidate["measurement"]["accuracy"].as_f64().expect("an accuracy");
+        assert!(
+            (source - accuracy).abs() <= 0.005,
+            "static QDQ moved top-1 accuracy from {source} to {accuracy}: {candidate:#}"
+        );
+        let size = candidate["measurement"]["size_bytes"].as_u64().expect("a size");
+        let source_size = report["source"]["size_bytes"].as_u64().expect("a source size");
+        assert!(size < source_size / 2, "{size} bytes against {source_size}: {candidate:#}");
+    }
+
+    // The winner really holds QuantizeLinear/DequantizeLinear pairs or integer Conv kernels.
+    let inspected = outcome(
+        project.pipeline().args(["inspect", "--json"]).arg(project.path("out/model.onnx")),
+    );
+    inspected.expect_code(0);
+    assert!(
+        ["DequantizeLinear", "ConvInteger"].iter().any(|op| inspected.stdout.contains(op)),
+        "{}",
+        inspected.stdout
+    );
+}
+
+#[test]
+fn calibration_data_with_nan_fails_the_static_candidate_and_names_the_tensor() {
+    let project = Project::digits();
+    let mut images = calibration_images();
+    images[[5, 0, 3, 3]] = f32::NAN;
+    Npz::create(&project.path("calib.npz")).array("input", images).finish();
+    project.write_recipe(&recipe_with(
+        "  - one_of:\n      - quantize_dynamic: {}\n      - quantize_static: {}\n",
+    ));
+
+    let result = outcome(&mut project.run());
+    result.expect_code(0).no_panic();
+    let report = read_report(&project.path("out"));
+    let candidates = candidates(&report);
+    assert_eq!(candidates[0]["status"], "passed", "{report:#}");
+    assert_eq!(candidates[1]["status"], "failed", "{report:#}");
+    let reason = candidates[1]["reasons"][0].as_str().unwrap_or_default();
+    assert!(reason.contains("NaN") && reason.contains("tensor `"), "{reason}");
+    assert!(reason.contains("batch 5"), "{reason}");
+    assert_eq!(report["best"], "c1", "{report:#}");
+}
+
+#[test]
+fn calibration_data_all_infinite_fails_every_static_candidate() {
+    let project = Project::digits();
+    let images = calibration_images().mapv(|_| f32::INFINITY);
+    Npz::create(&project.path("calib.npz")).array("input", images).finish();
+    project.write_recipe(&recipe_with("  - quantize_static: {per_channel: [false, true]}\n"));
+
+    let result = outcome(&mut project.run());
+    result.expect_code(1).no_panic();
+    let report = read_report(&project.path("out"));
+    assert!(report["best"].is_null(), "{report:#}");
+    for candidate in candidates(&report) {
+        assert_eq!(candidate["status"], "failed", "{candidate:#}");
+        let reason = candidate["reasons"][0].as_str().unwrap_or_default();
+        assert!(reason.contains("NaN or Inf"), "{reason}");
+    }
+    assert!(!project.path("out/model.onnx").exists(), "a model was written");
+}
+
+#[test]
+fn an_excluded_node_that_does_not_exist_is_named_in_a_warning() {
+    let project = Project::digits();
+    project.write_recipe(&recipe_with(
+        "  - quantize_static: {nodes_to_exclude: [conv1, no_such_node]}\n",
+    ));
+    let result = outcome(&mut project.run());
+    result.expect_code(0).no_panic();
+    assert!(
+        result.stderr.contains("`nodes_to_exclude` names `no_such_node`"),
+        "no warning naming the node in:\n{}",
+        result.stderr
+    );
+    assert!(result.stderr.contains("WARN"), "{}", result.stderr);
+}
+
+#[test]
+fn a_pass_with_nothing_to_quantize_marks_its_candidate_unchanged() {
+    let project = Project::digits();
+    project.write_recipe(&recipe_with(
+        "  - one_of:\n      - quantize_dynamic: {op_types: [Attention]}\n      - \
+         quantize_static: {op_types: [Softmax]}\n",
+    ));
+    let result = outcome(&mut project.run());
+    result.expect_code(1).no_panic();
+
+    let report = read_report(&project.path("out"));
+    assert!(report["best"].is_null(), "{report:#}");
+    for candidate in candidates(&report) {
+        assert_eq!(candidate["status"], "unchanged", "{candidate:#}");
+        assert!(candidate["measurement"].is_null(), "{candidate:#}");
+        let reason = candidate["reasons"][0].as_str().unwrap_or_default();
+        assert!(reason.contains("changed nothing"), "{reason}");
+    }
+    let verdict = report["verdict"].as_str().unwrap_or_default();
+    assert!(verdict.contains("2 left the model unchanged"), "{verdict}");
+    assert!(result.stdout.contains("unchanged"), "{}", result.stdout);
+    assert!(!project.path("out/model.onnx").exists(), "a model was written");
+}
