@@ -288,6 +288,19 @@ pub fn remove_dead_nodes(graph: &mut GraphProto) -> usize {
     removed
 }
 
+/// Adds to `reads` every value `node` reads: its inputs, and what the nodes of its subgraphs
+/// read, at any depth (values of the subgraphs' own scopes included).
+pub fn collect_reads(node: &NodeProto, reads: &mut HashSet<String>) {
+    reads.extend(node.input.iter().filter(|name| !name.is_empty()).cloned());
+    for attribute in &node.attribute {
+        for subgraph in attribute.g.iter().chain(&attribute.graphs) {
+            for inner in &subgraph.node {
+                collect_reads(inner, reads);
+            }
+        }
+    }
+}
+
 /// A node of the default domain with the given inputs, outputs and name (no name if empty).
 pub fn make_node(op_type: &str, inputs: &[&str], outputs: &[&str], name: &str) -> NodeProto {
     NodeProto {

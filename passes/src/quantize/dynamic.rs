@@ -400,7 +400,7 @@ impl<'g> Rewriter<'g> {
             // Sorted, so that the new nodes come in the same order on every run.
             let mut read: Vec<String> = {
                 let mut read = HashSet::new();
-                collect_node_reads(&node, &mut read);
+                ir::collect_reads(&node, &mut read);
                 read.into_iter().collect()
             };
             read.sort();
@@ -485,7 +485,7 @@ fn quantize_graph(
 
     let mut read: HashSet<String> = graph.output.iter().map(|v| v.name().to_string()).collect();
     for node in &graph.node {
-        collect_node_reads(node, &mut read);
+        ir::collect_reads(node, &mut read);
     }
 
     // A weight quantized for a node that then stayed in float is read by nothing, and so
@@ -601,17 +601,6 @@ fn base_name(node: &NodeProto) -> String {
 }
 
 /// Every name the node reads: its inputs, and every input of a node in its subgraphs.
-fn collect_node_reads(node: &NodeProto, used: &mut HashSet<String>) {
-    used.extend(node.input.iter().filter(|name| !name.is_empty()).cloned());
-    for attribute in &node.attribute {
-        for subgraph in attribute.g.iter().chain(&attribute.graphs) {
-            for inner in &subgraph.node {
-                collect_node_reads(inner, used);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,7 +31,10 @@ pub(crate) struct Settings {
     pub activation_type: QuantType,
     pub weight_type: QuantType,
     pub activation_symmetric: bool,
+    /// Whether weights of `weight_type` are symmetric: as asked, or by the type's sign.
     pub weight_symmetric: bool,
+    /// `weight_symmetric` as the configuration gives it, for weights of another type.
+    pub weight_symmetric_asked: Option<bool>,
     pub per_channel: bool,
     pub reduce_range: bool,
     pub op_types: HashSet<String>,
@@ -260,7 +263,7 @@ pub(crate) fn plan(
 
 /// How many times the nodes of `graph` read each value: every input slot, and once for each
 /// node whose subgraphs read it from the outer scope.
-fn count_readers(graph: &GraphProto) -> HashMap<String, usize> {
+pub(crate) fn count_readers(graph: &GraphProto) -> HashMap<String, usize> {
     let mut readers: HashMap<String, usize> = HashMap::new();
     for node in &graph.node {
         for input in node.input.iter().filter(|i| !i.is_empty()) {
@@ -286,33 +289,36 @@ fn count_readers(graph: &GraphProto) -> HashMap<String, usize> {
     readers
 }
 
-impl Planner<'_> {
-    /// ORT's range adjustments, made before any node is marked: the input of a selected Relu
-    /// or Clip read by nothing else takes the output's range, and a selected Softmax's output
-    /// is `[0, 1]`.
-    fn adjust_ranges(&mut self) {
-        for index in 0..self.graph.node.len() {
-            let node = &self.graph.node[index];
-            if !self.settings.selects(node) {
-                continue;
-            }
-            let (Some(input), Some(output)) = (node.input.first(), node.output.first()) else {
-                continue;
-            };
-            match node.op_type() {
-                "Relu" | "Clip" if self.reader_count(input) == 1 => {
-                    if let (true, Some(&range)) =
-                        (self.ranges.contains_key(input), self.ranges.get(output))
-                    {
-                        self.ranges.insert(input.clone(), range);
-                    }
+/// ORT's range adjustments, made before any node is quantized: the input of a selected Relu
+/// or Clip read by nothing else takes the output's range, and a selected Softmax's output is
+/// `[0, 1]`. `readers` counts the reads of each value ([`count_readers`]).
+pub(crate) fn adjust_ranges(
+    graph: &GraphProto,
+    ranges: &mut BTreeMap<String, TensorRange>,
+    readers: &HashMap<String, usize>,
+    settings: &Settings,
+) {
+    for node in graph.node.iter().filter(|node| settings.selects(node)) {
+        let (Some(input), Some(output)) = (node.input.first(), node.output.first()) else {
+            continue;
+        };
+        match node.op_type() {
+            "Relu" | "Clip" if readers.get(input) == Some(&1) => {
+                if let (true, Some(&range)) = (ranges.contains_key(input), ranges.get(output)) {
+                    ranges.insert(input.clone(), range);
                 }
-                "Softmax" => {
-                    self.ranges.insert(output.clone(), TensorRange { min: 0.0, max: 1.0 });
-                }
-                _ => {}
             }
+            "Softmax" => {
+                ranges.insert(output.clone(), TensorRange { min: 0.0, max: 1.0 });
+            }
+            _ => {}
         }
+    }
+}
+
+impl Planner<'_> {
+    fn adjust_ranges(&mut self) {
+        adjust_ranges(&self.graph, &mut self.ranges, &self.readers, self.settings);
     }
 
     fn mark_node(&mut self, index: usize, rule: QdqRule) {

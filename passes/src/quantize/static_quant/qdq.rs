@@ -155,12 +155,13 @@ fn initializer_params_of(
             Role::Weight => (settings.weight_type, settings.weight_symmetric),
             Role::Activation => (settings.activation_type, settings.activation_symmetric),
         };
+        // Per channel, always symmetric: one zero point for every channel.
         let tensor_params = initializer_params(
             name,
             data.view(),
             qtype,
             mark.axis,
-            symmetric,
+            symmetric || mark.axis.is_some(),
             settings.reduce_range,
         )?;
         params.insert(name.clone(), tensor_params);
@@ -426,7 +427,7 @@ impl Writer<'_> {
 
 /// Removes initializers that no node reads (here or in a subgraph) and that are no graph
 /// output, with the graph inputs that only named them, as ORT's tool cleans up.
-fn drop_unread_initializers(graph: &mut GraphProto) {
+pub(crate) fn drop_unread_initializers(graph: &mut GraphProto) {
     let index = ir::GraphIndex::new(graph);
     let outputs: HashSet<&str> = graph.output.iter().map(|o| o.name()).collect();
     let unread: HashSet<String> = graph
@@ -441,7 +442,7 @@ fn drop_unread_initializers(graph: &mut GraphProto) {
 }
 
 /// Removes the value infos of values the rewrite renamed away.
-fn drop_stale_value_info(graph: &mut GraphProto) {
+pub(crate) fn drop_stale_value_info(graph: &mut GraphProto) {
     let mut live: HashSet<String> = HashSet::new();
     for node in &graph.node {
         live.extend(node.input.iter().chain(&node.output).cloned());

@@ -39,7 +39,7 @@ impl TensorParams {
         }
     }
 
-    fn channel(&self, index: usize) -> QuantParams {
+    pub(crate) fn channel(&self, index: usize) -> QuantParams {
         QuantParams { scale: self.scales[index], zero_point: self.zero_points[index] }
     }
 }
@@ -65,7 +65,8 @@ pub(crate) fn activation_params(
 }
 
 /// The parameters of a constant tensor from its own values: per tensor, or per slice along
-/// `axis` (always symmetric then, so every channel has the same zero point).
+/// `axis`. Per channel, only symmetric parameters give every channel the same zero point, which
+/// the QDQ format's callers ask for; ORT's QOperator writer follows the weight type's symmetry.
 pub(crate) fn initializer_params(
     tensor: &str,
     data: ArrayViewD<'_, f32>,
@@ -92,11 +93,11 @@ pub(crate) fn initializer_params(
             data.ndim()
         ));
     }
-    let (qmin, qmax) = qtype.range(true, reduce_range);
+    let (qmin, qmax) = qtype.range(symmetric, reduce_range);
     let mut params = TensorParams { qtype, scales: vec![], zero_points: vec![], axis: Some(axis) };
     for channel in data.axis_iter(Axis(axis)) {
         let (rmin, rmax) = read_range(channel)?;
-        let channel_params = compute_params(rmin, rmax, qmin, qmax, true);
+        let channel_params = compute_params(rmin, rmax, qmin, qmax, symmetric);
         params.scales.push(channel_params.scale);
         params.zero_points.push(channel_params.zero_point);
     }
@@ -279,12 +280,18 @@ mod tests {
     }
 
     #[test]
-    fn activations_ignore_reduce_range_and_per_channel_weights_are_symmetric() {
+    fn per_channel_parameters_follow_the_symmetry_asked_for() {
         let data = arr2(&[[-1.0f32, 0.0], [3.0, 2.0]]).into_dyn();
+        let symmetric =
+            initializer_params("w", data.view(), QuantType::Uint8, Some(1), true, false).unwrap();
+        assert_eq!(symmetric.zero_points, [128, 128]);
+        assert_eq!(symmetric.scales[0], 6.0 / 255.0);
+
+        // Column 0 spans [-1, 3], column 1 [0, 2]: each its own zero point.
         let asymmetric =
             initializer_params("w", data.view(), QuantType::Uint8, Some(1), false, false).unwrap();
-        assert_eq!(asymmetric.zero_points, [128, 128], "per channel is symmetric");
-        assert_eq!(asymmetric.scales[0], 6.0 / 255.0);
+        assert_eq!(asymmetric.zero_points, [64, 0]);
+        assert_eq!(asymmetric.scales, [4.0 / 255.0, 2.0 / 255.0]);
 
         let reduced =
             initializer_params("w", data.view(), QuantType::Int8, None, true, true).unwrap();
