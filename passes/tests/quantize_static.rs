@@ -2,8 +2,9 @@
 //! folding, parameters shared through data-movement operators, the int32 bias scale, node
 //! filters with regular expressions, copies of initializers two nodes would quantize
 //! differently, opset checks, and the errors a user sees (no calibration data, nothing to
-//! quantize, a range that is not finite, a range that is missing). The pass itself runs once
-//! on a scripted runner, to check what it asks calibration for.
+//! quantize, a range that is not finite, a range that is missing), and the same rules in the
+//! QOperator format. The pass itself runs once on a scripted runner, to check what it asks
+//! calibration for.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -18,7 +19,8 @@ use pipeline_passes::ir::proto::{
 use pipeline_passes::pass::{self, ModelRunner, Pass, PassContext, RunnerError};
 use pipeline_passes::quantize::calibrate::TensorRange;
 use pipeline_passes::quantize::static_quant::{
-    quantize_qdq, IntegerType, QuantizeStatic, QuantizeStaticConfig,
+    quantize_qdq, quantize_qoperator, IntegerType, QuantFormat, QuantizeStatic,
+    QuantizeStaticConfig,
 };
 
 fn float_value(name: &str, dims: &[i64]) -> ValueInfoProto {
@@ -386,8 +388,16 @@ fn configuration_is_checked() {
     let info = pass::find("quantize_static").expect("registered");
     assert!(info.needs_calibration);
 
-    let err = (info.build)(&serde_json::json!({"format": "qoperator"})).err().unwrap();
-    assert!(err.to_string().contains("unknown variant `qoperator`"), "{err}");
+    assert!((info.build)(&serde_json::json!({"format": "qoperator"})).is_ok());
+    let err = (info.build)(&serde_json::json!({"format": "qlinear"})).err().unwrap();
+    assert!(err.to_string().contains("unknown variant `qlinear`"), "{err}");
+    let sixteen = serde_json::json!({"format": "qoperator", "activation_type": "uint16"});
+    let err = (info.build)(&sixteen).err().unwrap();
+    assert!(err.to_string().contains("`activation_type` is uint16"), "{err}");
+    assert!(err.to_string().contains("use `format: qdq`"), "{err}");
+    let mixed = serde_json::json!({"format": "qoperator", "weight_type": "uint8"});
+    let err = (info.build)(&mixed).err().unwrap();
+    assert!(err.to_string().contains("int8 activations with uint8 weights"), "{err}");
     let err = (info.build)(&serde_json::json!({"op_types": ["LSTM"]})).err().unwrap();
     assert!(err.to_string().contains("`LSTM`"), "{err}");
     let err = (info.build)(&serde_json::json!({"per_chanel": true})).err().unwrap();
@@ -481,4 +491,68 @@ fn weights_must_be_finite() {
         err.to_string().contains("initializer `W1`") && err.to_string().contains("NaN"),
         "{err}"
     );
+}
+
+fn qoperator(activation_type: IntegerType) -> QuantizeStaticConfig {
+    QuantizeStaticConfig { format: QuantFormat::QOperator, activation_type, ..Default::default() }
+}
+
+#[test]
+fn qoperator_rewrites_convs_and_drops_a_relu_its_input_already_clips() {
+    let config = qoperator(IntegerType::Uint8);
+    let ours = quantize_qoperator(conv_relu_conv(), &conv_relu_conv_ranges(), &config).unwrap();
+
+    let ops: Vec<&str> = graph(&ours).node.iter().map(|n| n.op_type()).collect();
+    assert_eq!(ops, ["QuantizeLinear", "QLinearConv", "QLinearConv", "DequantizeLinear"]);
+    // conv1's output takes the Relu's range [0, 4], so its zero point is 0 and the Relu goes.
+    assert_eq!(floats(&ours, "y_scale"), [4.0 / 255.0]);
+    assert_eq!(ints(&ours, "y_zero_point"), [0]);
+    assert_eq!(node(&ours, "conv2_quant").input[0], "y_quantized");
+    assert_eq!(node(&ours, "out_DequantizeLinear").output, ["out"]);
+    // The bias is int32 at x scale x W1 scale; conv2 has none.
+    let bias_scale = f64::from(floats(&ours, "x_scale")[0] * floats(&ours, "W1_scale")[0]);
+    let expected: Vec<i64> =
+        [0.5f32, -0.25].iter().map(|&b| (f64::from(b) / bias_scale).round() as i64).collect();
+    assert_eq!(ints(&ours, "B1_quantized"), expected);
+    assert_eq!(node(&ours, "conv1_quant").input.len(), 9);
+    assert_eq!(node(&ours, "conv2_quant").input.len(), 8);
+}
+
+#[test]
+fn qoperator_keeps_a_relu_whose_input_keeps_negative_values() {
+    let mut model = conv_relu_conv();
+    let graph_mut = model.graph.as_mut().unwrap();
+    graph_mut.node.push(ir::make_node("Add", &["y", "r"], &["extra"], "add"));
+    graph_mut.output.push(float_value("extra", &[]));
+    let mut ranges = conv_relu_conv_ranges();
+    ranges.insert("extra".into(), TensorRange { min: -3.0, max: 8.0 });
+
+    let ours = quantize_qoperator(model, &ranges, &qoperator(IntegerType::Uint8)).unwrap();
+
+    // y keeps [-3, 4]; ORT would drop the Relu and hand `add` the negative values of y.
+    assert_eq!(ints(&ours, "y_zero_point"), [109]);
+    assert_eq!(node(&ours, "relu").input, ["y"]);
+    assert_eq!(node(&ours, "y_DequantizeLinear").input[0], "y_quantized");
+    assert_eq!(node(&ours, "add_quant").input[3], "r_quantized");
+    assert_eq!(node(&ours, "r_QuantizeLinear").input[0], "r");
+}
+
+#[test]
+fn qoperator_leaves_what_has_no_integer_form_in_float() {
+    let config = QuantizeStaticConfig {
+        op_types: vec!["ConvTranspose".into(), "Conv".into()],
+        nodes_to_exclude: vec!["conv.".into()],
+        ..qoperator(IntegerType::Uint8)
+    };
+    let err = quantize_qoperator(conv_relu_conv(), &conv_relu_conv_ranges(), &config).unwrap_err();
+    assert!(err.to_string().contains("changed nothing"), "{err}");
+
+    // Per channel needs no opset 13 here: QLinearConv takes per-channel scales at opset 10.
+    let mut ten = conv_relu_conv();
+    ten.opset_import[0].version = Some(10);
+    let per_channel = QuantizeStaticConfig { per_channel: true, ..qoperator(IntegerType::Uint8) };
+    let ours = quantize_qoperator(ten, &conv_relu_conv_ranges(), &per_channel).unwrap();
+    assert_eq!(floats(&ours, "W1_scale").len(), 2, "one scale per output channel");
+    let weights = ir::initializer(graph(&ours), "W1_quantized").unwrap();
+    assert_eq!(weights.data_type(), DataType::Int8 as i32);
 }

@@ -574,9 +574,7 @@ fn first_calibrated_pass(items: &[PassItem]) -> Option<&PassSpec> {
         PassItem::Pass(spec) => pipeline_passes::pass::find(&spec.name)
             .filter(|info| info.needs_calibration)
             .map(|_| spec),
-        PassItem::OneOf(branches) => {
-            branches.iter().find_map(|chain| first_calibrated_pass(chain))
-        }
+        PassItem::OneOf(branches) => branches.iter().find_map(|chain| first_calibrated_pass(chain)),
     })
 }
 

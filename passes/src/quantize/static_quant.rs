@@ -1,8 +1,13 @@
-//! Static quantization, as ONNX Runtime's `quantize_static` does it in the QDQ format.
+//! Static quantization, as ONNX Runtime's `quantize_static` does it, in the QDQ and the
+//! QOperator formats.
 //!
 //! The pass calibrates the float inputs and outputs of the nodes it will quantize on the
-//! recipe's calibration data ([`super::calibrate`]), then rewrites the model with
-//! QuantizeLinear/DequantizeLinear pairs ([`quantize_qdq`]): activations get scales and zero
+//! recipe's calibration data ([`super::calibrate`]), then rewrites the model. In the QDQ format
+//! ([`quantize_qdq`], the default) every quantized tensor gets QuantizeLinear/DequantizeLinear
+//! pairs and ONNX Runtime fuses them into integer kernels where it has them; in the QOperator
+//! format ([`quantize_qoperator`]) the nodes themselves become integer operators
+//! (QLinearConv, QLinearMatMul, QGemm, QLinearAdd ...), as `qoperator` explains, with the
+//! same numbers. In QDQ, activations get scales and zero
 //! points from their calibrated ranges, weights are stored quantized (per channel along
 //! Conv 0, ConvTranspose 1, MatMul 1, Gemm 0 or 1 by `transB`), biases are stored as int32
 //! with scale `input scale x weight scale`, a Relu or Clip is folded into the quantization
@@ -11,10 +16,11 @@
 //!
 //! The steps live in the submodules: [`ops`] is the table of operators and their rules,
 //! `prepare` turns Constant and Cast weights into initializers, `plan` decides what to
-//! quantize node by node, `values` computes the numbers and `qdq` writes the QDQ graph. A
-//! QOperator writer would reuse all but the last.
+//! quantize node by node for QDQ, `values` computes the numbers, `qdq` writes the QDQ graph
+//! and `qoperator` the QOperator graph.
 //!
-//! Where this pass differs from ORT's tool, deliberately:
+//! Where this pass differs from ORT's tool, deliberately (`qoperator` lists what differs in
+//! that format):
 //! - a float `Constant` weight, or a `Cast` to float of a float16/bfloat16/float64
 //!   initializer, is quantized as a weight; ORT quantizes it like an activation;
 //! - an initializer two nodes would quantize differently is copied for the second node;
@@ -39,6 +45,7 @@ mod ops;
 mod plan;
 mod prepare;
 mod qdq;
+mod qoperator;
 mod types;
 mod values;
 
@@ -88,6 +95,10 @@ pub enum QuantFormat {
     #[default]
     #[serde(rename = "qdq")]
     Qdq,
+    /// Integer operators in place of the float ones (QLinearConv, QLinearMatMul, QGemm,
+    /// QLinearAdd ...), 8-bit types only; what has no integer operator stays in float.
+    #[serde(rename = "qoperator")]
+    QOperator,
 }
 
 /// An integer type values are quantized to.
@@ -128,7 +139,8 @@ pub struct QuantizeStaticConfig {
     #[serde(default = "default_calibration")]
     pub calibration: CalibrationMethod,
 
-    /// The layout of the quantized model; `qdq` is the only one so far.
+    /// The layout of the quantized model: `qdq` (QuantizeLinear/DequantizeLinear pairs) or
+    /// `qoperator` (integer operators such as QLinearConv and QLinearMatMul).
     #[serde(default)]
     pub format: QuantFormat,
 
@@ -273,6 +285,9 @@ impl Configured for QuantizeStatic {
             )));
         }
         config.calibration_options().validate().map_err(|e| config_error(e.to_string()))?;
+        if config.format == QuantFormat::QOperator {
+            check_qoperator_types(&config)?;
+        }
         Ok(QuantizeStatic { config })
     }
 }
@@ -309,7 +324,91 @@ impl Pass for QuantizeStatic {
         let options = self.config.calibration_options();
         let ranges = calibrate(&model, &tensors, &options, runner)
             .map_err(|e| e.into_pass_error(Self::NAME))?;
-        quantize_qdq(model, &ranges, &self.config)
+        match self.config.format {
+            QuantFormat::Qdq => quantize_qdq(model, &ranges, &self.config),
+            QuantFormat::QOperator => quantize_qoperator(model, &ranges, &self.config),
+        }
+    }
+}
+
+/// ONNX Runtime's integer operators take 8-bit types only, and no int8 activations with uint8
+/// weights.
+fn check_qoperator_types(config: &QuantizeStaticConfig) -> Result<(), PassError> {
+    let types = [("activation_type", config.activation_type), ("weight_type", config.weight_type)];
+    for (field, integer) in types {
+        if matches!(integer, IntegerType::Int16 | IntegerType::Uint16) {
+            let name = format!("{integer:?}").to_lowercase();
+            return Err(config_error(format!(
+                "`{field}` is {name} and `format: qoperator` has 8-bit operators only; hint: \
+                 use `format: qdq` for 16-bit types"
+            )));
+        }
+    }
+    if config.activation_type == IntegerType::Int8 && config.weight_type == IntegerType::Uint8 {
+        return Err(config_error(
+            "int8 activations with uint8 weights have no integer operators in ONNX Runtime; \
+             hint: use `weight_type: int8`, or `activation_type: uint8`"
+                .to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// Rewrites `model` in the QOperator format with the given activation ranges, which must
+/// cover the float inputs and outputs of every node to quantize. As [`quantize_qdq`] is for
+/// QDQ, this is the pass without calibration: given the ranges ONNX Runtime's calibrator
+/// found, the integer operators get ORT's scales, zero points and quantized values bit for bit.
+pub fn quantize_qoperator(
+    mut model: ModelProto,
+    ranges: &BTreeMap<String, TensorRange>,
+    config: &QuantizeStaticConfig,
+) -> Result<ModelProto, PassError> {
+    let config = QuantizeStaticConfig { format: QuantFormat::QOperator, ..config.clone() };
+    check_qoperator_types(&config)?;
+    let settings = resolve(&config, &model)?;
+    let mut graph = model.graph.take().ok_or_else(|| model_error("the model has no graph"))?;
+    warn_unmatched(&graph, &config);
+    prepare_weights(&mut graph, &settings);
+
+    let nothing = nothing_to_quantize(&graph, &settings);
+    let (graph, written) =
+        qoperator::write_qoperator(graph, ranges, &settings).map_err(model_error)?;
+    let rewritten: usize = written.quantized.values().sum();
+    if rewritten == 0 && written.folded == 0 {
+        return Err(nothing);
+    }
+
+    model.graph = Some(graph);
+    if written.uses_ms_domain && ir::opset_version(&model, MICROSOFT_DOMAIN).is_none() {
+        model
+            .opset_import
+            .push(OperatorSetIdProto { domain: Some(MICROSOFT_DOMAIN.into()), version: Some(1) });
+    }
+    let counts = |map: &BTreeMap<String, usize>| {
+        map.iter().map(|(op, n)| format!("{n} {op}")).collect::<Vec<_>>().join(", ")
+    };
+    info!(
+        rewritten,
+        folded = written.folded,
+        "rewrote {rewritten} nodes to integer operators ({}); dropped {} Relu/Clip",
+        counts(&written.quantized),
+        written.folded
+    );
+    if !written.left_in_float.is_empty() {
+        info!("left in float, with no integer form here: {}", counts(&written.left_in_float));
+    }
+    Ok(model)
+}
+
+/// Makes Constant and Cast weights of the selected nodes initializers, and says so.
+fn prepare_weights(graph: &mut GraphProto, settings: &Settings) {
+    let folded = prepare::fold_constant_weights(graph, |node| settings.selects(node));
+    if folded.constants + folded.casts > 0 {
+        info!(
+            constants = folded.constants,
+            casts = folded.casts,
+            "made Constant and Cast weights initializers"
+        );
     }
 }
 
@@ -322,18 +421,12 @@ pub fn quantize_qdq(
     ranges: &BTreeMap<String, TensorRange>,
     config: &QuantizeStaticConfig,
 ) -> Result<ModelProto, PassError> {
+    let config = QuantizeStaticConfig { format: QuantFormat::Qdq, ..config.clone() };
+    let config = &config;
     let settings = resolve(config, &model)?;
     let mut graph = model.graph.take().ok_or_else(|| model_error("the model has no graph"))?;
     warn_unmatched(&graph, config);
-
-    let folded = prepare::fold_constant_weights(&mut graph, |node| settings.selects(node));
-    if folded.constants + folded.casts > 0 {
-        info!(
-            constants = folded.constants,
-            casts = folded.casts,
-            "made Constant and Cast weights initializers"
-        );
-    }
+    prepare_weights(&mut graph, &settings);
 
     // The error names the input graph's counts, so it is made before the graph is rewritten.
     let nothing = nothing_to_quantize(&graph, &settings);
@@ -406,7 +499,8 @@ fn resolve(config: &QuantizeStaticConfig, model: &ModelProto) -> Result<Settings
             ))
         }
     };
-    if config.per_channel && opset < MIN_PER_CHANNEL_OPSET {
+    // QOperator's integer operators take per-channel scales at any opset.
+    if config.per_channel && opset < MIN_PER_CHANNEL_OPSET && config.format == QuantFormat::Qdq {
         return Err(model_error(format!(
             "per-channel quantization needs opset {MIN_PER_CHANNEL_OPSET} (the `axis` of \
              DequantizeLinear) and the model imports opset {opset}; hint: convert the model to \
@@ -420,6 +514,7 @@ fn resolve(config: &QuantizeStaticConfig, model: &ModelProto) -> Result<Settings
         weight_type,
         activation_symmetric: config.activation_symmetric,
         weight_symmetric: config.weight_symmetric.unwrap_or(weight_type.is_signed()),
+        weight_symmetric_asked: config.weight_symmetric,
         per_channel: config.per_channel,
         reduce_range: config.reduce_range,
         op_types: config.op_types.iter().cloned().collect(),

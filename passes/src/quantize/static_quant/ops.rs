@@ -1,5 +1,6 @@
 //! The operators static quantization handles, and how each one's tensors are quantized in the
-//! QDQ format, following the rules of ONNX Runtime's QDQ quantizer operator by operator.
+//! QDQ format and rewritten in the QOperator format, following the rules of ONNX Runtime's
+//! QDQ quantizer and of its QLinearOps writer operator by operator.
 
 /// How the QDQ rewrite treats the tensors of one operator type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +38,69 @@ pub(crate) enum QdqRule {
     Normalization,
     /// Every other operator: each float input and output is quantized with its own range.
     AllTensors,
+}
+
+/// What the QOperator writer makes of one operator type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum QOperatorRule {
+    /// QLinearConv, with a per-channel INT8 weight along axis 0 when `per_channel` is on.
+    Conv,
+    /// QLinearMatMul, with a per-column weight when `per_channel` is on.
+    MatMul,
+    /// `com.microsoft.QGemm`, with the bias `C` in int32.
+    Gemm,
+    /// `com.microsoft.QLinearAdd` and `QLinearMul` of two quantized inputs.
+    Binary,
+    /// `com.microsoft.QLinearLeakyRelu` and `QLinearSigmoid`.
+    Activation,
+    /// Relu and Clip: gone when their input's parameters already clip as they do.
+    Removable,
+    /// `com.microsoft.QLinearAveragePool`.
+    AveragePool,
+    /// `com.microsoft.QLinearGlobalAveragePool`, on an input that is quantized already.
+    GlobalAveragePool,
+    /// `com.microsoft.QLinearConcat`.
+    Concat,
+    /// `com.microsoft.QLinearSoftmax`, its output at scale 1/256.
+    Softmax,
+    /// The same operator on the 8-bit input, its output with the input's parameters, when the
+    /// input is quantized already and the model's opset is at least `min_opset`.
+    Direct { min_opset: i64 },
+    /// Split on the 8-bit input, every output with the input's parameters.
+    Split,
+    /// Pad on the 8-bit input, the padding value quantized with the input's parameters.
+    Pad,
+    /// Gather on a float table stored in 8 bits.
+    Gather,
+    /// ArgMax of the 8-bit input, when it is quantized already.
+    ArgMax,
+}
+
+/// The QOperator rule for an operator type of the default domain; `None` where ONNX Runtime
+/// has no QOperator form (ConvTranspose, the normalizations, Slice, TopK, Where ...), and the
+/// node stays in float.
+pub(crate) fn qoperator_rule(op_type: &str) -> Option<QOperatorRule> {
+    use QOperatorRule::*;
+    Some(match op_type {
+        "Conv" => Conv,
+        "MatMul" => MatMul,
+        "Gemm" => Gemm,
+        "Add" | "Mul" => Binary,
+        "LeakyRelu" | "Sigmoid" => Activation,
+        "Relu" | "Clip" => Removable,
+        "AveragePool" => AveragePool,
+        "GlobalAveragePool" => GlobalAveragePool,
+        "Concat" => Concat,
+        "Softmax" => Softmax,
+        "Reshape" | "Transpose" | "Squeeze" | "Unsqueeze" | "Flatten" => Direct { min_opset: 0 },
+        "MaxPool" => Direct { min_opset: 12 },
+        "Resize" => Direct { min_opset: 11 },
+        "Split" => Split,
+        "Pad" => Pad,
+        "Gather" => Gather,
+        "ArgMax" => ArgMax,
+        _ => return None,
+    })
 }
 
 /// One operator that static quantization can handle.
@@ -126,6 +190,16 @@ mod tests {
         for name in ["Conv", "MatMul", "Relu", "MaxPool", "Softmax", "Where", "ArgMax"] {
             assert!(names.contains(name), "{name} is missing");
         }
+    }
+
+    #[test]
+    fn every_qoperator_rule_is_of_a_listed_operator() {
+        let listed: HashSet<&str> = supported_op_types().collect();
+        let with_rule: Vec<&str> =
+            supported_op_types().filter(|op| qoperator_rule(op).is_some()).collect();
+        assert_eq!(with_rule.len(), 24, "{with_rule:?}");
+        assert!(with_rule.iter().all(|op| listed.contains(op)));
+        assert_eq!(qoperator_rule("ConvTranspose"), None);
     }
 
     #[test]
