@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::{outcome, Npz, Project, DIGITS_RECIPE};
 use ndarray::Array4;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The digits recipe with the passes replaced by `passes` (YAML lines under `passes:`).
 fn recipe_with(passes: &str) -> String {
@@ -65,9 +65,8 @@ fn static_candidates_keep_accuracy_within_half_a_point_of_float() {
     }
 
     // The winner really holds QuantizeLinear/DequantizeLinear pairs or integer Conv kernels.
-    let inspected = outcome(
-        project.pipeline().args(["inspect", "--json"]).arg(project.path("out/model.onnx")),
-    );
+    let inspected =
+        outcome(project.pipeline().args(["inspect", "--json"]).arg(project.path("out/model.onnx")));
     inspected.expect_code(0);
     assert!(
         ["DequantizeLinear", "ConvInteger"].iter().any(|op| inspected.stdout.contains(op)),
@@ -155,4 +154,37 @@ fn a_pass_with_nothing_to_quantize_marks_its_candidate_unchanged() {
     assert!(verdict.contains("2 left the model unchanged"), "{verdict}");
     assert!(result.stdout.contains("unchanged"), "{}", result.stdout);
     assert!(!project.path("out/model.onnx").exists(), "a model was written");
+}
+
+#[test]
+fn both_formats_are_searched_and_measured() {
+    let project = Project::digits();
+    // Ranked by size, which QOperator wins: no QuantizeLinear/DequantizeLinear pairs.
+    let text =
+        recipe_with("  - quantize_static: {format: [qdq, qoperator], activation_type: uint8}\n");
+    project.write_recipe(&text.replace("objective: [latency]", "objective: [size]"));
+    let result = outcome(&mut project.run());
+    result.expect_code(0).no_panic();
+
+    let report = read_report(&project.path("out"));
+    let source = report["source"]["accuracy"].as_f64().expect("a source accuracy");
+    let candidates = candidates(&report);
+    assert_eq!(candidates.len(), 2, "{report:#}");
+    for (candidate, format) in candidates.iter().zip(["qdq", "qoperator"]) {
+        assert_eq!(candidate["steps"][0]["config"]["format"], format, "{candidate:#}");
+        assert_eq!(candidate["status"], "passed", "{candidate:#}");
+        let accuracy = candidate["measurement"]["accuracy"].as_f64().expect("an accuracy");
+        assert!((source - accuracy).abs() <= 0.005, "{format}: {accuracy} against {source}");
+    }
+
+    // The winner is the QOperator candidate, with the integer operators.
+    assert_eq!(report["best"], "c2", "{report:#}");
+    let inspected =
+        outcome(project.pipeline().args(["inspect", "--json"]).arg(project.path("out/model.onnx")));
+    inspected.expect_code(0);
+    let ops: Value = serde_json::from_str(&inspected.stdout).expect("inspect prints JSON");
+    let ops = &ops["ops"];
+    assert_eq!((&ops["QLinearConv"], &ops["com.microsoft.QGemm"]), (&json!(2), &json!(2)), "{ops}");
+    assert_eq!(ops["DequantizeLinear"], 1, "only the logits go back to float: {ops}");
+    assert!(ops["Conv"].is_null() && ops["Gemm"].is_null(), "{ops}");
 }

@@ -1,18 +1,25 @@
-//! Acceptance test of `quantize_static` (QDQ) against ONNX Runtime's own `quantize_static`.
+//! Acceptance test of `quantize_static` (QDQ and QOperator) against ONNX Runtime's own
+//! `quantize_static`.
 //!
 //! Small float models are built here (an MLP, a Conv net with BatchNorm, Relu, Clip and
 //! pooling, a residual block with Add, Gemms with and without `transB`, a MatMul with an
-//! outlier column feeding data-movement operators, and variants for Constant/Cast weights,
-//! shared initializers and a bias too large for its scale), with calibration samples, and
-//! the digits CNN of `examples/digits` is quantized with its own 128 calibration images. For
-//! each model and option set, `scripts/reference/quantize_static.py quantize` runs ORT's tool
-//! (QDQ, MinMax, the samples fed one at a time) and dumps the ranges its calibrator found; our
-//! `quantize_qdq` rewrites the model from those same ranges. Then:
+//! outlier column feeding data-movement operators, an operator zoo, and variants for
+//! Constant/Cast weights, shared initializers and a bias too large for its scale), with
+//! calibration samples, and the digits CNN of `examples/digits` is quantized with its own 128
+//! calibration images. For each model, format and option set,
+//! `scripts/reference/quantize_static.py quantize` runs ORT's tool (MinMax, the samples fed
+//! one at a time) and dumps the ranges its calibrator found; our `quantize_qdq` or
+//! `quantize_qoperator` rewrites the model from those same ranges. Then:
 //! - every initializer of both models must be equal, bit for bit (scales, zero points,
 //!   quantized weights, int32 biases, the float tensors left alone), under the same names;
 //! - both must have the same nodes (type, name, inputs, outputs, attributes);
 //! - `quantize_static.py compare` checks our model with onnx.checker, runs the float model,
 //!   ORT's and ours on the samples, and our outputs must equal ORT's to float rounding.
+//!
+//! Where ORT's QOperator model computes something else than the float model (a bias shared by
+//! two Convs, a Relu whose input has two readers, a Gemm with `alpha` and `beta`), the
+//! differences that fix it are named in the case, and our outputs must be close to float
+//! where ORT's are far.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,12 +33,22 @@ use pipeline_passes::ir::proto::{
 };
 use pipeline_passes::ir::{self, SaveOptions};
 use pipeline_passes::quantize::calibrate::TensorRange;
-use pipeline_passes::quantize::static_quant::{quantize_qdq, IntegerType, QuantizeStaticConfig};
+use pipeline_passes::quantize::static_quant::{
+    quantize_qdq, quantize_qoperator, IntegerType, QuantFormat, QuantizeStaticConfig,
+};
 use serde_json::{json, Value};
 
 /// Our graph is ORT's graph with ORT's numbers, so the outputs agree to float rounding: at
 /// most this share of the float output's range.
 const MAX_DIFFERENCE_TO_ORT: f64 = 1e-6;
+
+/// Where ORT's model is wrong (see `Case::ort_bug`), ours may be at most this much farther
+/// from float than ORT's: the bug's effect is small on these models, so ours is about as close.
+const MAX_FACTOR_OVER_WRONG_ORT: f64 = 1.5;
+
+/// And there ours must stay within this share of the float output's range, which ORT's wrong
+/// models miss by far (16% and 36% on `relu_two_readers` and `gemm_alpha_beta`).
+const MAX_ERROR_SHARE_WHERE_ORT_IS_WRONG: f64 = 0.02;
 
 /// A sanity bound on quantization error, as a share of the float output's range: far above
 /// what 8-bit quantization of these small models costs, far below a wrong model.
@@ -343,6 +360,33 @@ fn big_bias() -> ModelProto {
     b.model("big_bias", 13)
 }
 
+/// `x -> Conv -> c`, then `Add(c, Relu(c))`: the Relu's input has a second reader, so its
+/// quantization keeps the negative values the Relu must cut.
+fn relu_with_two_readers() -> ModelProto {
+    let mut b = Builder::new(29);
+    b.weight("W", &[4, 4, 3, 3], 0.3);
+    b.weight("B", &[4], 0.1);
+    b.node("Conv", &["x", "W", "B"], "c", "conv").attribute.push(ir::attr_ints("pads", &[1; 4]));
+    b.node("Relu", &["c"], "r", "relu");
+    b.node("Add", &["c", "r"], "out", "add");
+    b.inputs.push(float_value("x", &[1, 4, 5, 5]));
+    b.outputs.push(float_value("out", &[1, 4, 5, 5]));
+    b.model("relu_two_readers", 13)
+}
+
+/// A Gemm with `alpha = 0.5` and `beta = 2`, whose bias QGemm adds before scaling by alpha.
+fn gemm_alpha_beta() -> ModelProto {
+    let mut b = Builder::new(31);
+    b.weight("W", &[12, 6], 0.3);
+    b.weight("C", &[6], 1.0);
+    let gemm = b.node("Gemm", &["x", "W", "C"], "out", "gemm");
+    gemm.attribute.push(ir::attr_float("alpha", 0.5));
+    gemm.attribute.push(ir::attr_float("beta", 2.0));
+    b.inputs.push(float_value("x", &[2, 12]));
+    b.outputs.push(float_value("out", &[2, 6]));
+    b.model("gemm_alpha_beta", 13)
+}
+
 fn ints(name: &str, values: &[i64]) -> TensorProto {
     let array = ArrayD::from_shape_vec(IxDyn(&[values.len()]), values.to_vec()).expect("a vector");
     ir::tensor_from_i64(name, &array)
@@ -436,6 +480,18 @@ fn operator_zoo() -> ModelProto {
     b.model("operator_zoo", 17)
 }
 
+/// The operator zoo with the padding value of `pad_half` in an initializer of its own: ORT's
+/// QOperator writer deletes the Pad's constant once it has quantized it, and fails on its own
+/// model when another node (here `greater`) reads it too. Ours keeps it for that reader.
+fn operator_zoo_own_pad_value() -> ModelProto {
+    let mut model = operator_zoo();
+    let graph = model.graph.as_mut().expect("a graph");
+    graph.initializer.push(ir::tensor_from_f32("pad_value", &scalar(0.5)));
+    let pad = graph.node.iter_mut().find(|n| n.name() == "pad_half").expect("pad_half");
+    pad.input[2] = "pad_value".into();
+    model
+}
+
 /// The digits CNN of `examples/digits` (Conv, Relu, MaxPool, Flatten, Gemm), opset 17, with a
 /// symbolic batch dimension.
 fn digits() -> ModelProto {
@@ -458,6 +514,10 @@ struct Case {
     ort_include: Option<Vec<String>>,
     /// Our Q/DQ nodes are in `com.microsoft` where ORT raised the opset to 21 instead.
     microsoft_domain: bool,
+    /// Where ORT's model is wrong and ours differs on purpose: problems that name one of
+    /// these are expected, and our outputs must be as close to float as ORT's instead of
+    /// equal to them.
+    ort_bug: &'static [&'static str],
 }
 
 fn case(name: &str, float: ModelProto, config: QuantizeStaticConfig) -> Case {
@@ -470,6 +530,7 @@ fn case(name: &str, float: ModelProto, config: QuantizeStaticConfig) -> Case {
         ort_exclude: None,
         ort_include: None,
         microsoft_domain: false,
+        ort_bug: &[],
     }
 }
 
@@ -502,17 +563,21 @@ fn options(config: &QuantizeStaticConfig) -> Vec<(&'static str, QuantizeStaticCo
     ]
 }
 
-fn cases() -> Vec<Case> {
-    let base = QuantizeStaticConfig::default();
-    let mut cases = Vec::new();
-    let models = [
+/// The small models every format is checked on with every option set.
+fn small_models() -> Vec<(&'static str, ModelProto)> {
+    vec![
         ("mlp", mlp(1)),
         ("convnet", convnet(13)),
         ("residual", residual(13)),
         ("gemms", gemms(13)),
         ("outlier", outlier()),
-    ];
-    for (model_name, model) in models {
+    ]
+}
+
+fn cases() -> Vec<Case> {
+    let base = QuantizeStaticConfig::default();
+    let mut cases = Vec::new();
+    for (model_name, model) in small_models() {
         for (option_name, config) in options(&base) {
             cases.push(case(&format!("{model_name}/{option_name}"), model.clone(), config));
         }
@@ -573,6 +638,55 @@ fn cases() -> Vec<Case> {
         cases.push(case(&format!("shared/{option_name}"), shared_initializers(), config.clone()));
         cases.push(case(&format!("big_bias/{option_name}"), big_bias(), config));
     }
+    cases.extend(qoperator_cases());
+    cases
+}
+
+/// The same models in the QOperator format, with each 8-bit option set.
+fn qoperator_cases() -> Vec<Case> {
+    let base = QuantizeStaticConfig { format: QuantFormat::QOperator, ..Default::default() };
+    let mut models = small_models();
+    models.extend([
+        ("operator_zoo", operator_zoo_own_pad_value()),
+        ("shared", shared_initializers()),
+        ("big_bias", big_bias()),
+        ("digits", digits()),
+    ]);
+    let mut cases = Vec::new();
+    for (model_name, model) in models {
+        for (option_name, config) in options(&base) {
+            let mut c =
+                case(&format!("qoperator/{model_name}/{option_name}"), model.clone(), config);
+            if model_name == "digits" {
+                c.npz = Some(workspace().join("examples/digits/calib.npz"));
+            }
+            // ORT gives the second Conv the int32 bias it made at the first Conv's input
+            // scale; ours has its own copy at its own scale.
+            if model_name == "shared" {
+                c.ort_bug = &["B_quantized_1", "|conv2_quant|"];
+            }
+            cases.push(c);
+        }
+    }
+    let excluded = QuantizeStaticConfig {
+        nodes_to_exclude: vec!["conv(2|9)".into(), "f.".into()],
+        ..base.clone()
+    };
+    let mut c = case("qoperator/convnet/exclude_regex", convnet(13), excluded);
+    c.ort_exclude = Some(vec!["conv2".into(), "fc".into()]);
+    cases.push(c);
+    // ORT drops the Relu and adds `c` to itself; ours runs the Relu in float.
+    let mut c = case("qoperator/relu_two_readers/default", relu_with_two_readers(), base.clone());
+    c.ort_bug = &["`r_", "|relu|", "c_DequantizeLinear", "r_QuantizeLinear", "|add_quant|"];
+    cases.push(c);
+    // ORT divides the bias by beta and leaves out alpha; ours makes QGemm add `beta x C`.
+    let mut c = case("qoperator/gemm_alpha_beta/default", gemm_alpha_beta(), base.clone());
+    c.ort_bug = &["`C_quantized` differs"];
+    cases.push(c);
+    let (ours, folded) = mlp_with_constant_weights();
+    let mut c = case("qoperator/constant_weights/default", folded, base);
+    c.ours = Some(ours);
+    cases.push(c);
     cases
 }
 
@@ -621,6 +735,10 @@ fn job(dir: &Path, case: &Case, samples: &Path) -> Value {
         "float": dir.join("float.onnx"),
         "samples": samples,
         "options": {
+            "format": match config.format {
+                QuantFormat::Qdq => "qdq",
+                QuantFormat::QOperator => "qoperator",
+            },
             "per_channel": config.per_channel,
             "reduce_range": config.reduce_range,
             "activation_type": integer(config.activation_type),
@@ -765,7 +883,7 @@ fn clip(text: &str) -> String {
 }
 
 #[test]
-fn quantize_qdq_matches_ort_bit_for_bit() {
+fn quantize_static_matches_ort_bit_for_bit() {
     let temporary = tempfile::tempdir().expect("a temporary directory");
     let root = temporary.path();
     let cases = cases();
@@ -795,9 +913,17 @@ fn quantize_qdq_matches_ort_bit_for_bit() {
         let dir = root.join(format!("{index:02}"));
         let ranges = ranges(&dir.join("ranges.json"));
         assert!(!ranges.is_empty(), "{}: ORT calibrated nothing", case.name);
+        let ort_error = std::fs::read_to_string(dir.join("ort_error.txt")).ok();
+        if let Some(error) = &ort_error {
+            failures.push(format!("{}: ORT's tool failed: {error}", case.name));
+        }
 
         let input = case.ours.clone().unwrap_or_else(|| case.float.clone());
-        let ours = match quantize_qdq(input, &ranges, &case.config) {
+        let quantized = match case.config.format {
+            QuantFormat::Qdq => quantize_qdq(input, &ranges, &case.config),
+            QuantFormat::QOperator => quantize_qoperator(input, &ranges, &case.config),
+        };
+        let ours = match quantized {
             Ok(model) => model,
             Err(e) => {
                 failures.push(format!("{}: our pass failed: {e}", case.name));
@@ -805,17 +931,24 @@ fn quantize_qdq_matches_ort_bit_for_bit() {
             }
         };
         ir::save(&ours, &dir.join("ours.onnx"), &SaveOptions::default()).expect("ours saves");
-        let theirs = ir::load(&dir.join("ort.onnx")).expect("ORT's model loads");
 
-        let dequantize = ours
-            .graph
-            .as_ref()
-            .map_or(0, |g| g.node.iter().filter(|n| n.op_type() == "DequantizeLinear").count());
-        if dequantize == 0 {
-            failures.push(format!("{}: our model has no DequantizeLinear", case.name));
+        // Each format's own operators, so that no case passes by quantizing nothing.
+        let integer = |n: &&NodeProto| match case.config.format {
+            QuantFormat::Qdq => n.op_type() == "DequantizeLinear",
+            QuantFormat::QOperator => n.op_type().starts_with("QLinear") || n.op_type() == "QGemm",
+        };
+        let count = ours.graph.as_ref().map_or(0, |g| g.node.iter().filter(integer).count());
+        if count == 0 {
+            failures.push(format!("{}: our model has no quantized operator", case.name));
         }
+        if ort_error.is_some() {
+            continue;
+        }
+        let theirs = ir::load(&dir.join("ort.onnx")).expect("ORT's model loads");
         for problem in differences(case, &ours, &theirs) {
-            failures.push(format!("{}: {problem}", case.name));
+            if !case.ort_bug.iter().any(|expected| problem.contains(expected)) {
+                failures.push(format!("{}: {problem}", case.name));
+            }
         }
     }
 
@@ -831,6 +964,21 @@ fn quantize_qdq_matches_ort_bit_for_bit() {
         for (output, numbers) in outputs {
             let number = |key: &str| numbers[key].as_f64().expect("a number");
             let range = number("float_range").max(1e-6);
+            let error = number("ours_max_abs_error");
+            if numbers.get("ort_max_abs_error").is_none() {
+                continue; // ORT made no model that loads: a failure is recorded already.
+            }
+            if !case.ort_bug.is_empty() {
+                eprintln!("{}: output `{output}`: {numbers} (ORT's model is wrong)", case.name);
+                let ort_error = number("ort_max_abs_error");
+                if error > MAX_FACTOR_OVER_WRONG_ORT * ort_error
+                    || error > MAX_ERROR_SHARE_WHERE_ORT_IS_WRONG * range
+                {
+                    failures
+                        .push(format!("{}: `{output}` is far from float: {numbers}", case.name));
+                }
+                continue;
+            }
             if number("ours_vs_ort_max_abs") > MAX_DIFFERENCE_TO_ORT * range {
                 failures.push(format!(
                     "{}: output `{output}` differs from ORT's: {numbers}",
@@ -839,7 +987,6 @@ fn quantize_qdq_matches_ort_bit_for_bit() {
             }
             // Some outputs lose more than that in ORT's model too (an ArgMax index, a
             // Softmax over 168 near-equal values); ours may not lose more than ORT's.
-            let error = number("ours_max_abs_error");
             if error > MAX_ERROR_SHARE_OF_RANGE * range && error > number("ort_max_abs_error") {
                 failures
                     .push(format!("{}: output `{output}` is far from float: {numbers}", case.name));
