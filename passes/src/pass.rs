@@ -118,7 +118,7 @@ pub fn registry() -> &'static [PassInfo] {
         },
         PassInfo {
             name: QuantizeStatic::NAME,
-            summary: "static INT8/INT16 quantization to QDQ, with ranges calibrated on data",
+            summary: "static INT8/INT16 quantization (QDQ or QOperator), with ranges calibrated on data",
             needs_calibration: true,
             config_schema: config_schema::<<QuantizeStatic as Configured>::Config>,
             build: build::<QuantizeStatic>,

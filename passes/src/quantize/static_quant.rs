@@ -145,7 +145,7 @@ pub struct QuantizeStaticConfig {
     pub format: QuantFormat,
 
     /// One scale per output channel of Conv, ConvTranspose, MatMul and Gemm weights instead of
-    /// one per tensor; needs opset 13.
+    /// one per tensor; needs opset 13 in the QDQ format.
     #[serde(default)]
     pub per_channel: bool,
 
@@ -166,8 +166,8 @@ pub struct QuantizeStaticConfig {
     pub activation_symmetric: bool,
 
     /// Make weight ranges symmetric around 0; by default symmetric for signed weight types
-    /// and asymmetric for unsigned ones, as in ONNX Runtime. Per-channel weights are always
-    /// symmetric.
+    /// and asymmetric for unsigned ones, as in ONNX Runtime. In the QDQ format per-channel
+    /// weights are always symmetric; in QOperator, per-channel Conv weights are INT8.
     #[serde(default)]
     pub weight_symmetric: Option<bool>,
 
