@@ -21,6 +21,7 @@
 
 pub mod graph;
 mod io;
+pub mod shapes;
 pub mod tensor;
 
 /// The protobuf types of the ONNX format, generated at build time from `proto/onnx.proto`.
