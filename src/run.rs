@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pipeline_passes::ir::{self, proto::ModelProto, IrError};
-use pipeline_passes::pass::{ModelRunner, PassContext, PassError};
+use pipeline_passes::pass::{ModelRunner, PassContext, PassError, Runtime};
 use tracing::{debug_span, info, trace_span};
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
@@ -347,6 +347,7 @@ impl Builder {
             }
             let context = PassContext {
                 calibration: self.calibration.as_ref().map(|runner| runner as &dyn ModelRunner),
+                runtime: Runtime::OnnxRuntime,
             };
             let result = run_step(&step.pass, &step.config, &model, &context);
             self.built.insert(key.clone(), result.clone());

@@ -7,6 +7,7 @@
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::de::DeserializeOwned;
 
+use crate::fusion::Fuse;
 use crate::ir::proto::ModelProto;
 use crate::ir::IrError;
 use crate::quantize::dynamic::QuantizeDynamic;
@@ -51,12 +52,27 @@ pub trait Pass: Send + Sync {
     fn run(&self, model: ModelProto, context: &PassContext) -> Result<ModelProto, PassError>;
 }
 
-/// What a pass may use besides the model: a way to run models on the calibration data.
-/// The engine provides it; this crate stays free of any runtime.
+/// What a pass may use besides the model: the runtime the model is made for, and a way to
+/// run models on the calibration data. The engine provides it; this crate stays free of any
+/// runtime.
 #[derive(Default, Clone, Copy)]
 pub struct PassContext<'a> {
     /// Runs a model on the recipe's calibration data; `None` when the recipe has none.
     pub calibration: Option<&'a dyn ModelRunner>,
+    /// The runtime the target runs models in.
+    pub runtime: Runtime,
+}
+
+/// The runtime a model is optimized for, which decides the operators a pass may write.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Runtime {
+    /// ONNX Runtime: its `com.microsoft` contrib operators (Gelu, SkipLayerNormalization,
+    /// Attention ...) may be written.
+    #[default]
+    OnnxRuntime,
+    /// Any runtime that implements the ONNX standard: only operators of the default domain.
+    Standard,
 }
 
 /// Runs a model on a fixed set of samples and hands out chosen float outputs, one batch at
@@ -109,6 +125,13 @@ impl PassInfo {
 /// Every pass the engine knows, in the order `pipeline passes` lists them.
 pub fn registry() -> &'static [PassInfo] {
     static REGISTRY: &[PassInfo] = &[
+        PassInfo {
+            name: Fuse::NAME,
+            summary: "graph fusion: constant folding, no-op removal, Conv+BN, GELU, LayerNorm, attention ...",
+            needs_calibration: false,
+            config_schema: config_schema::<<Fuse as Configured>::Config>,
+            build: build::<Fuse>,
+        },
         PassInfo {
             name: QuantizeDynamic::NAME,
             summary: "dynamic INT8 quantization (MatMul, Gemm, Conv, Gather, LSTM, Attention ...)",

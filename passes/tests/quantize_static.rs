@@ -448,7 +448,7 @@ fn the_pass_calibrates_the_tensors_it_quantizes() {
     assert!(err.to_string().contains("needs calibration data"), "{err}");
 
     let runner = ScriptedRunner { asked: Mutex::new(Vec::new()) };
-    let context = PassContext { calibration: Some(&runner) };
+    let context = PassContext { calibration: Some(&runner), ..PassContext::default() };
     let ours = pass.run(conv_relu_conv(), &context).unwrap();
 
     // The float inputs and outputs of the selected nodes, sorted by name; the extremes of

@@ -143,10 +143,32 @@ impl Shapes {
                     self.track_constant(output, &tensor);
                 }
             }
-            "Identity" | "Relu" | "Sigmoid" | "Tanh" | "Erf" | "Sqrt" | "Exp" | "Log" | "Neg"
-            | "Abs" | "Reciprocal" | "Floor" | "Ceil" | "Round" | "Softmax" | "LeakyRelu"
-            | "Gelu" | "Clip" | "Dropout" | "LayerNormalization" | "BatchNormalization"
-            | "InstanceNormalization" | "LogSoftmax" | "HardSigmoid" | "Elu" | "Selu" => {
+            "Identity"
+            | "Relu"
+            | "Sigmoid"
+            | "Tanh"
+            | "Erf"
+            | "Sqrt"
+            | "Exp"
+            | "Log"
+            | "Neg"
+            | "Abs"
+            | "Reciprocal"
+            | "Floor"
+            | "Ceil"
+            | "Round"
+            | "Softmax"
+            | "LeakyRelu"
+            | "Gelu"
+            | "Clip"
+            | "Dropout"
+            | "LayerNormalization"
+            | "BatchNormalization"
+            | "InstanceNormalization"
+            | "LogSoftmax"
+            | "HardSigmoid"
+            | "Elu"
+            | "Selu" => {
                 self.set(output, elem(self, 0), dims(self, 0));
                 if node.op_type() == "Identity" {
                     if let Some(values) = self.integers.get(input(0)).cloned() {
@@ -202,7 +224,8 @@ impl Shapes {
                     let perm = node_attr_ints(node, "perm")
                         .map(<[i64]>::to_vec)
                         .unwrap_or_else(|| (0..d.len() as i64).rev().collect());
-                    perm.iter().map(|&p| d.get(p as usize).cloned().unwrap_or(Dim::Unknown))
+                    perm.iter()
+                        .map(|&p| d.get(p as usize).cloned().unwrap_or(Dim::Unknown))
                         .collect()
                 });
                 self.set(output, elem(self, 0), shape);
@@ -223,8 +246,7 @@ impl Shapes {
                     _ => None,
                 };
                 self.set(output, elem(self, 0), shape.clone());
-                if let (Some(values), Some(axes)) = (self.integers.get(input(0)), self.axes(node))
-                {
+                if let (Some(values), Some(axes)) = (self.integers.get(input(0)), self.axes(node)) {
                     if node.op_type() == "Unsqueeze" && axes == [0] && values.len() == 1 {
                         self.integers.insert(output.to_string(), values.clone());
                     }
@@ -289,7 +311,8 @@ impl Shapes {
                 let shape = dims(self, 0).and_then(|d| {
                     let axis = normalize(node_attr_int(node, "axis").unwrap_or(1), d.len() + 1)?;
                     let product = |part: &[Dim]| -> Dim {
-                        part.iter().try_fold(1i64, |p, x| Some(p * x.known()?))
+                        part.iter()
+                            .try_fold(1i64, |p, x| Some(p * x.known()?))
                             .map_or(Dim::Unknown, Dim::Known)
                     };
                     Some(vec![product(&d[..axis]), product(&d[axis..])])
@@ -506,7 +529,13 @@ fn unsqueeze(dims: &[Dim], axes: &[i64]) -> Option<Vec<Dim>> {
 fn squeeze(dims: &[Dim], axes: &[i64]) -> Option<Vec<Dim>> {
     let axes: Vec<usize> =
         axes.iter().map(|&a| normalize(a, dims.len())).collect::<Option<Vec<_>>>()?;
-    Some(dims.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, d)| d.clone()).collect())
+    Some(
+        dims.iter()
+            .enumerate()
+            .filter(|(i, _)| !axes.contains(i))
+            .map(|(_, d)| d.clone())
+            .collect(),
+    )
 }
 
 fn reduce(dims: &[Dim], axes: &[i64], keep: bool) -> Option<Vec<Dim>> {

@@ -72,12 +72,12 @@ pub fn tensor_to_f32(tensor: &TensorProto) -> Result<ArrayD<f32>, IrError> {
 
 /// Reads an integer tensor as `i64`: `INT64` from `int64_data` or `raw_data`, and the
 /// narrower types that widen without loss (`INT8`, `UINT8`, `INT16`, `UINT16`, `INT32`,
-/// `UINT32`) from their own fields.
+/// `UINT32`, and `BOOL` as 0 and 1) from their own fields.
 pub fn tensor_to_i64(tensor: &TensorProto) -> Result<ArrayD<i64>, IrError> {
     use DataType as T;
 
     check_in_memory(tensor)?;
-    let allowed = [T::Int64, T::Int32, T::Int16, T::Int8, T::Uint32, T::Uint16, T::Uint8];
+    let allowed = [T::Int64, T::Int32, T::Int16, T::Int8, T::Uint32, T::Uint16, T::Uint8, T::Bool];
     let data_type = expect_type(tensor, &allowed)?;
 
     let from_i32 = || tensor.int32_data.iter().map(|&v| i64::from(v)).collect::<Vec<_>>();
