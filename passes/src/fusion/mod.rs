@@ -12,7 +12,9 @@
 //! A rule never changes what the model computes beyond float rounding: the tests run every
 //! rule's model before and after in ONNX Runtime on the same inputs.
 
+mod conv;
 mod eliminate;
+mod gemm;
 mod pattern;
 
 use std::collections::{BTreeMap, HashSet};
@@ -53,7 +55,11 @@ pub(crate) const RULES: &[Rule] = &[
     eliminate::IDENTITY,
     eliminate::DROPOUT,
     // Convolution fusions.
+    conv::CONV_BN,
+    conv::CONV_MUL,
+    conv::CONV_ADD,
     // Transformer fusions, before MatMul + Add becomes a Gemm that they could not match.
+    gemm::MATMUL_ADD,
     // Last, what the others left unread.
     eliminate::DEAD_NODES,
 ];

@@ -331,6 +331,18 @@ impl Shapes {
                 };
                 self.set(output, elem(self, 0), shape);
             }
+            "MaxPool" | "AveragePool" | "LpPool" | "GlobalAveragePool" | "GlobalMaxPool"
+            | "GlobalLpPool" => {
+                // Batch and channels pass through; a global pool leaves 1 on each spatial axis.
+                let global = node.op_type().starts_with("Global");
+                let shape = dims(self, 0).filter(|x| x.len() >= 3).map(|x| {
+                    let spatial = if global { Dim::Known(1) } else { Dim::Unknown };
+                    let mut out = vec![x[0].clone(), x[1].clone()];
+                    out.extend(std::iter::repeat_n(spatial, x.len() - 2));
+                    out
+                });
+                self.set(output, elem(self, 0), shape);
+            }
             _ => {}
         }
     }
