@@ -117,7 +117,8 @@ pub trait GraphOptimizer: Sync {
     ) -> Result<ModelProto, RunnerError>;
 
     /// The runtime, its version and the execution providers it optimizes for, as a reader
-    /// of a note in the model should see them (`ONNX Runtime 1.31.1, CPU execution provider`).
+    /// of a note in the model should see them (`ONNX Runtime 1.31.1 on the CPU execution
+    /// provider`).
     fn describe(&self) -> String;
 }
 

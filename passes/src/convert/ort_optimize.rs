@@ -135,7 +135,7 @@ impl OrtOptimize {
             }
             _ => "other providers and runtimes may not run its contrib operators",
         };
-        format!("optimized by {runtime} at level `{}`: {holds}; {scope}", self.level)
+        format!("optimized at level `{}` by {runtime}: {holds}; {scope}", self.level)
     }
 }
 
