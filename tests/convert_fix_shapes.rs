@@ -389,3 +389,54 @@ fn digits_fixed_to_batch_one_or_four_is_measured_with_the_source_accuracy() {
     let inputs = IoInfo::model_inputs(&best);
     assert!(inputs[0].shape.iter().all(Option::is_some), "{inputs:?}");
 }
+
+#[test]
+fn calibration_feeds_a_fixed_batch_in_whole_batches() {
+    use pipeline::calibrate::OrtRunner;
+    use pipeline::evaluate::Dataset;
+    use pipeline_passes::pass::ModelRunner;
+
+    let fixed = fix(&batch_model(), json!({"dims": {"N": 4}})).expect("fix_shapes runs");
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let path = dir.path().join("calib.npz");
+    common::Npz::create(&path).array("x", Rng::new(9).normal_array(&[10, 4], 1.0)).finish();
+    let runner =
+        OrtRunner::new(Dataset::load(&path, None, None).expect("data"), Threads::default());
+
+    let mut shapes = Vec::new();
+    runner
+        .for_each_batch(&fixed, &["y".to_string()], &mut |_, values| {
+            shapes.push(values.shape().to_vec());
+            Ok(())
+        })
+        .expect("calibration runs");
+
+    // Ten samples make two batches of four; the last two do not fill a batch.
+    assert_eq!(shapes, [[4, 3], [4, 3]]);
+
+    let few = dir.path().join("few.npz");
+    common::Npz::create(&few).array("x", Rng::new(9).normal_array(&[3, 4], 1.0)).finish();
+    let runner = OrtRunner::new(Dataset::load(&few, None, None).expect("data"), Threads::default());
+    let error = runner
+        .for_each_batch(&fixed, &["y".to_string()], &mut |_, _| Ok(()))
+        .expect_err("three samples cannot fill a batch of four");
+    let message = error.to_string();
+    assert!(message.contains("fixes its batch to 4") && message.contains("hint:"), "{message}");
+}
+
+#[test]
+fn digits_fixed_to_batch_four_is_calibrated_and_quantized() {
+    let project = common::Project::digits();
+    project.edit_recipe(DIGITS_PASSES, "  - fix_shapes: {dims: {N: 4}}\n  - quantize_static: {}\n");
+
+    let result = common::outcome(&mut project.run());
+
+    result.expect_code(0).no_panic();
+    let report = read_report(&project.path("out"));
+    let candidate = &report["candidates"][0];
+    assert_eq!(candidate["status"], "passed", "{candidate:#}");
+    assert_eq!(candidate["measurement"]["latency_ms"]["batch"], 4, "{candidate:#}");
+    let source = report["source"]["accuracy"].as_f64().expect("a source accuracy");
+    let accuracy = candidate["measurement"]["accuracy"].as_f64().expect("an accuracy");
+    assert!((source - accuracy).abs() <= 0.01, "{source} -> {accuracy}");
+}

@@ -19,7 +19,7 @@ use tracing::{info, info_span};
 
 use crate::ir::proto::{GraphProto, ModelProto};
 use crate::pass::{
-    mark_provider_specific, Configured, OptimizationLevel, Pass, PassContext, PassError,
+    mark_provider_specific, Configured, OptimizationLevel, Pass, PassContext, PassError, Runtime,
 };
 
 /// The configuration of [`OrtOptimize`].
@@ -78,6 +78,16 @@ impl Pass for OrtOptimize {
 
     fn run(&self, model: ModelProto, context: &PassContext) -> Result<ModelProto, PassError> {
         let _span = info_span!("ort_optimize", level = %self.level).entered();
+        if context.runtime != Runtime::OnnxRuntime && self.level > OptimizationLevel::Basic {
+            return Err(PassError::Model {
+                pass: Self::NAME,
+                reason: format!(
+                    "level `{}` writes ONNX Runtime's own operators, and the target runs \
+                     standard ONNX only; hint: use `level: basic`",
+                    self.level
+                ),
+            });
+        }
         let optimizer = context.optimizer.ok_or_else(|| PassError::Optimizer {
             pass: Self::NAME,
             reason: "no ONNX Runtime is at hand to optimize with (the pass context has no \
@@ -295,6 +305,24 @@ mod tests {
         let optimizer = Scripted { nodes: vec![("", "Conv")], imports: vec![] };
         let basic = run(OptimizationLevel::Basic, &optimizer).unwrap();
         assert_eq!(crate::pass::provider_specific_note(&basic), None);
+    }
+
+    #[test]
+    fn a_target_of_standard_onnx_takes_the_basic_level_only() {
+        let optimizer = Scripted { nodes: vec![("com.microsoft", "FusedConv")], imports: vec![] };
+        let context = PassContext {
+            optimizer: Some(&optimizer),
+            runtime: Runtime::Standard,
+            ..PassContext::default()
+        };
+
+        let error = OrtOptimize::new(OptimizationLevel::Extended).run(source(), &context);
+        let message = error.unwrap_err().to_string();
+        assert!(message.contains("standard ONNX only") && message.contains("basic"), "{message}");
+
+        let optimizer = Scripted { nodes: vec![("", "Conv")], imports: vec![] };
+        let context = PassContext { optimizer: Some(&optimizer), ..context };
+        assert!(OrtOptimize::new(OptimizationLevel::Basic).run(source(), &context).is_ok());
     }
 
     #[test]
