@@ -98,7 +98,7 @@ fn fixed_batch(inputs: &[IoInfo]) -> Result<Option<usize>, RunnerError> {
     if fixed.iter().any(|(_, other)| *other != size) {
         let sizes: Vec<String> = fixed.iter().map(|(name, n)| format!("`{name}` {n}")).collect();
         return Err(RunnerError(format!(
-            "the model's inputs fix different batch sizes ({}), so no batch of samples fits them all",
+            "the model's inputs fix different batch sizes ({}): no batch of samples fits them all",
             sizes.join(", ")
         )));
     }

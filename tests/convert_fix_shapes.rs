@@ -3,6 +3,9 @@
 //! inputs of those sizes; bad names, sizes and contradictions are refused with what exists;
 //! and `pipeline` reads map-valued parameters and measures fixed models on the digits example.
 
+// Both helper modules load `common/paths.rs`; each is its own module, so that is harmless.
+#![allow(clippy::duplicate_mod)]
+
 mod common;
 mod fusion_support;
 

@@ -239,14 +239,14 @@ pub fn registry() -> &'static [PassInfo] {
         },
         PassInfo {
             name: FixShapes::NAME,
-            summary: "fix symbolic dimensions (batch, sequence ...) to sizes, for runtimes and NPUs that need static shapes",
+            summary: "symbolic dimensions (batch, sequence) fixed to sizes, for static shapes",
             needs_calibration: false,
             config_schema: config_schema::<<FixShapes as Configured>::Config>,
             build: build::<FixShapes>,
         },
         PassInfo {
             name: OrtOptimize::NAME,
-            summary: "ONNX Runtime's own graph optimizer at a level (basic, extended, layout); above basic the model is provider-specific",
+            summary: "ONNX Runtime's own graph optimizer; provider-specific above `basic`",
             needs_calibration: false,
             config_schema: config_schema::<<OrtOptimize as Configured>::Config>,
             build: build::<OrtOptimize>,
