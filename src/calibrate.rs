@@ -5,7 +5,9 @@
 //! whatever their data reader hands them, batch by batch: MinMax with a moving average
 //! averages per-batch extremes, and strides of batches are merged as they come, so a range
 //! depends on where batches start and end. ORT's own examples, and the exactness tests of
-//! this project, read one sample at a time; the same batches give the same ranges.
+//! this project, read one sample at a time; the same batches give the same ranges. A model
+//! whose inputs fix the batch (after `fix_shapes`, say) is fed batches of that size, and the
+//! samples left over that cannot fill one are not run.
 
 use std::path::Path;
 
@@ -14,7 +16,7 @@ use pipeline_passes::ir::{self, proto::ModelProto};
 use pipeline_passes::pass::{ModelRunner, RunnerError};
 
 use crate::evaluate::Dataset;
-use crate::runtime::{ModelSession, Optimization, Tensor, Threads};
+use crate::runtime::{IoInfo, ModelSession, Optimization, Tensor, Threads};
 
 /// Runs models in ONNX Runtime's CPU provider over the samples of a dataset, a fixed number
 /// of samples per batch, in order.
@@ -66,9 +68,12 @@ impl ModelRunner for OrtRunner {
         self.data.check_inputs(session.inputs()).map_err(|e| RunnerError(e.to_string()))?;
         let inputs = session.inputs().to_vec();
 
-        let samples = self.data.len();
-        for start in (0..samples).step_by(self.batch_size) {
-            let range = start..(start + self.batch_size).min(samples);
+        let (batch_size, samples) = match fixed_batch(&inputs)? {
+            Some(fixed) => whole_batches(fixed, self.data.len(), &data.to_string())?,
+            None => (self.batch_size, self.data.len()),
+        };
+        for start in (0..samples).step_by(batch_size) {
+            let range = start..(start + batch_size).min(samples);
             let batch = self.data.batch(&inputs, range.clone());
             let results = session.run(&batch).map_err(|e| {
                 RunnerError(format!("running samples {range:?} of {data} failed: {e}"))
@@ -81,6 +86,42 @@ impl ModelRunner for OrtRunner {
         }
         Ok(())
     }
+}
+
+/// The batch size every fed input fixes on its first dimension, if they fix one.
+fn fixed_batch(inputs: &[IoInfo]) -> Result<Option<usize>, RunnerError> {
+    let fixed: Vec<(&str, i64)> = inputs
+        .iter()
+        .filter_map(|input| Some((input.name.as_str(), input.shape.first().copied().flatten()?)))
+        .collect();
+    let Some(&(_, size)) = fixed.first() else { return Ok(None) };
+    if fixed.iter().any(|(_, other)| *other != size) {
+        let sizes: Vec<String> = fixed.iter().map(|(name, n)| format!("`{name}` {n}")).collect();
+        return Err(RunnerError(format!(
+            "the model's inputs fix different batch sizes ({}): no batch of samples fits them all",
+            sizes.join(", ")
+        )));
+    }
+    Ok(usize::try_from(size).ok().filter(|&size| size > 0))
+}
+
+/// Batches of `fixed` samples over `samples`: the batch size and how many samples they hold.
+fn whole_batches(fixed: usize, samples: usize, data: &str) -> Result<(usize, usize), RunnerError> {
+    let usable = samples / fixed * fixed;
+    if usable == 0 {
+        return Err(RunnerError(format!(
+            "the model fixes its batch to {fixed} samples, and {data} holds {samples}; hint: \
+             give at least {fixed} calibration samples, or fix the shapes after calibrating"
+        )));
+    }
+    if usable < samples {
+        tracing::warn!(
+            "the model fixes its batch to {fixed} samples: calibrating on {usable} of the \
+             {samples} samples of {data}, the last {} do not fill a batch",
+            samples - usable
+        );
+    }
+    Ok((fixed, usable))
 }
 
 /// Saves `model` at `path` and loads it in a session.

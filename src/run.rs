@@ -22,9 +22,10 @@ use crate::evaluate::{self, DataError, Dataset, EvalError};
 use crate::plan::{self, Candidate, PlanError};
 use crate::recipe::{self, LatencyStat, Objective, Recipe, RecipeError};
 use crate::report::{
-    self, CandidateReport, Latency, Measurement, Report, RuntimeSummary, Status, StepReport,
+    self, CandidateReport, Latency, Measurement, Note, NoteKind, Report, RuntimeSummary, Status,
+    StepReport,
 };
-use crate::runtime::{self, IoInfo, ModelSession, RuntimeError, Threads};
+use crate::runtime::{self, IoInfo, ModelSession, OrtOptimizer, RuntimeError, Threads};
 
 /// How to run, beyond what the recipe says.
 #[derive(Debug, Clone)]
@@ -173,7 +174,9 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
     let _entered = span.enter();
 
     let calibration = calibration.map(|data| OrtRunner::new(data, threads));
-    let mut builder = Builder::new(Arc::new(source_model), calibration);
+    let optimizer =
+        OrtOptimizer::new(threads).with_external_data_above(options.external_data_above);
+    let mut builder = Builder::new(Arc::new(source_model), calibration).with_optimizer(optimizer);
     let mut reports = Vec::with_capacity(candidates.len());
     for candidate in candidates {
         let outcome = evaluate_candidate(
@@ -323,16 +326,24 @@ fn measure(
 
 /// Runs passes, remembering the model after each distinct prefix of steps so that
 /// candidates that share a prefix build it once. Passes that calibrate run models on
-/// `calibration`.
+/// `calibration`; passes that call ONNX Runtime's graph optimizer use `optimizer`.
 struct Builder {
     source: Arc<ModelProto>,
     calibration: Option<OrtRunner>,
+    optimizer: OrtOptimizer,
     built: HashMap<String, Result<Arc<ModelProto>, StepFailure>>,
 }
 
 impl Builder {
     fn new(source: Arc<ModelProto>, calibration: Option<OrtRunner>) -> Self {
-        Self { source, calibration, built: HashMap::new() }
+        let optimizer = OrtOptimizer::new(Threads::default());
+        Self { source, calibration, optimizer, built: HashMap::new() }
+    }
+
+    /// Optimizes with `optimizer` instead of the default one.
+    fn with_optimizer(mut self, optimizer: OrtOptimizer) -> Self {
+        self.optimizer = optimizer;
+        self
     }
 
     /// The model after all of `candidate`'s steps, or why a step failed.
@@ -348,6 +359,7 @@ impl Builder {
             let context = PassContext {
                 calibration: self.calibration.as_ref().map(|runner| runner as &dyn ModelRunner),
                 runtime: Runtime::OnnxRuntime,
+                optimizer: Some(&self.optimizer),
             };
             let result = run_step(&step.pass, &step.config, &model, &context);
             self.built.insert(key.clone(), result.clone());
@@ -428,6 +440,7 @@ fn evaluate_candidate(
         reasons: Vec::new(),
         measurement: None,
         build_s: 0.0,
+        notes: Vec::new(),
     };
 
     let started = Instant::now();
@@ -443,6 +456,7 @@ fn evaluate_candidate(
             return report;
         }
     };
+    report.notes = notes(&model);
 
     let folder = work.join(&candidate.id);
     let path = folder.join(file_name);
@@ -477,6 +491,16 @@ fn evaluate_candidate(
     report.status = if report.reasons.is_empty() { Status::Passed } else { Status::MissedGoals };
     report.measurement = Some(measured);
     report
+}
+
+/// What a reader must know of a candidate's model beyond its measurements, from the marks
+/// passes leave in its metadata.
+fn notes(model: &ModelProto) -> Vec<Note> {
+    let provider_specific = pipeline_passes::pass::provider_specific_note(model);
+    provider_specific
+        .map(|message| Note { kind: NoteKind::ProviderSpecific, message: message.to_string() })
+        .into_iter()
+        .collect()
 }
 
 /// Saves a candidate in its own folder, with external data when it is large.

@@ -7,6 +7,8 @@
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::de::DeserializeOwned;
 
+use crate::convert::ort_optimize::OrtOptimize;
+use crate::convert::shapes::FixShapes;
 use crate::fusion::Fuse;
 use crate::ir::proto::ModelProto;
 use crate::ir::IrError;
@@ -38,6 +40,10 @@ pub enum PassError {
     #[error("pass `{pass}`: calibration failed: {source}")]
     Calibration { pass: &'static str, source: RunnerError },
 
+    /// The runtime's graph optimizer failed, or the context has none.
+    #[error("pass `{pass}`: graph optimization failed: {reason}")]
+    Optimizer { pass: &'static str, reason: String },
+
     #[error(transparent)]
     Ir(#[from] IrError),
 }
@@ -61,6 +67,8 @@ pub struct PassContext<'a> {
     pub calibration: Option<&'a dyn ModelRunner>,
     /// The runtime the target runs models in.
     pub runtime: Runtime,
+    /// Runs the runtime's own graph optimizer; `None` where no runtime is at hand.
+    pub optimizer: Option<&'a dyn GraphOptimizer>,
 }
 
 /// The runtime a model is optimized for, which decides the operators a pass may write.
@@ -96,6 +104,89 @@ pub trait ModelRunner: Sync {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct RunnerError(pub String);
+
+/// Runs a runtime's own graph optimizer on a model and hands back the model it writes, for
+/// passes such as `ort_optimize`. The engine implements it over ONNX Runtime.
+pub trait GraphOptimizer: Sync {
+    /// Optimizes `model` at `level` and returns the optimized model, with every tensor in
+    /// memory. The optimized model loads again in a fresh session of the same runtime.
+    fn optimize(
+        &self,
+        model: &ModelProto,
+        level: OptimizationLevel,
+    ) -> Result<ModelProto, RunnerError>;
+
+    /// The runtime, its version and the execution providers it optimizes for, as a reader
+    /// of a note in the model should see them (`ONNX Runtime 1.31.1 on the CPU execution
+    /// provider`).
+    fn describe(&self) -> String;
+}
+
+/// How far a runtime's graph optimizer rewrites a model; each level includes the ones
+/// before it. These are ONNX Runtime's levels.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizationLevel {
+    /// Rewrites that keep to standard operators and suit every execution provider: constant
+    /// folding, removal of redundant nodes, Conv with Add, Mul or BatchNormalization, MatMul
+    /// with Add into Gemm.
+    Basic,
+    /// Fusions into ONNX Runtime's contrib operators, made for the nodes the CPU provider
+    /// runs: FusedConv, FusedGemm, GELU, LayerNormalization, attention.
+    #[default]
+    Extended,
+    /// Memory layout rewrites as well: NCHWc convolutions and pooling, blocked for the
+    /// instruction set of the CPU they were made on, which only the CPU provider of an ONNX
+    /// Runtime build alike runs.
+    Layout,
+}
+
+impl OptimizationLevel {
+    /// Every level, lowest first.
+    pub const ALL: [OptimizationLevel; 3] =
+        [OptimizationLevel::Basic, OptimizationLevel::Extended, OptimizationLevel::Layout];
+
+    /// The name recipes use.
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizationLevel::Basic => "basic",
+            OptimizationLevel::Extended => "extended",
+            OptimizationLevel::Layout => "layout",
+        }
+    }
+}
+
+impl std::fmt::Display for OptimizationLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The `metadata_props` key under which a pass records that its model runs only on some
+/// execution providers; the value says which and why. It stays in the saved model, and the
+/// engine's report notes every candidate whose model holds it.
+pub const PROVIDER_SPECIFIC_KEY: &str = "pipeline.provider_specific";
+
+/// Records in `model`'s metadata that it runs only where `note` says ([`PROVIDER_SPECIFIC_KEY`]),
+/// replacing an earlier note of the same key.
+pub fn mark_provider_specific(model: &mut ModelProto, note: String) {
+    use crate::ir::proto::StringStringEntryProto;
+
+    model.metadata_props.retain(|entry| entry.key() != PROVIDER_SPECIFIC_KEY);
+    model.metadata_props.push(StringStringEntryProto {
+        key: Some(PROVIDER_SPECIFIC_KEY.to_string()),
+        value: Some(note),
+    });
+}
+
+/// The note a pass left with [`mark_provider_specific`], if any.
+pub fn provider_specific_note(model: &ModelProto) -> Option<&str> {
+    model
+        .metadata_props
+        .iter()
+        .find(|entry| entry.key() == PROVIDER_SPECIFIC_KEY)
+        .map(|entry| entry.value())
+}
 
 /// What the registry knows about one pass.
 pub struct PassInfo {
@@ -145,6 +236,20 @@ pub fn registry() -> &'static [PassInfo] {
             needs_calibration: true,
             config_schema: config_schema::<<QuantizeStatic as Configured>::Config>,
             build: build::<QuantizeStatic>,
+        },
+        PassInfo {
+            name: FixShapes::NAME,
+            summary: "symbolic dimensions (batch, sequence) fixed to sizes, for static shapes",
+            needs_calibration: false,
+            config_schema: config_schema::<<FixShapes as Configured>::Config>,
+            build: build::<FixShapes>,
+        },
+        PassInfo {
+            name: OrtOptimize::NAME,
+            summary: "ONNX Runtime's own graph optimizer; provider-specific above `basic`",
+            needs_calibration: false,
+            config_schema: config_schema::<<OrtOptimize as Configured>::Config>,
+            build: build::<OrtOptimize>,
         },
     ];
     REGISTRY

@@ -4,7 +4,8 @@ use std::fmt::Write;
 
 use super::{human_bytes, millis, percent, Report, Status};
 
-/// Renders the report as Markdown: the verdict, the goals, and one row per candidate.
+/// Renders the report as Markdown: the verdict, the goals, one row per candidate, and the
+/// notes on candidates' models (a provider-specific model, for one) under the table.
 pub fn render_markdown(report: &Report) -> String {
     let mut out = String::new();
 
@@ -68,6 +69,9 @@ pub fn render_markdown(report: &Report) -> String {
         if candidate.status != Status::Passed && !candidate.reasons.is_empty() {
             result = format!("{result}: {}", candidate.reasons.join("; "));
         }
+        for note in &candidate.notes {
+            result = format!("{result} ({}, see notes)", note.kind.as_str());
+        }
         let _ = writeln!(
             out,
             "| {} | `{}` | {} | {} | {} | {} | {} |",
@@ -79,6 +83,23 @@ pub fn render_markdown(report: &Report) -> String {
             m.map_or_else(|| "-".to_string(), |m| human_bytes(m.size_bytes)),
             result.replace('|', "\\|")
         );
+    }
+
+    let noted: Vec<_> = report.candidates.iter().filter(|c| !c.notes.is_empty()).collect();
+    if !noted.is_empty() {
+        let _ = writeln!(out, "\n## Notes\n");
+        for candidate in noted {
+            for note in &candidate.notes {
+                let _ = writeln!(
+                    out,
+                    "- {} `{}`: **{}**: {}",
+                    candidate.id,
+                    candidate.label,
+                    note.kind.as_str(),
+                    note.message
+                );
+            }
+        }
     }
     out
 }

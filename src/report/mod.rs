@@ -82,6 +82,35 @@ pub struct CandidateReport {
     pub measurement: Option<Measurement>,
     /// Seconds spent running the candidate's passes (shared prefixes counted once).
     pub build_s: f64,
+    /// What a reader must know of the model before deploying it, beyond its measurements;
+    /// empty for most candidates.
+    pub notes: Vec<Note>,
+}
+
+/// A fact about a candidate's model that its measurements do not show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Note {
+    pub kind: NoteKind,
+    /// The fact in words: what makes it so and what it means for deployment.
+    pub message: String,
+}
+
+/// The kinds of [`Note`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum NoteKind {
+    /// The model runs only on the execution provider (and runtime build) it was made for,
+    /// such as a model ONNX Runtime's optimizer wrote above its basic level.
+    ProviderSpecific,
+}
+
+impl NoteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoteKind::ProviderSpecific => "provider-specific",
+        }
+    }
 }
 
 /// One pass of a candidate with its concrete configuration.

@@ -17,6 +17,9 @@ pub fn render_table(report: &Report) -> String {
         if let Some(reason) = candidate.reasons.first() {
             result = format!("{result}: {reason}");
         }
+        for note in &candidate.notes {
+            result = format!("{result} ({})", note.kind.as_str());
+        }
         let id = format!("{marker}{}", candidate.id);
         let empty = Measurement::default();
         let measured = candidate.measurement.as_ref().unwrap_or(&empty);

@@ -14,12 +14,14 @@
 //! ```
 
 mod discovery;
+mod optimize;
 mod session;
 mod tensor;
 
 use std::path::PathBuf;
 
 pub use discovery::{init, RuntimeInfo, RuntimeSource};
+pub use optimize::{optimize_file, OrtOptimizer};
 pub use session::{IoInfo, ModelSession, Optimization, Threads};
 pub use tensor::{ElemType, Tensor};
 
