@@ -331,7 +331,17 @@ struct Builder {
     source: Arc<ModelProto>,
     calibration: Option<OrtRunner>,
     optimizer: OrtOptimizer,
-    built: HashMap<String, Result<Arc<ModelProto>, StepFailure>>,
+    built: HashMap<String, Result<Built, StepFailure>>,
+}
+
+/// A candidate's model after some of its steps.
+#[derive(Debug, Clone)]
+struct Built {
+    model: Arc<ModelProto>,
+    /// Whether some step changed the model; if none did, the candidate is the source.
+    changed: bool,
+    /// Why each step that changed nothing did not (`pass: reason`).
+    unchanged_steps: Vec<String>,
 }
 
 impl Builder {
@@ -346,14 +356,17 @@ impl Builder {
         self
     }
 
-    /// The model after all of `candidate`'s steps, or why a step failed.
-    fn build(&mut self, candidate: &Candidate) -> Result<Arc<ModelProto>, StepFailure> {
-        let mut model = Arc::clone(&self.source);
+    /// The model after all of `candidate`'s steps, or why a step failed. A step that finds
+    /// nothing to rewrite passes the model on to the next step; the candidate is unchanged
+    /// only when every step was.
+    fn build(&mut self, candidate: &Candidate) -> Result<Built, StepFailure> {
+        let mut built =
+            Built { model: Arc::clone(&self.source), changed: false, unchanged_steps: Vec::new() };
         let mut key = String::new();
         for step in &candidate.steps {
             key.push_str(&format!("/{}{}", step.pass, step.config));
             if let Some(done) = self.built.get(&key) {
-                model = done.clone()?;
+                built = done.clone()?;
                 continue;
             }
             let context = PassContext {
@@ -361,11 +374,23 @@ impl Builder {
                 runtime: Runtime::OnnxRuntime,
                 optimizer: Some(&self.optimizer),
             };
-            let result = run_step(&step.pass, &step.config, &model, &context);
+            let result = match run_step(&step.pass, &step.config, &built.model, &context) {
+                Ok(model) => Ok(Built { model, changed: true, ..built.clone() }),
+                Err(failure) if failure.unchanged => {
+                    let mut next = built.clone();
+                    next.unchanged_steps.push(failure.reason);
+                    Ok(next)
+                }
+                Err(failure) => Err(failure),
+            };
             self.built.insert(key.clone(), result.clone());
-            model = result?;
+            built = result?;
         }
-        Ok(model)
+
+        if !built.changed {
+            return Err(StepFailure { reason: built.unchanged_steps.join("; "), unchanged: true });
+        }
+        Ok(built)
     }
 }
 
@@ -446,8 +471,8 @@ fn evaluate_candidate(
     let started = Instant::now();
     let model = builder.build(candidate);
     report.build_s = started.elapsed().as_secs_f64();
-    let model = match model {
-        Ok(model) => model,
+    let built = match model {
+        Ok(built) => built,
         Err(failure) => {
             if failure.unchanged {
                 report.status = Status::Unchanged;
@@ -456,7 +481,14 @@ fn evaluate_candidate(
             return report;
         }
     };
+    let model = built.model;
     report.notes = notes(&model);
+    report.notes.extend(
+        built
+            .unchanged_steps
+            .into_iter()
+            .map(|message| Note { kind: NoteKind::UnchangedStep, message }),
+    );
 
     let folder = work.join(&candidate.id);
     let path = folder.join(file_name);

@@ -188,3 +188,28 @@ fn both_formats_are_searched_and_measured() {
     assert_eq!(ops["DequantizeLinear"], 1, "only the logits go back to float: {ops}");
     assert!(ops["Conv"].is_null() && ops["Gemm"].is_null(), "{ops}");
 }
+
+#[test]
+fn a_step_that_changes_nothing_passes_the_model_on_to_the_next_step() {
+    let project = Project::digits();
+    // The digits CNN has nothing to remove or fold; quantization then changes it.
+    project.write_recipe(&recipe_with(
+        "  - fuse: {rules: [eliminate_identity, eliminate_dropout]}\n  - one_of:\n      - \
+         quantize_dynamic: {op_types: [Gemm]}\n      - quantize_dynamic: {op_types: [Attention]}\n",
+    ));
+    let result = outcome(&mut project.run());
+    result.expect_code(0).no_panic();
+
+    let report = read_report(&project.path("out"));
+    let candidates = candidates(&report);
+    assert_eq!(candidates.len(), 2, "{report:#}");
+    assert_eq!(candidates[0]["status"], "passed", "{:#}", candidates[0]);
+    let note = &candidates[0]["notes"][0];
+    assert_eq!(note["kind"], "unchanged_step", "{:#}", candidates[0]);
+    assert!(note["message"].as_str().unwrap_or_default().contains("`fuse` changed nothing"));
+
+    // Both steps unchanged: the candidate is the source.
+    assert_eq!(candidates[1]["status"], "unchanged", "{:#}", candidates[1]);
+    let reason = candidates[1]["reasons"][0].as_str().unwrap_or_default();
+    assert!(reason.contains("fuse") && reason.contains("quantize_dynamic"), "{reason}");
+}

@@ -103,12 +103,16 @@ pub enum NoteKind {
     /// The model runs only on the execution provider (and runtime build) it was made for,
     /// such as a model ONNX Runtime's optimizer wrote above its basic level.
     ProviderSpecific,
+    /// A step of the candidate found nothing to rewrite and passed the model on as it was;
+    /// the other steps changed it.
+    UnchangedStep,
 }
 
 impl NoteKind {
     pub fn as_str(self) -> &'static str {
         match self {
             NoteKind::ProviderSpecific => "provider-specific",
+            NoteKind::UnchangedStep => "step unchanged",
         }
     }
 }
