@@ -356,9 +356,9 @@ impl Dataset {
         self.labels.as_ref().map(|(name, tensor)| (name.as_str(), tensor))
     }
 
-    /// Checks that the arrays fit `model_inputs`: one array per input with the same dtype, rank
-    /// and fixed dimensions (the first dimension counts samples and is not compared), and no
-    /// array left over except the labels.
+    /// Checks that the arrays fit `model_inputs`: one array per input with the same dtype (or
+    /// float32 for a float16 input), rank and fixed dimensions (the first dimension counts
+    /// samples and is not compared), and no array left over except the labels.
     pub fn check_inputs(&self, model_inputs: &[IoInfo]) -> Result<(), DataError> {
         if self.single {
             let [input] = model_inputs else {
@@ -400,7 +400,7 @@ impl Dataset {
     }
 
     fn check_array(&self, array: &str, tensor: &Tensor, input: &IoInfo) -> Result<(), DataError> {
-        if tensor.elem() != input.elem {
+        if !feeds(tensor, input) {
             return Err(DataError::DtypeMismatch {
                 path: self.path.clone(),
                 array: array.to_string(),
@@ -429,22 +429,44 @@ impl Dataset {
     }
 
     /// The inputs of samples `range`, named after `model_inputs` (which
-    /// [`Dataset::check_inputs`] accepted), ready for [`crate::runtime::ModelSession::run`].
+    /// [`Dataset::check_inputs`] accepted), ready for [`crate::runtime::ModelSession::run`]:
+    /// float32 arrays that feed float16 inputs are rounded to float16.
     ///
     /// # Panics
     ///
     /// If `range` reaches past [`Dataset::len`].
     pub fn batch(&self, model_inputs: &[IoInfo], range: Range<usize>) -> Vec<(String, Tensor)> {
         if self.single {
-            let name =
-                model_inputs.first().map_or_else(|| self.inputs[0].0.clone(), |i| i.name.clone());
-            return vec![(name, self.inputs[0].1.slice0(range))];
+            let rows = self.inputs[0].1.slice0(range);
+            return match model_inputs.first() {
+                Some(input) => vec![(input.name.clone(), as_input(rows, input))],
+                None => vec![(self.inputs[0].0.clone(), rows)],
+            };
         }
         model_inputs
             .iter()
-            .filter_map(|input| self.inputs.iter().find(|(name, _)| *name == input.name))
-            .map(|(name, tensor)| (name.clone(), tensor.slice0(range.clone())))
+            .filter_map(|input| {
+                let (name, tensor) = self.inputs.iter().find(|(name, _)| *name == input.name)?;
+                Some((name.clone(), as_input(tensor.slice0(range.clone()), input)))
+            })
             .collect()
+    }
+}
+
+/// Whether `tensor` can feed `input`: the same element type, or float32 values for a float16
+/// input (a model converted to float16 is measured on the float32 data of its source).
+fn feeds(tensor: &Tensor, input: &IoInfo) -> bool {
+    tensor.elem() == input.elem || (tensor.elem() == ElemType::F32 && input.elem == ElemType::F16)
+}
+
+/// `tensor` in the element type `input` takes: float32 values rounded to the nearest float16
+/// for a float16 input, anything else as it is.
+fn as_input(tensor: Tensor, input: &IoInfo) -> Tensor {
+    match tensor {
+        Tensor::F32(values) if input.elem == ElemType::F16 => {
+            Tensor::F16(values.mapv(half::f16::from_f32))
+        }
+        other => other,
     }
 }
 
