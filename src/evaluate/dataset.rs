@@ -640,6 +640,45 @@ mod tests {
         assert_eq!(closest("x_in", &["x".to_string(), "y".to_string()]), Some("x".to_string()));
     }
 
+    fn float_input(elem: ElemType) -> IoInfo {
+        IoInfo { name: "x".into(), elem, shape: vec![None, Some(2)] }
+    }
+
+    fn dataset(tensor: Tensor) -> Dataset {
+        Dataset {
+            path: PathBuf::from("data.npz"),
+            inputs: vec![("x".into(), tensor)],
+            labels: None,
+            single: false,
+            samples: 2,
+        }
+    }
+
+    #[test]
+    fn float32_data_feeds_a_float16_input_rounded_to_float16() {
+        let values =
+            ArrayD::from_shape_vec(ndarray::IxDyn(&[2, 2]), vec![1.0f32, 0.1, -3.0, 7e4]).unwrap();
+        let data = dataset(Tensor::F32(values));
+        let input = float_input(ElemType::F16);
+
+        data.check_inputs(std::slice::from_ref(&input)).unwrap();
+        let batch = data.batch(&[input], 1..2);
+
+        let Tensor::F16(rows) = &batch[0].1 else { panic!("not float16: {:?}", batch[0].1) };
+        let rows: Vec<f32> = rows.iter().map(|v| v.to_f32()).collect();
+        assert_eq!(rows, [-3.0, f32::INFINITY], "values round as a Cast to float16 rounds them");
+    }
+
+    #[test]
+    fn other_types_for_a_float16_input_are_refused() {
+        let values = ArrayD::from_shape_vec(ndarray::IxDyn(&[2, 2]), vec![1.0f64; 4]).unwrap();
+        let data = dataset(Tensor::F64(values));
+
+        let error = data.check_inputs(&[float_input(ElemType::F16)]).unwrap_err().to_string();
+
+        assert!(error.contains("is float64 but model input 'x' expects float16"), "{error}");
+    }
+
     #[test]
     fn numpy_names_cover_unsupported_types() {
         assert_eq!(numpy_name("<f2"), "float16");
