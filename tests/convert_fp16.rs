@@ -550,7 +550,7 @@ fn constant_of_shape_with_a_float_value_is_retyped() {
 
     let node = first_of(&converted, "ConstantOfShape");
     assert_eq!(node.attribute[0].t.as_ref().unwrap().data_type(), FLOAT16);
-    assert_eq!(first_of(&converted, "Shape").input[0], "x_fp16");
+    assert_eq!(first_of(&converted, "Shape").input[0], "x", "Shape reads x as it comes");
     assert_close(&model, &converted, &[]);
 }
 
@@ -764,6 +764,17 @@ fn a_model_without_float32_is_unchanged() {
         .build();
 
     assert_unchanged(&model, json!({}), "holds no float32 values");
+}
+
+#[test]
+fn a_model_whose_float32_work_is_in_another_domain_is_unchanged() {
+    let model = Builder::new(17)
+        .input("x", dims(&[3, 4]))
+        .domain_node("ai.onnx.ml", "Normalizer", &["x"], &["y"], vec![attr_string("norm", "L1")])
+        .output("y")
+        .build();
+
+    assert_unchanged(&model, json!({}), "operators of domain `ai.onnx.ml` are never converted");
 }
 
 #[test]

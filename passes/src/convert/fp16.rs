@@ -171,8 +171,8 @@ impl Pass for ConvertFp16 {
             });
         }
 
-        let (converted, counts) = Rewriter::new(graph, &plan).run()?;
-        *graph = converted;
+        let edits = Rewriter::new(graph, &plan).run()?;
+        let counts = edits.apply(graph, &plan)?;
 
         for (node, reason) in &counts.kept {
             debug!(node = %node, "kept in float32: {reason}");

@@ -66,23 +66,17 @@ impl Precision {
     }
 }
 
-/// Where a float32 value comes from, as far as the plan cares.
+/// Where a float32 value comes from, as far as the rewrite cares: constants can be copied in
+/// the other precision, anything else is cast.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
-    /// A graph input (an initializer that is also a graph input counts as one: it can be fed).
-    GraphInput,
-    /// An initializer, at this position of the graph's initializer list.
+    /// An initializer, at this position of the graph's initializer list (not one that is also
+    /// a graph input: that one can be fed, so it counts as an input).
     Initializer(usize),
     /// The output of a Constant node, at this position of the node list.
     Constant(usize),
-    /// The output of a node whose float type an attribute sets (Cast, ConstantOfShape), at
-    /// this position, when the node is converted.
-    Retypable(usize),
-    /// Any other producer: converted nodes whose output follows their inputs are float16,
-    /// the rest float32.
-    Node { index: usize, half: bool },
-    /// A sparse initializer, or a value of an outer scope: left as it is.
-    Fixed,
+    /// A graph input, a node output, a sparse initializer.
+    Other,
 }
 
 /// The decisions of one conversion.
@@ -139,12 +133,20 @@ impl Plan {
         !value.is_empty() && self.types.get(value) == Some(FLOAT)
     }
 
-    /// The precision node `index` reads its float32 input at `slot` in.
-    pub fn input_precision(&self, node: &NodeProto, index: usize, slot: usize) -> Precision {
+    /// The precision node `index` reads its float32 input at `slot` in; `None` when any
+    /// will do (Shape and Size read only the dimensions), so the value is read as produced.
+    pub fn input_precision(
+        &self,
+        node: &NodeProto,
+        index: usize,
+        slot: usize,
+    ) -> Option<Precision> {
         if self.kept[index].is_some() || fixed_float32_input(node, slot, self.opset) {
-            Precision::Single
+            Some(Precision::Single)
+        } else if reads_only_dimensions(node) {
+            None
         } else {
-            Precision::Half
+            Some(Precision::Half)
         }
     }
 
@@ -167,7 +169,7 @@ impl Plan {
         let inputs: HashSet<&str> = graph.input.iter().map(|v| v.name()).collect();
         for input in &graph.input {
             if self.is_float32(input.name()) {
-                homes.insert(input.name().to_string(), (Source::GraphInput, io));
+                homes.insert(input.name().to_string(), (Source::Other, io));
             }
         }
         for (position, tensor) in graph.initializer.iter().enumerate() {
@@ -180,7 +182,7 @@ impl Plan {
         }
         for tensor in graph.sparse_initializer.iter().filter_map(|s| s.values.as_ref()) {
             if tensor.data_type() == FLOAT {
-                homes.insert(tensor.name().to_string(), (Source::Fixed, Precision::Single));
+                homes.insert(tensor.name().to_string(), (Source::Other, Precision::Single));
             }
         }
 
@@ -192,17 +194,15 @@ impl Plan {
                     continue;
                 }
                 let (source, precision) = match (converted, node.op_type(), rule) {
-                    (false, _, _) => (Source::Node { index, half: false }, Precision::Single),
-                    (true, "Constant", _) if constant_tensor(node).is_some() => {
+                    (false, _, _) => (Source::Other, Precision::Single),
+                    (true, "Constant", _) if is_dense_constant(node) => {
                         (Source::Constant(index), self.constant_home(output, &wants))
                     }
                     (true, "Cast" | "ConstantOfShape", _) => {
-                        (Source::Retypable(index), self.retypable_home(output, &wants))
+                        (Source::Other, self.retypable_home(output, &wants))
                     }
-                    (true, _, Rule::Input(_)) => {
-                        (Source::Node { index, half: true }, Precision::Half)
-                    }
-                    (true, _, _) => (Source::Node { index, half: false }, Precision::Single),
+                    (true, _, Rule::Input(_)) => (Source::Other, Precision::Half),
+                    (true, _, _) => (Source::Other, Precision::Single),
                 };
                 homes.insert(output.clone(), (source, precision));
             }
@@ -216,8 +216,10 @@ impl Plan {
         let mut wants: HashMap<String, Vec<Precision>> = HashMap::new();
         for (index, node) in graph.node.iter().enumerate() {
             for (slot, input) in node.input.iter().enumerate() {
-                if self.is_float32(input) {
-                    let precision = self.input_precision(node, index, slot);
+                if !self.is_float32(input) {
+                    continue;
+                }
+                if let Some(precision) = self.input_precision(node, index, slot) {
                     wants.entry(input.clone()).or_default().push(precision);
                 }
             }
@@ -263,17 +265,21 @@ impl Plan {
     }
 }
 
-/// The tensor a Constant node holds in `value`, `value_float` or `value_floats` (not a
+/// Whether a Constant node holds its value in `value`, `value_float` or `value_floats` (not a
 /// sparse one), which the pass can convert.
-pub fn constant_tensor(node: &NodeProto) -> Option<TensorProto> {
-    let attribute = node.attribute.first()?;
-    let dense = matches!(
+pub fn is_dense_constant(node: &NodeProto) -> bool {
+    let Some(attribute) = node.attribute.first() else { return false };
+    matches!(
         (attribute.name(), attribute.r#type()),
         ("value", AttributeType::Tensor)
             | ("value_float", AttributeType::Float)
             | ("value_floats", AttributeType::Floats)
-    );
-    if dense {
+    )
+}
+
+/// The tensor a dense Constant node holds (see [`is_dense_constant`]).
+pub fn constant_tensor(node: &NodeProto) -> Option<TensorProto> {
+    if is_dense_constant(node) {
         ir::shapes::constant_value(node)
     } else {
         None
@@ -332,6 +338,11 @@ fn float32_only(op: &str, opset: i64) -> Option<String> {
         }
         Some(_) => None,
     }
+}
+
+/// Whether `node` reads nothing of its input but the dimensions: Shape and Size.
+fn reads_only_dimensions(node: &NodeProto) -> bool {
+    matches!(node.domain(), "" | "ai.onnx") && matches!(node.op_type(), "Shape" | "Size")
 }
 
 /// Whether input `slot` of `node` is float32 whatever the node's type: Resize's and

@@ -92,14 +92,13 @@ impl<'g> Rewriter<'g> {
         }
     }
 
-    /// Rewrites the graph in place of the one given to [`Rewriter::new`].
-    pub fn run(mut self) -> Result<(GraphProto, Counts), IrError> {
+    /// Writes the new node list and what else must change in the graph, without touching it.
+    pub fn run(mut self) -> Result<Edits, IrError> {
         let graph = self.graph;
         let order = ir::topological_order(graph)?;
 
         // Versions reserved for graph outputs are made when first read, or at the end.
-        let reserved: HashMap<(String, Precision), String> = self.versions.drain().collect();
-        let mut pending = reserved;
+        let mut pending: HashMap<(String, Precision), String> = self.versions.drain().collect();
         for index in order {
             let node = self.rewrite_node(index, &mut pending)?;
             self.nodes.push(node);
@@ -110,11 +109,14 @@ impl<'g> Rewriter<'g> {
             }
         }
 
-        let mut rewritten = graph.clone();
-        rewritten.node = std::mem::take(&mut self.nodes);
-        self.rewrite_initializers(&mut rewritten)?;
-        self.retype_values(&mut rewritten);
-        Ok((rewritten, self.counts))
+        Ok(Edits {
+            nodes: self.nodes,
+            copies: self.copies,
+            renamed: self.renamed,
+            new_values: self.new_values,
+            declared: self.declared,
+            counts: self.counts,
+        })
     }
 
     /// The node at `index` with its inputs read in the precisions it wants, any Casts those
@@ -132,7 +134,10 @@ impl<'g> Rewriter<'g> {
         for (slot, input) in original.input.iter().enumerate() {
             if self.plan.is_float32(input) {
                 let precision = self.plan.input_precision(original, index, slot);
-                node.input[slot] = self.resolve(input, precision, pending)?;
+                let precision = precision.or_else(|| self.plan.home(input));
+                if let Some(precision) = precision {
+                    node.input[slot] = self.resolve(input, precision, pending)?;
+                }
             }
         }
 
@@ -299,16 +304,39 @@ impl<'g> Rewriter<'g> {
         Ok(())
     }
 
+    fn note_adjusted(&mut self, tensor: &str, adjusted: Adjusted) {
+        note_adjusted(&mut self.counts, tensor, adjusted);
+    }
+}
+
+/// What a rewrite changes in the graph, made while reading it and applied after.
+pub struct Edits {
+    nodes: Vec<NodeProto>,
+    copies: Vec<TensorProto>,
+    renamed: HashMap<String, String>,
+    new_values: Vec<(String, String, Precision)>,
+    declared: HashMap<String, TypeProto>,
+    counts: Counts,
+}
+
+impl Edits {
+    /// Applies the edits to the graph they were made from, converting its initializers in
+    /// place.
+    pub fn apply(mut self, graph: &mut GraphProto, plan: &Plan) -> Result<Counts, IrError> {
+        graph.node = std::mem::take(&mut self.nodes);
+        self.rewrite_initializers(graph, plan)?;
+        self.retype_values(graph, plan);
+        Ok(self.counts)
+    }
+
     /// Converts the initializers stored in float16 and adds the copies.
-    fn rewrite_initializers(&mut self, graph: &mut GraphProto) -> Result<(), IrError> {
+    fn rewrite_initializers(&mut self, graph: &mut GraphProto, plan: &Plan) -> Result<(), IrError> {
         for tensor in &mut graph.initializer {
-            if tensor.data_type() != FLOAT32
-                || self.plan.home(tensor.name()) != Some(Precision::Half)
-            {
+            if tensor.data_type() != FLOAT32 || plan.home(tensor.name()) != Some(Precision::Half) {
                 continue;
             }
             let (converted, adjusted) = tensor_to_f16(tensor)?;
-            self.note_adjusted(tensor.name(), adjusted);
+            note_adjusted(&mut self.counts, tensor.name(), adjusted);
             *tensor = converted;
             self.counts.initializers += 1;
         }
@@ -318,8 +346,7 @@ impl<'g> Rewriter<'g> {
 
     /// Sets the element type of graph inputs, outputs and value infos to what the values now
     /// hold, and describes the new values where the original was described.
-    fn retype_values(&mut self, graph: &mut GraphProto) {
-        let plan = self.plan;
+    fn retype_values(&self, graph: &mut GraphProto, plan: &Plan) {
         let renamed = &self.renamed;
         // What the value of each original name holds now: a renamed output holds the
         // precision its reader wants, every other value its home.
@@ -354,11 +381,11 @@ impl<'g> Rewriter<'g> {
             graph.value_info.push(info);
         }
     }
+}
 
-    fn note_adjusted(&mut self, tensor: &str, adjusted: Adjusted) {
-        if adjusted.any() {
-            self.counts.adjusted.push((tensor.to_string(), adjusted));
-        }
+fn note_adjusted(counts: &mut Counts, tensor: &str, adjusted: Adjusted) {
+    if adjusted.any() {
+        counts.adjusted.push((tensor.to_string(), adjusted));
     }
 }
 

@@ -61,12 +61,15 @@ pub fn tensor_to_f16(tensor: &TensorProto) -> Result<(TensorProto, Adjusted), Ir
     let raw: Vec<u8> =
         values.iter().flat_map(|&v| to_f16(v, &mut adjusted).to_bits().to_le_bytes()).collect();
 
+    // Only the description is copied: the float32 data may be large.
     let converted = TensorProto {
+        name: tensor.name.clone(),
+        dims: tensor.dims.clone(),
+        doc_string: tensor.doc_string.clone(),
+        metadata_props: tensor.metadata_props.clone(),
         data_type: Some(DataType::Float16 as i32),
-        float_data: Vec::new(),
-        int32_data: Vec::new(),
         raw_data: Some(raw),
-        ..tensor.clone()
+        ..TensorProto::default()
     };
     Ok((converted, adjusted))
 }
