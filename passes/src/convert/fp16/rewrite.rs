@@ -42,6 +42,9 @@ pub struct Rewriter<'g> {
     renamed: HashMap<String, String>,
     /// Values made in the other precision than their home, by (value, precision).
     versions: HashMap<(String, Precision), String>,
+    /// Names kept for versions not made yet: a graph output's name, for the Cast that makes
+    /// it from its renamed producer.
+    reserved: HashMap<(String, Precision), String>,
     /// Declared types of the original values, to describe the new ones.
     declared: HashMap<String, TypeProto>,
     nodes: Vec<NodeProto>,
@@ -58,7 +61,7 @@ impl<'g> Rewriter<'g> {
         // A graph output whose producer writes the other precision keeps its name for the
         // Cast that makes it; the producer writes under a new name.
         let mut renamed = HashMap::new();
-        let mut versions = HashMap::new();
+        let mut reserved = HashMap::new();
         for output in &graph.output {
             let name = output.name();
             let (Some(home), Some(&wanted)) = (plan.home(name), plan.outputs.get(name)) else {
@@ -66,7 +69,7 @@ impl<'g> Rewriter<'g> {
             };
             if home != wanted && !renamed.contains_key(name) {
                 renamed.insert(name.to_string(), names.fresh(&format!("{name}_{}", home.suffix())));
-                versions.insert((name.to_string(), wanted), name.to_string());
+                reserved.insert((name.to_string(), wanted), name.to_string());
             }
         }
 
@@ -83,7 +86,8 @@ impl<'g> Rewriter<'g> {
             plan,
             names,
             renamed,
-            versions,
+            versions: HashMap::new(),
+            reserved,
             declared,
             nodes: Vec::with_capacity(graph.node.len()),
             copies: Vec::new(),
@@ -97,15 +101,14 @@ impl<'g> Rewriter<'g> {
         let graph = self.graph;
         let order = ir::topological_order(graph)?;
 
-        // Versions reserved for graph outputs are made when first read, or at the end.
-        let mut pending: HashMap<(String, Precision), String> = self.versions.drain().collect();
         for index in order {
-            let node = self.rewrite_node(index, &mut pending)?;
+            let node = self.rewrite_node(index)?;
             self.nodes.push(node);
         }
+        // A graph output no node read in its wanted precision is made last.
         for output in &graph.output {
             if let Some(&wanted) = self.plan.outputs.get(output.name()) {
-                self.resolve(output.name(), wanted, &mut pending)?;
+                self.resolve(output.name(), wanted)?;
             }
         }
 
@@ -121,11 +124,7 @@ impl<'g> Rewriter<'g> {
 
     /// The node at `index` with its inputs read in the precisions it wants, any Casts those
     /// need added before it.
-    fn rewrite_node(
-        &mut self,
-        index: usize,
-        pending: &mut HashMap<(String, Precision), String>,
-    ) -> Result<NodeProto, IrError> {
+    fn rewrite_node(&mut self, index: usize) -> Result<NodeProto, IrError> {
         let original = &self.graph.node[index];
         let mut node = original.clone();
         let handles_floats =
@@ -136,14 +135,14 @@ impl<'g> Rewriter<'g> {
                 let precision = self.plan.input_precision(original, index, slot);
                 let precision = precision.or_else(|| self.plan.home(input));
                 if let Some(precision) = precision {
-                    node.input[slot] = self.resolve(input, precision, pending)?;
+                    node.input[slot] = self.resolve(input, precision)?;
                 }
             }
         }
 
         match &self.plan.kept[index] {
             Some(reason) => {
-                self.read_outer_values_in_float32(&mut node, pending)?;
+                self.read_outer_values_in_float32(&mut node)?;
                 if handles_floats {
                     self.counts.kept.push((label(original, index), reason.clone()));
                 }
@@ -165,17 +164,13 @@ impl<'g> Rewriter<'g> {
     }
 
     /// Points the subgraphs of a kept node at float32 versions of the outer values they read.
-    fn read_outer_values_in_float32(
-        &mut self,
-        node: &mut NodeProto,
-        pending: &mut HashMap<(String, Precision), String>,
-    ) -> Result<(), IrError> {
-        let outer: Vec<String> = ir::graph::node_inputs(node)
-            .into_iter()
-            .filter(|v| !node.input.contains(v) && self.plan.is_float32(v))
-            .collect();
+    fn read_outer_values_in_float32(&mut self, node: &mut NodeProto) -> Result<(), IrError> {
+        // The node's own inputs are among these, already read in float32: resolving them
+        // again gives the same name.
+        let outer: Vec<String> =
+            ir::graph::node_inputs(node).into_iter().filter(|v| self.plan.is_float32(v)).collect();
         for value in outer {
-            let name = self.resolve(&value, Precision::Single, pending)?;
+            let name = self.resolve(&value, Precision::Single)?;
             if name == value {
                 continue;
             }
@@ -226,12 +221,7 @@ impl<'g> Rewriter<'g> {
     /// The name under which `value` can be read in `precision`, making a Cast or a converted
     /// copy when its home is the other precision. Values that were not float32 are read as
     /// they are.
-    fn resolve(
-        &mut self,
-        value: &str,
-        precision: Precision,
-        pending: &mut HashMap<(String, Precision), String>,
-    ) -> Result<String, IrError> {
+    fn resolve(&mut self, value: &str, precision: Precision) -> Result<String, IrError> {
         let Some(&(source, home)) = self.plan.homes.get(value) else {
             return Ok(value.to_string());
         };
@@ -244,7 +234,7 @@ impl<'g> Rewriter<'g> {
             return Ok(name.clone());
         }
 
-        let name = match pending.remove(&key) {
+        let name = match self.reserved.remove(&key) {
             Some(reserved) => reserved,
             None => self.names.fresh(&format!("{value}_{}", precision.suffix())),
         };
