@@ -308,6 +308,8 @@ fn keep_reason(
         .attribute
         .iter()
         .any(|a| matches!(a.r#type(), AttributeType::Graph | AttributeType::Graphs));
+    // TODO: Subgraphs are not converted: an If, Loop or Scan and everything in its bodies
+    // runs in float32, so a model that keeps its work in a Loop body gains nothing.
     if holds_graph {
         return Some(format!("{} holds subgraphs, which stay in float32", node.op_type()));
     }
