@@ -7,6 +7,7 @@
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::de::DeserializeOwned;
 
+use crate::convert::fp16::ConvertFp16;
 use crate::convert::ort_optimize::OrtOptimize;
 use crate::convert::shapes::FixShapes;
 use crate::fusion::Fuse;
@@ -236,6 +237,13 @@ pub fn registry() -> &'static [PassInfo] {
             needs_calibration: true,
             config_schema: config_schema::<<QuantizeStatic as Configured>::Config>,
             build: build::<QuantizeStatic>,
+        },
+        PassInfo {
+            name: ConvertFp16::NAME,
+            summary: "float16 weights and computation, with Casts around the ops kept in float32",
+            needs_calibration: false,
+            config_schema: config_schema::<<ConvertFp16 as Configured>::Config>,
+            build: build::<ConvertFp16>,
         },
         PassInfo {
             name: FixShapes::NAME,

@@ -356,9 +356,9 @@ impl Dataset {
         self.labels.as_ref().map(|(name, tensor)| (name.as_str(), tensor))
     }
 
-    /// Checks that the arrays fit `model_inputs`: one array per input with the same dtype, rank
-    /// and fixed dimensions (the first dimension counts samples and is not compared), and no
-    /// array left over except the labels.
+    /// Checks that the arrays fit `model_inputs`: one array per input with the same dtype (or
+    /// float32 for a float16 input), rank and fixed dimensions (the first dimension counts
+    /// samples and is not compared), and no array left over except the labels.
     pub fn check_inputs(&self, model_inputs: &[IoInfo]) -> Result<(), DataError> {
         if self.single {
             let [input] = model_inputs else {
@@ -400,7 +400,7 @@ impl Dataset {
     }
 
     fn check_array(&self, array: &str, tensor: &Tensor, input: &IoInfo) -> Result<(), DataError> {
-        if tensor.elem() != input.elem {
+        if !feeds(tensor, input) {
             return Err(DataError::DtypeMismatch {
                 path: self.path.clone(),
                 array: array.to_string(),
@@ -429,22 +429,44 @@ impl Dataset {
     }
 
     /// The inputs of samples `range`, named after `model_inputs` (which
-    /// [`Dataset::check_inputs`] accepted), ready for [`crate::runtime::ModelSession::run`].
+    /// [`Dataset::check_inputs`] accepted), ready for [`crate::runtime::ModelSession::run`]:
+    /// float32 arrays that feed float16 inputs are rounded to float16.
     ///
     /// # Panics
     ///
     /// If `range` reaches past [`Dataset::len`].
     pub fn batch(&self, model_inputs: &[IoInfo], range: Range<usize>) -> Vec<(String, Tensor)> {
         if self.single {
-            let name =
-                model_inputs.first().map_or_else(|| self.inputs[0].0.clone(), |i| i.name.clone());
-            return vec![(name, self.inputs[0].1.slice0(range))];
+            let rows = self.inputs[0].1.slice0(range);
+            return match model_inputs.first() {
+                Some(input) => vec![(input.name.clone(), as_input(rows, input))],
+                None => vec![(self.inputs[0].0.clone(), rows)],
+            };
         }
         model_inputs
             .iter()
-            .filter_map(|input| self.inputs.iter().find(|(name, _)| *name == input.name))
-            .map(|(name, tensor)| (name.clone(), tensor.slice0(range.clone())))
+            .filter_map(|input| {
+                let (name, tensor) = self.inputs.iter().find(|(name, _)| *name == input.name)?;
+                Some((name.clone(), as_input(tensor.slice0(range.clone()), input)))
+            })
             .collect()
+    }
+}
+
+/// Whether `tensor` can feed `input`: the same element type, or float32 values for a float16
+/// input (a model converted to float16 is measured on the float32 data of its source).
+fn feeds(tensor: &Tensor, input: &IoInfo) -> bool {
+    tensor.elem() == input.elem || (tensor.elem() == ElemType::F32 && input.elem == ElemType::F16)
+}
+
+/// `tensor` in the element type `input` takes: float32 values rounded to the nearest float16
+/// for a float16 input, anything else as it is.
+fn as_input(tensor: Tensor, input: &IoInfo) -> Tensor {
+    match tensor {
+        Tensor::F32(values) if input.elem == ElemType::F16 => {
+            Tensor::F16(values.mapv(half::f16::from_f32))
+        }
+        other => other,
     }
 }
 
@@ -616,6 +638,45 @@ mod tests {
         assert_eq!(closest("input_id", &names), Some("input_ids".to_string()));
         assert_eq!(closest("pixel_values", &names), None);
         assert_eq!(closest("x_in", &["x".to_string(), "y".to_string()]), Some("x".to_string()));
+    }
+
+    fn float_input(elem: ElemType) -> IoInfo {
+        IoInfo { name: "x".into(), elem, shape: vec![None, Some(2)] }
+    }
+
+    fn dataset(tensor: Tensor) -> Dataset {
+        Dataset {
+            path: PathBuf::from("data.npz"),
+            inputs: vec![("x".into(), tensor)],
+            labels: None,
+            single: false,
+            samples: 2,
+        }
+    }
+
+    #[test]
+    fn float32_data_feeds_a_float16_input_rounded_to_float16() {
+        let values =
+            ArrayD::from_shape_vec(ndarray::IxDyn(&[2, 2]), vec![1.0f32, 0.1, -3.0, 7e4]).unwrap();
+        let data = dataset(Tensor::F32(values));
+        let input = float_input(ElemType::F16);
+
+        data.check_inputs(std::slice::from_ref(&input)).unwrap();
+        let batch = data.batch(&[input], 1..2);
+
+        let Tensor::F16(rows) = &batch[0].1 else { panic!("not float16: {:?}", batch[0].1) };
+        let rows: Vec<f32> = rows.iter().map(|v| v.to_f32()).collect();
+        assert_eq!(rows, [-3.0, f32::INFINITY], "values round as a Cast to float16 rounds them");
+    }
+
+    #[test]
+    fn other_types_for_a_float16_input_are_refused() {
+        let values = ArrayD::from_shape_vec(ndarray::IxDyn(&[2, 2]), vec![1.0f64; 4]).unwrap();
+        let data = dataset(Tensor::F64(values));
+
+        let error = data.check_inputs(&[float_input(ElemType::F16)]).unwrap_err().to_string();
+
+        assert!(error.contains("is float64 but model input 'x' expects float16"), "{error}");
     }
 
     #[test]

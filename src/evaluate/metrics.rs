@@ -325,6 +325,7 @@ fn concat0(parts: &[Tensor]) -> Tensor {
     }
     match &parts[0] {
         Tensor::F32(_) => stack!(F32),
+        Tensor::F16(_) => stack!(F16),
         Tensor::F64(_) => stack!(F64),
         Tensor::I8(_) => stack!(I8),
         Tensor::I16(_) => stack!(I16),
@@ -400,6 +401,7 @@ fn argmax_rows(scores: &Tensor, rows: usize) -> Result<Vec<usize>, String> {
 fn as_f64(tensor: &Tensor) -> ArrayD<f64> {
     match tensor {
         Tensor::F32(a) => a.mapv(f64::from),
+        Tensor::F16(a) => a.mapv(f64::from),
         Tensor::F64(a) => a.clone(),
         Tensor::I8(a) => a.mapv(f64::from),
         Tensor::I16(a) => a.mapv(f64::from),

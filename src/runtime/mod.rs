@@ -108,7 +108,8 @@ pub enum RuntimeError {
     /// A model output has a type that [`Tensor`] cannot hold.
     #[error(
         "output '{output}' of model {model} has type {elem}, which pipeline cannot read yet\n\
-         hint: supported element types are float32, float64, int8..int64, uint8..uint64 and bool"
+         hint: supported element types are float32, float16, float64, int8..int64, uint8..uint64 \
+         and bool"
     )]
     UnsupportedOutput {
         /// The model file.

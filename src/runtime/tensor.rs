@@ -4,6 +4,7 @@
 use std::fmt;
 use std::ops::Range;
 
+use half::f16;
 use ndarray::{ArrayD, Axis, Slice};
 use ort::session::SessionInputValue;
 use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
@@ -146,13 +147,13 @@ impl fmt::Display for ElemType {
 
 /// An owned n-dimensional array of one of the element types ONNX Runtime and `.npy` files share.
 ///
-/// Float16 and string tensors are not held here.
-// TODO: Float16 tensors are not supported, so fp16 models with fp16 inputs or outputs cannot be
-// fed or read; supporting them needs `half` in ort and a raw `<f2` reader for `.npy`.
+/// Bfloat16 and string tensors are not held here.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Tensor {
     /// 32-bit floats.
     F32(ArrayD<f32>),
+    /// 16-bit IEEE floats.
+    F16(ArrayD<f16>),
     /// 64-bit floats.
     F64(ArrayD<f64>),
     /// Signed 8-bit integers.
@@ -180,6 +181,7 @@ macro_rules! each_variant {
     ($tensor:expr, $array:ident => $body:expr) => {
         match $tensor {
             Tensor::F32($array) => $body,
+            Tensor::F16($array) => $body,
             Tensor::F64($array) => $body,
             Tensor::I8($array) => $body,
             Tensor::I16($array) => $body,
@@ -199,6 +201,7 @@ macro_rules! map_variant {
     ($tensor:expr, $array:ident => $body:expr) => {
         match $tensor {
             Tensor::F32($array) => Tensor::F32($body),
+            Tensor::F16($array) => Tensor::F16($body),
             Tensor::F64($array) => Tensor::F64($body),
             Tensor::I8($array) => Tensor::I8($body),
             Tensor::I16($array) => Tensor::I16($body),
@@ -218,6 +221,7 @@ impl Tensor {
     pub fn elem(&self) -> ElemType {
         match self {
             Tensor::F32(_) => ElemType::F32,
+            Tensor::F16(_) => ElemType::F16,
             Tensor::F64(_) => ElemType::F64,
             Tensor::I8(_) => ElemType::I8,
             Tensor::I16(_) => ElemType::I16,
@@ -285,6 +289,7 @@ impl Tensor {
 
         let tensor = match ty {
             TensorElementType::Float32 => Tensor::F32(value.try_extract_array()?.to_owned()),
+            TensorElementType::Float16 => Tensor::F16(value.try_extract_array()?.to_owned()),
             TensorElementType::Float64 => Tensor::F64(value.try_extract_array()?.to_owned()),
             TensorElementType::Int8 => Tensor::I8(value.try_extract_array()?.to_owned()),
             TensorElementType::Int16 => Tensor::I16(value.try_extract_array()?.to_owned()),

@@ -57,7 +57,7 @@ impl GraphIndex {
 
 /// The values a node reads: its inputs (omitted optional inputs left out) and the outer
 /// values its subgraphs read, each once.
-fn node_inputs(node: &NodeProto) -> Vec<String> {
+pub fn node_inputs(node: &NodeProto) -> Vec<String> {
     let mut outer = Vec::new();
     for attribute in &node.attribute {
         for graph in attribute.g.iter().chain(&attribute.graphs) {
