@@ -12,6 +12,7 @@
 //! A rule never changes what the model computes beyond float rounding: the tests run every
 //! rule's model before and after in ONNX Runtime on the same inputs.
 
+mod attention;
 mod eliminate;
 mod pattern;
 
@@ -54,6 +55,7 @@ pub(crate) const RULES: &[Rule] = &[
     eliminate::DROPOUT,
     // Convolution fusions.
     // Transformer fusions, before MatMul + Add becomes a Gemm that they could not match.
+    attention::ATTENTION,
     // Last, what the others left unread.
     eliminate::DEAD_NODES,
 ];
