@@ -147,6 +147,27 @@ fn k_transposed_later_and_constant_reshape_targets_fuse() {
 }
 
 #[test]
+fn cross_attention_fuses_into_multi_head_attention() {
+    let options = EncoderOptions { cross_attention: true, ..EncoderOptions::default() };
+    let model = bert_like_encoder(&options);
+
+    let fused = fuse(&model, RULE).unwrap_or_else(|e| panic!("attention did not fuse: {e}"));
+
+    let counts = histogram(&fused);
+    assert_eq!(counts.get("com.microsoft:MultiHeadAttention"), Some(&2), "{counts:?}");
+    assert_eq!(counts.get("com.microsoft:Attention"), None);
+    // The Q, K and V MatMuls stay; the scores' and the context's go.
+    assert_eq!(counts.get("MatMul"), Some(&(2 * 6)));
+    let graph = fused.graph.as_ref().unwrap();
+    for node in graph.node.iter().filter(|n| n.op_type() == "MultiHeadAttention") {
+        assert_eq!(node.input.len(), 5, "query, key, value, bias, key_padding_mask");
+        assert_eq!(node_attr_int(node, "num_heads"), Some(4));
+    }
+    let inputs = encoder_inputs(&options, 3, 4);
+    assert_same_outputs(&model, &fused, &inputs, MAX_RELATIVE_DIFFERENCE);
+}
+
+#[test]
 fn a_scale_per_head_or_fed_at_run_time_is_left_alone() {
     let options = EncoderOptions { scale: Scale::PerHead, layers: 1, ..EncoderOptions::default() };
     assert_left_alone(&bert_like_encoder(&options), RULE, "tensor of 4 values");

@@ -7,7 +7,8 @@
 //! `attention_mask` are int64 [batch, sequence] with symbolic sizes.
 //!
 //! [`EncoderOptions`] bends one part of the attention block at a time, so the tests of a rule
-//! can build the near-misses of its pattern from the same model.
+//! can build the near-misses of its pattern from the same model; `cross_attention` makes K
+//! and V come from a second input `memory` [batch, memory, hidden], masked by `memory_mask`.
 
 use ndarray::{arr0, ArrayD, IxDyn};
 use pipeline_passes::ir::proto::tensor_proto::DataType;
@@ -72,6 +73,8 @@ pub struct EncoderOptions {
     pub targets: Targets,
     /// The first layer's attention probabilities are also a graph output.
     pub probabilities_output: bool,
+    /// K and V are projected from the input `memory`, and `memory_mask` masks them.
+    pub cross_attention: bool,
     pub seed: u64,
 }
 
@@ -91,6 +94,7 @@ impl Default for EncoderOptions {
             key: KeyTranspose::Direct,
             targets: Targets::Computed,
             probabilities_output: false,
+            cross_attention: false,
             seed: 7,
         }
     }
@@ -99,6 +103,15 @@ impl Default for EncoderOptions {
 impl EncoderOptions {
     pub fn head_size(&self) -> usize {
         self.hidden / self.heads
+    }
+
+    /// The input the mask term is made from.
+    pub fn mask_input(&self) -> &'static str {
+        if self.cross_attention {
+            "memory_mask"
+        } else {
+            "attention_mask"
+        }
     }
 }
 
@@ -110,12 +123,14 @@ pub fn bert_like_encoder(options: &EncoderOptions) -> ModelProto {
         DataType::Int64,
         vec![D::S("batch"), D::S("sequence")],
     );
+    if options.cross_attention {
+        let shape = vec![D::S("batch"), D::S("memory"), D::N(options.hidden as i64)];
+        e.b = e.b.clone().input("memory", shape);
+    }
     if options.mask {
-        e.b = e.b.clone().typed_input(
-            "attention_mask",
-            DataType::Int64,
-            vec![D::S("batch"), D::S("sequence")],
-        );
+        let length = if options.cross_attention { "memory" } else { "sequence" };
+        let shape = vec![D::S("batch"), D::S(length)];
+        e.b = e.b.clone().typed_input(options.mask_input(), DataType::Int64, shape);
     }
     if options.scale == Scale::Input {
         e.b = e.b.clone().input("scale", vec![]);
@@ -140,7 +155,8 @@ pub fn bert_like_encoder(options: &EncoderOptions) -> ModelProto {
 }
 
 /// Feeds for the encoder: ids within the vocabulary and, when it has one, a mask of ones
-/// with trailing zeros in every row but the first (right padding).
+/// with trailing zeros in every row but the first (right padding); for cross-attention a
+/// memory two longer than the sequence, which the mask covers instead.
 pub fn encoder_inputs(
     options: &EncoderOptions,
     batch: usize,
@@ -152,13 +168,19 @@ pub fn encoder_inputs(
         (rng.next_u64() % options.vocab as u64) as i64
     });
     let mut feeds = vec![("input_ids", Tensor::I64(ids))];
+    let mut masked = sequence;
+    if options.cross_attention {
+        masked = sequence + 2;
+        let memory = rng.normal_array(&[batch, masked, options.hidden], 1.0);
+        feeds.push(("memory", Tensor::F32(memory)));
+    }
     if options.mask {
-        let mask = ArrayD::from_shape_fn(IxDyn(&[batch, sequence]), |index| {
+        let mask = ArrayD::from_shape_fn(IxDyn(&[batch, masked]), |index| {
             let (row, column) = (index[0], index[1]);
-            let length = sequence.saturating_sub(row % sequence.max(1)).max(1);
+            let length = masked.saturating_sub(row % masked.max(1)).max(1);
             i64::from(column < length)
         });
-        feeds.push(("attention_mask", Tensor::I64(mask)));
+        feeds.push((options.mask_input(), Tensor::I64(mask)));
     }
     feeds
 }
@@ -241,7 +263,7 @@ impl Encoder<'_> {
     /// `(1 - float(mask[:, None, None, :])) * filler`, computed once for every layer.
     fn mask_term(&mut self) {
         let one = self.ints("mask_axis1", &[1]);
-        self.op("Unsqueeze", &["attention_mask", &one], "mask_u1");
+        self.op("Unsqueeze", &[self.o.mask_input(), &one], "mask_u1");
         let two = self.ints("mask_axis2", &[2]);
         self.op("Unsqueeze", &["mask_u1", &two], "mask_u2");
         self.op_with("Cast", &["mask_u2"], "mask_float", vec![attr_int("to", 1)]);
@@ -330,9 +352,10 @@ impl Encoder<'_> {
 
     fn attention(&mut self, p: &str, x: &str) -> String {
         let h = self.o.hidden;
+        let source = if self.o.cross_attention { "memory" } else { x };
         let q = self.dense(&format!("{p}_q"), x, h, h);
-        let k = self.dense(&format!("{p}_k"), x, h, h);
-        let v = self.dense(&format!("{p}_v"), x, h, h);
+        let k = self.dense(&format!("{p}_k"), source, h, h);
+        let v = self.dense(&format!("{p}_v"), source, h, h);
 
         let key_perms = match &self.o.key {
             KeyTranspose::Direct => vec![vec![0, 2, 3, 1]],

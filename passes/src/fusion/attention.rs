@@ -17,11 +17,13 @@
 //! reads as "keep where > 0, add `mask_filter_value` elsewhere": the same as the exported
 //! `(1 - mask) * filler` for masks of zeros and ones, which is what attention masks hold.
 //!
-//! `Attention` rather than `MultiHeadAttention`: it takes the projections inside, so the
-//! three MatMuls become one GEMM over packed weights, and ONNX Runtime's CPU kernel has no
-//! extra transposes to make. `MultiHeadAttention` would only be needed when Q, K and V come
-//! from different inputs (cross-attention), which encoders do not have; such a graph is
-//! left alone with that reason.
+//! `Attention` when Q, K and V are projected from the same input (self-attention, what
+//! encoders have): it takes the projections inside, so the three MatMuls become one GEMM over
+//! packed weights, and ONNX Runtime's CPU kernel makes no extra transposes. When they come
+//! from different inputs (cross-attention, K and V from a memory), `Attention` cannot take
+//! them, so `com.microsoft.MultiHeadAttention` gets the three projections (the MatMuls stay)
+//! with the biases packed, the 2-D mask as its int32 `key_padding_mask`, and the same
+//! `scale` and `mask_filter_value`.
 
 use std::collections::HashSet;
 
@@ -34,8 +36,9 @@ use crate::ir::{self, attr_float, attr_int, node_attr_int, node_attr_ints};
 
 pub(crate) const ATTENTION: Rule = Rule {
     name: "attention",
-    summary: "self-attention (Q/K/V projections, scaled scores, mask, Softmax, context) -> \
-              com.microsoft.Attention (ONNX Runtime only)",
+    summary: "scaled dot-product attention (Q/K/V projections, scaled scores, mask, Softmax, \
+              context) -> com.microsoft.Attention, or MultiHeadAttention for cross-attention \
+              (ONNX Runtime only)",
     scan: attention,
 };
 
@@ -72,8 +75,8 @@ fn attention(scan: &mut Scan<'_, '_>) {
         if !view.target.contrib_ops {
             scan.skip(
                 index,
-                "the target runtime is not ONNX Runtime, and com.microsoft.Attention exists \
-                 only there",
+                "the target runtime is not ONNX Runtime, and com.microsoft.Attention and \
+                 MultiHeadAttention exist only there",
             );
             continue;
         }
@@ -149,12 +152,24 @@ struct Projection {
     input: String,
     weight: String,
     bias: Option<String>,
+    /// The MatMul, and its output: the projection before the bias.
+    matmul: usize,
+    projected: String,
     /// The Reshape to [B, S, heads, head_size].
     reshape: usize,
     /// The nodes from the MatMul to the value the scores or context MatMul reads.
     nodes: Vec<usize>,
-    /// Values whose first two dimensions are B and S, for the Reshape checks.
+    /// Values whose first two dimensions are those of `input`, for the Reshape checks.
     batch_sequence: Vec<String>,
+}
+
+/// Which operator the match becomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    /// Q, K and V from one input: `Attention` with packed weights.
+    SelfAttention,
+    /// From different inputs: `MultiHeadAttention` on the three projections.
+    CrossAttention,
 }
 
 /// The 2-D attention mask the scores get added, as `(1 - mask) * filler`.
@@ -167,6 +182,7 @@ struct Mask {
 
 /// A full match, with everything the rewrite needs.
 struct Found {
+    form: Form,
     input: String,
     projections: [Projection; 3],
     heads: i64,
@@ -215,18 +231,19 @@ impl Found {
         let k = projection(view, k_value, "K", [0, 2, 3, 1], Some(&mut factor))?;
         let v = projection(view, v_value, "V", [0, 2, 1, 3], None)?;
 
-        if q.input != k.input || q.input != v.input {
-            return Err(format!(
-                "Q, K and V are projected from different inputs (`{}`, `{}`, `{}`): \
-                 cross-attention, which this rule does not fuse",
-                q.input, k.input, v.input
-            ));
-        }
+        let form = if q.input == k.input && q.input == v.input {
+            Form::SelfAttention
+        } else {
+            Form::CrossAttention
+        };
         let input = q.input.clone();
-        if let Some(rank) = view.shapes.rank(&input).filter(|&r| r != 3) {
-            return Err(format!(
-                "the input `{input}` has rank {rank}, not 3 [batch, sequence, hidden]"
-            ));
+        for p in [&q, &k, &v] {
+            if let Some(rank) = view.shapes.rank(&p.input).filter(|&r| r != 3) {
+                return Err(format!(
+                    "the input `{}` has rank {rank}, not 3 [batch, sequence, hidden]",
+                    p.input
+                ));
+            }
         }
 
         let (heads, head_size) = heads_of(view, &q, "Q")?;
@@ -247,16 +264,22 @@ impl Found {
         // Below the context MatMul: Transpose back to [B, S, heads, head_size], then Reshape
         // to [B, S, hidden].
         let (transpose, reshape) = output_nodes(view, skeleton.context)?;
+        // The values whose first two dimensions are those of each projection's input: one set
+        // for the projections of Q's input, each its own for the others.
         let transposed = view.node(transpose).output[0].clone();
-        let mut batch_sequence: Vec<String> = vec![input.clone(), transposed];
-        for p in [&q, &k, &v] {
-            batch_sequence.extend(p.batch_sequence.iter().cloned());
+        let mut shared: Vec<String> = vec![transposed];
+        for p in [&q, &k, &v].into_iter().filter(|p| p.input == input) {
+            shared.push(p.input.clone());
+            shared.extend(p.batch_sequence.iter().cloned());
         }
         for p in [&q, &k, &v] {
-            check_leading(view, view.node(p.reshape), &input, &batch_sequence)?;
+            let own: Vec<String> =
+                std::iter::once(p.input.clone()).chain(p.batch_sequence.iter().cloned()).collect();
+            let sources = if p.input == input { &shared } else { &own };
+            check_leading(view, view.node(p.reshape), &p.input, sources)?;
         }
         let reshape_node = view.node(reshape);
-        check_output_target(view, reshape_node, hidden, &input, &batch_sequence)?;
+        check_output_target(view, reshape_node, hidden, &input, &shared)?;
 
         let scale = scale_attribute(factor, head_size)?;
 
@@ -266,6 +289,10 @@ impl Found {
         core.extend(&scale_nodes);
         for p in [&q, &k, &v] {
             core.extend(&p.nodes);
+        }
+        if form == Form::CrossAttention {
+            // MultiHeadAttention reads the projections: their MatMuls stay.
+            core.retain(|i| ![q.matmul, k.matmul, v.matmul].contains(i));
         }
         core.sort_unstable();
         core.dedup();
@@ -281,26 +308,40 @@ impl Found {
         let remove = closure(view, &core, reshape, optional)?;
 
         let output = reshape_node.output.first().ok_or("the Reshape has no output")?.clone();
-        Ok(Found { input, projections: [q, k, v], heads, scale, mask, remove, output })
+        Ok(Found { form, input, projections: [q, k, v], heads, scale, mask, remove, output })
     }
 
     fn rewrite(self, scan: &mut Scan<'_, '_>) -> Rewrite {
         let view = scan.view;
         let (weights, biases) = self.packed(view);
         let mut rewrite = Rewrite { remove: self.remove.clone(), ..Rewrite::default() };
-        let weights_name = scan.fresh(&format!("{}_qkv", self.projections[0].weight));
-        let bias_name = scan.fresh(&format!("{weights_name}_bias"));
-        rewrite.initializers.push(ir::tensor_from_f32(&weights_name, &weights));
-        rewrite.initializers.push(ir::tensor_from_f32(&bias_name, &biases));
 
-        let mut inputs = vec![self.input.clone(), weights_name, bias_name];
+        let base = match self.form {
+            Form::SelfAttention => format!("{}_qkv", self.projections[0].weight),
+            Form::CrossAttention => format!("{}_qkv", self.projections[0].projected),
+        };
+        let bias_name = scan.fresh(&format!("{base}_bias"));
+        rewrite.initializers.push(ir::tensor_from_f32(&bias_name, &biases));
+        let (op, mut inputs) = match self.form {
+            Form::SelfAttention => {
+                let weights_name = scan.fresh(&base);
+                rewrite.initializers.push(ir::tensor_from_f32(&weights_name, &weights));
+                ("Attention", vec![self.input.clone(), weights_name, bias_name])
+            }
+            Form::CrossAttention => {
+                let mut inputs: Vec<String> =
+                    self.projections.iter().map(|p| p.projected.clone()).collect();
+                inputs.push(bias_name);
+                ("MultiHeadAttention", inputs)
+            }
+        };
         if let Some(mask) = &self.mask {
             inputs.push(mask_index(scan, &mask.raw, &mut rewrite));
         }
 
-        let name = scan.fresh("Attention");
+        let name = scan.fresh(op);
         let input_refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        let mut node = node_in(Some(MS_DOMAIN), "Attention", &input_refs, &[&self.output], &name);
+        let mut node = node_in(Some(MS_DOMAIN), op, &input_refs, &[&self.output], &name);
         node.attribute.push(attr_int("num_heads", self.heads));
         if let Some(scale) = self.scale {
             node.attribute.push(attr_float("scale", scale));
@@ -312,8 +353,8 @@ impl Found {
         rewrite
     }
 
-    /// The Q, K and V weights side by side, [in, 3 * hidden], and their biases (zeros where
-    /// a projection has none), [3 * hidden].
+    /// The Q, K and V weights side by side, [in, 3 * hidden] (only self-attention needs
+    /// them), and their biases (zeros where a projection has none), [3 * hidden].
     fn packed(&self, view: &View<'_>) -> (ndarray::ArrayD<f32>, ndarray::ArrayD<f32>) {
         let mut weights = Vec::new();
         let mut biases = Vec::new();
@@ -452,14 +493,14 @@ fn projection(
     current = view.node(reshape).input.first().cloned().unwrap_or_default();
     batch_sequence.push(current.clone());
     let mut bias = None;
-    let matmul = loop {
+    let (matmul_index, matmul) = loop {
         let (index, node) = view
             .producer(&current)
             .ok_or_else(|| format!("{name} is not projected by a MatMul (`{current}`)"))?;
         let op = node.op_type();
         if is_op(node, "MatMul") {
             nodes.push(index);
-            break node;
+            break (index, node);
         } else if is_op(node, "Add") && bias.is_none() {
             let constant = node.input.iter().position(|i| view.constant(i).is_some());
             let Some(position) = constant else {
@@ -467,6 +508,8 @@ fn projection(
             };
             bias = Some(node.input[position].clone());
             current = node.input.get(1 - position.min(1)).cloned().unwrap_or_default();
+        } else if (is_op(node, "Mul") || is_op(node, "Div")) && bias.is_some() {
+            return Err(format!("the {name} projection is scaled before its bias is added"));
         } else if (is_op(node, "Mul") || is_op(node, "Div")) && factor.is_some() {
             if let Some(factor) = factor.as_deref_mut() {
                 *factor *= scalar_factor(view, node)?;
@@ -483,11 +526,14 @@ fn projection(
     let (Some(input), Some(weight)) = (matmul.input.first(), matmul.input.get(1)) else {
         return Err(format!("the {name} MatMul has fewer than two inputs"));
     };
-    batch_sequence.push(matmul.output.first().cloned().unwrap_or_default());
+    let projected = matmul.output.first().cloned().unwrap_or_default();
+    batch_sequence.push(projected.clone());
     Ok(Projection {
         input: input.clone(),
         weight: weight.clone(),
         bias,
+        matmul: matmul_index,
+        projected,
         reshape,
         nodes,
         batch_sequence,
@@ -932,4 +978,26 @@ fn closure(
     let mut remove: Vec<usize> = core.iter().copied().chain(candidates).collect();
     remove.sort_unstable();
     Ok(remove)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transposes_compose_in_order() {
+        assert_eq!(compose(&[vec![0, 2, 1, 3], vec![0, 1, 3, 2]]), [0, 2, 3, 1]);
+        assert_eq!(compose(&[vec![0, 2, 3, 1]]), [0, 2, 3, 1]);
+        assert_eq!(compose(&[]), [0, 1, 2, 3]);
+        assert_eq!(compose(&[vec![0, 2, 1, 3], vec![0, 2, 1, 3]]), [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn the_default_scale_is_left_out_and_zero_is_refused() {
+        assert_eq!(scale_attribute(1.0 / 8.0, 64), Ok(None));
+        assert_eq!(scale_attribute(1.0 / 5.656_854_152_679_443, 32), Ok(None));
+        assert_eq!(scale_attribute(0.3, 4), Ok(Some(0.3)));
+        assert!(scale_attribute(0.0, 4).is_err());
+        assert!(scale_attribute(f64::INFINITY, 4).is_err());
+    }
 }
