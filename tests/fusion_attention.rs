@@ -6,7 +6,7 @@
 mod fusion_support;
 
 use fusion_support::encoder::{
-    bert_like_encoder, encoder_inputs, EncoderOptions, KeyTranspose, Scale, Targets,
+    bert_like_encoder, encoder_inputs, EncoderOptions, KeyTranspose, Probabilities, Scale, Targets,
 };
 use fusion_support::*;
 use pipeline_passes::ir::proto::tensor_proto::DataType;
@@ -193,8 +193,16 @@ fn k_transposed_with_a_wrong_permutation_is_left_alone() {
 #[test]
 fn attention_probabilities_read_elsewhere_are_left_alone() {
     let options =
-        EncoderOptions { probabilities_output: true, layers: 1, ..EncoderOptions::default() };
+        EncoderOptions { probabilities: Probabilities::Output, layers: 1, ..Default::default() };
     assert_left_alone(&bert_like_encoder(&options), RULE, "`l0_probs` is a graph output");
+
+    let options =
+        EncoderOptions { probabilities: Probabilities::Reduced, layers: 1, ..Default::default() };
+    assert_left_alone(
+        &bert_like_encoder(&options),
+        RULE,
+        "`l0_probs` is also read by `ReduceMax_l0_probs_max` (ReduceMax)",
+    );
 }
 
 #[test]

@@ -54,6 +54,17 @@ pub enum Targets {
     Input,
 }
 
+/// Who else reads the first layer's attention probabilities.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Probabilities {
+    /// Only the context MatMul.
+    Internal,
+    /// They are a graph output too.
+    Output,
+    /// A ReduceMax reads them too, for a graph output `l0_probs_max`.
+    Reduced,
+}
+
 /// The shape of the encoder and the variations of its attention blocks.
 #[derive(Clone, Debug)]
 pub struct EncoderOptions {
@@ -71,8 +82,8 @@ pub struct EncoderOptions {
     pub scale: Scale,
     pub key: KeyTranspose,
     pub targets: Targets,
-    /// The first layer's attention probabilities are also a graph output.
-    pub probabilities_output: bool,
+    /// Who else reads the first layer's attention probabilities.
+    pub probabilities: Probabilities,
     /// K and V are projected from the input `memory`, and `memory_mask` masks them.
     pub cross_attention: bool,
     pub seed: u64,
@@ -93,7 +104,7 @@ impl Default for EncoderOptions {
             scale: Scale::Div(2.0),
             key: KeyTranspose::Direct,
             targets: Targets::Computed,
-            probabilities_output: false,
+            probabilities: Probabilities::Internal,
             cross_attention: false,
             seed: 7,
         }
@@ -148,8 +159,14 @@ pub fn bert_like_encoder(options: &EncoderOptions) -> ModelProto {
     }
     e.op("Identity", &[&hidden], "last_hidden_state");
     let mut b = e.b.output("last_hidden_state");
-    if options.probabilities_output {
-        b = b.output("l0_probs");
+    match options.probabilities {
+        Probabilities::Internal => {}
+        Probabilities::Output => b = b.output("l0_probs"),
+        Probabilities::Reduced => {
+            let axes = vec![attr_ints("axes", &[-1])];
+            b = b.node_with("ReduceMax", &["l0_probs"], &["l0_probs_max"], axes);
+            b = b.output("l0_probs_max");
+        }
     }
     b.build()
 }

@@ -86,7 +86,8 @@ fn attention(scan: &mut Scan<'_, '_>) {
 }
 
 /// What makes a Softmax look like attention: it feeds a MatMul as its left operand, and a
-/// MatMul computes its input a few Add, Mul or Div nodes above.
+/// MatMul computes its input a few Add, Mul or Div nodes above. Other readers of what it
+/// computes are found later, as reads from outside the pattern.
 struct Skeleton {
     softmax: usize,
     /// MatMul(probabilities, V).
@@ -101,11 +102,10 @@ impl Skeleton {
     fn find(view: &View<'_>, softmax: usize) -> Option<Skeleton> {
         let node = view.node(softmax);
         let probabilities = node.output.first()?;
-        let &[context] = view.consumers(probabilities) else { return None };
-        let context_node = view.node(context);
-        if !is_op(context_node, "MatMul") || context_node.input.first() != Some(probabilities) {
-            return None;
-        }
+        let context = view.consumers(probabilities).iter().copied().find(|&reader| {
+            let reader = view.node(reader);
+            is_op(reader, "MatMul") && reader.input.first() == Some(probabilities)
+        })?;
 
         let mut value = node.input.first()?.clone();
         let mut between = Vec::new();
@@ -195,30 +195,8 @@ struct Found {
 
 impl Found {
     fn parse(view: &View<'_>, skeleton: &Skeleton) -> Result<Found, String> {
-        let softmax = view.node(skeleton.softmax);
-        check_softmax_axis(view, softmax)?;
-
-        // Above the Softmax: the mask Add (nearest), then the scaling of the scores.
-        let mut factor = 1.0f64;
-        let mut scale_nodes = Vec::new();
-        let mut mask = None;
-        for (position, &index) in skeleton.between.iter().enumerate() {
-            let node = view.node(index);
-            if is_op(node, "Add") {
-                if position > 0 {
-                    return Err("the scores are scaled after the mask is added".into());
-                }
-                if mask.is_some() {
-                    return Err("the scores get two terms added".into());
-                }
-                let scores_value = scores_operand(view, node).ok_or("ambiguous mask Add")?;
-                let other = node.input.iter().find(|i| *i != scores_value).ok_or("odd Add")?;
-                mask = Some(parse_mask(view, other)?);
-            } else {
-                factor *= scalar_factor(view, node)?;
-                scale_nodes.push(index);
-            }
-        }
+        check_softmax_axis(view, view.node(skeleton.softmax))?;
+        let (mut factor, mask) = score_terms(view, skeleton)?;
 
         let scores = view.node(skeleton.scores);
         let context = view.node(skeleton.context);
@@ -266,7 +244,7 @@ impl Found {
         let (transpose, reshape) = output_nodes(view, skeleton.context)?;
         // The values whose first two dimensions are those of each projection's input: one set
         // for the projections of Q's input, each its own for the others.
-        let transposed = view.node(transpose).output[0].clone();
+        let transposed = view.node(transpose).output.first().cloned().unwrap_or_default();
         let mut shared: Vec<String> = vec![transposed];
         for p in [&q, &k, &v].into_iter().filter(|p| p.input == input) {
             shared.push(p.input.clone());
@@ -286,7 +264,6 @@ impl Found {
         let mut core: Vec<usize> =
             vec![skeleton.softmax, skeleton.context, skeleton.scores, transpose, reshape];
         core.extend(&skeleton.between);
-        core.extend(&scale_nodes);
         for p in [&q, &k, &v] {
             core.extend(&p.nodes);
         }
@@ -373,6 +350,29 @@ impl Found {
         let packed = ndarray::concatenate(ndarray::Axis(1), &views).unwrap_or_default();
         (packed, ndarray::ArrayD::from_shape_vec(vec![biases.len()], biases).unwrap_or_default())
     }
+}
+
+/// The factor the scores are scaled by between their MatMul and the Softmax, and the mask
+/// term added to them (nearest the Softmax).
+fn score_terms(view: &View<'_>, skeleton: &Skeleton) -> Result<(f64, Option<Mask>), String> {
+    let mut factor = 1.0f64;
+    let mut mask = None;
+    for (position, &index) in skeleton.between.iter().enumerate() {
+        let node = view.node(index);
+        if !is_op(node, "Add") {
+            factor *= scalar_factor(view, node)?;
+            continue;
+        }
+        if position > 0 {
+            return Err(
+                "the scores get a second term added, or are scaled after the mask term".into()
+            );
+        }
+        let scores = scores_operand(view, node).ok_or("the mask Add has no scores operand")?;
+        let term = node.input.iter().find(|i| *i != scores).ok_or("the mask Add adds nothing")?;
+        mask = Some(parse_mask(view, term)?);
+    }
+    Ok((factor, mask))
 }
 
 /// The int32 mask for `raw`: `raw` itself when it is int32, else the output of a Cast of it
@@ -604,6 +604,12 @@ fn parse_mask(view: &View<'_>, value: &str) -> Result<Mask, String> {
     if rank != 2 {
         return Err(format!(
             "the attention mask `{raw}` has rank {rank}; the rule takes a 2-D [batch, sequence] mask"
+        ));
+    }
+    if view.shapes.dims(&raw).and_then(|d| d.get(1)) == Some(&Dim::Known(1)) {
+        return Err(format!(
+            "the attention mask `{raw}` has one column broadcast over the keys; Attention takes \
+             one per key"
         ));
     }
     unsqueezes.reverse();
