@@ -51,8 +51,8 @@ def print_table(header, rows):
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
 
     def line(row):
-        cells = zip(row, widths)
-        return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(cells))
+        cells = enumerate(zip(row, widths))
+        return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in cells)
 
     print(line(header))
     print("  ".join("-" * w for w in widths))

@@ -1,5 +1,6 @@
-//! The `attention` rule: the scaled dot-product self-attention of BERT-style encoders, as
-//! PyTorch exports it, becomes one `com.microsoft.Attention` of ONNX Runtime.
+//! The `attention` rule: the scaled dot-product attention of BERT-style encoders, as PyTorch
+//! exports it, becomes one `com.microsoft.Attention` of ONNX Runtime (or `MultiHeadAttention`
+//! for cross-attention, below).
 //!
 //! The pattern, from one input `x` of shape [B, S, in]:
 //!
@@ -603,7 +604,8 @@ fn parse_mask(view: &View<'_>, value: &str) -> Result<Mask, String> {
     })?;
     if rank != 2 {
         return Err(format!(
-            "the attention mask `{raw}` has rank {rank}; the rule takes a 2-D [batch, sequence] mask"
+            "the attention mask `{raw}` has rank {rank}; the rule takes a 2-D [batch, sequence] \
+             mask"
         ));
     }
     if view.shapes.dims(&raw).and_then(|d| d.get(1)) == Some(&Dim::Known(1)) {
