@@ -24,6 +24,9 @@ pub use paths::{ort_library, root, venv_python};
 
 pub use pipeline_passes::ir::{attr_float, attr_int, attr_ints, attr_string, attr_tensor};
 
+/// A BERT-like encoder built the way PyTorch exports it, for the transformer fusions.
+pub mod encoder;
+
 /// Float32 outputs after a rewrite must equal those before within this share of the largest
 /// magnitude of the output: float rounding of a reordered sum stays far below it, a wrong
 /// weight, axis or epsilon far above.

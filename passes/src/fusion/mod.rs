@@ -12,6 +12,7 @@
 //! A rule never changes what the model computes beyond float rounding: the tests run every
 //! rule's model before and after in ONNX Runtime on the same inputs.
 
+mod attention;
 mod conv;
 mod eliminate;
 mod gemm;
@@ -59,6 +60,7 @@ pub(crate) const RULES: &[Rule] = &[
     conv::CONV_MUL,
     conv::CONV_ADD,
     // Transformer fusions, before MatMul + Add becomes a Gemm that they could not match.
+    attention::ATTENTION,
     gemm::MATMUL_ADD,
     // Last, what the others left unread.
     eliminate::DEAD_NODES,
