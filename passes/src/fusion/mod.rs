@@ -13,6 +13,9 @@
 //! rule's model before and after in ONNX Runtime on the same inputs.
 
 mod eliminate;
+mod gelu;
+mod layer_norm;
+mod operands;
 mod pattern;
 
 use std::collections::{BTreeMap, HashSet};
@@ -54,6 +57,9 @@ pub(crate) const RULES: &[Rule] = &[
     eliminate::DROPOUT,
     // Convolution fusions.
     // Transformer fusions, before MatMul + Add becomes a Gemm that they could not match.
+    layer_norm::LAYER_NORM,
+    gelu::GELU,
+    layer_norm::SKIP_LAYER_NORM,
     // Last, what the others left unread.
     eliminate::DEAD_NODES,
 ];
