@@ -12,6 +12,7 @@
 use std::collections::BTreeSet;
 
 use ndarray::{ArrayD, IxDyn};
+use tracing::debug;
 
 use super::operands::{first_output, only_inside, other_input, sole_reader, two_inputs, Matched};
 use super::pattern::{is_op, node_in, Rewrite, Scan, View};
@@ -100,9 +101,28 @@ fn normalization(view: &View<'_>, mean_index: usize) -> Matched<Norm> {
         })
         .ok_or(None)?;
     only_inside(view, mean, center_index)?;
-
     let (first_axis, normalized) = normalized_dims(view, mean_node, x)?;
+
     let centered = first_output(view.node(center_index))?;
+    let mut nodes = vec![mean_index, center_index];
+    let (divide_index, epsilon) =
+        divide_by_deviation(view, centered, (first_axis, &normalized), &mut nodes)?;
+
+    let rank = view.shapes.rank(x).ok_or(None)?;
+    let divided = first_output(view.node(divide_index))?;
+    let (gamma, beta, output) = scale_and_shift(view, divided, rank, &normalized, &mut nodes)?;
+    Ok(Norm { x: x.to_string(), nodes, normalized, epsilon, gamma, beta, output })
+}
+
+/// `centered / sqrt(mean(centered^2) + epsilon)`, the mean over the same axes as the first
+/// (`reduced`: the first axis and the sizes). Adds its nodes to `nodes`; returns the Div's
+/// index and epsilon.
+fn divide_by_deviation(
+    view: &View<'_>,
+    centered: &str,
+    reduced: (usize, &[usize]),
+    nodes: &mut Vec<usize>,
+) -> Matched<(usize, f32)> {
     let readers = view.consumers(centered);
     let square_index = readers
         .iter()
@@ -123,14 +143,14 @@ fn normalization(view: &View<'_>, mean_index: usize) -> Matched<Norm> {
 
     let squared = first_output(view.node(square_index))?;
     let (variance_index, variance_node) = sole_reader(view, squared, "ReduceMean")?;
-    if normalized_dims(view, variance_node, squared)? != (first_axis, normalized.clone()) {
+    let (first_axis, sizes) = normalized_dims(view, variance_node, squared)?;
+    let variance = first_output(variance_node)?;
+    if (first_axis, sizes.as_slice()) != reduced {
         return Err(Some(format!(
-            "the variance `{}` is reduced over other axes than the mean `{mean}`",
-            first_output(variance_node)?
+            "the variance `{variance}` is reduced over other axes than the mean"
         )));
     }
 
-    let variance = first_output(variance_node)?;
     let (shift_index, shift) = sole_reader(view, variance, "Add")?;
     let epsilon_name = other_input(shift, variance)?;
     let epsilon =
@@ -145,31 +165,32 @@ fn normalization(view: &View<'_>, mean_index: usize) -> Matched<Norm> {
     }
     only_inside(view, deviation, divide_index)?;
 
-    let mut nodes =
-        vec![mean_index, center_index, square_index, variance_index, shift_index, root_index];
-    nodes.push(divide_index);
-    let rank = view.shapes.rank(x).ok_or(None)?;
-    let mut output = first_output(view.node(divide_index))?;
+    nodes.extend([square_index, variance_index, shift_index, root_index, divide_index]);
+    Ok((divide_index, epsilon))
+}
+
+/// The Mul by gamma and the Add of beta after the normalized value `divided`, where present,
+/// for an input of rank `rank`. Adds their nodes to `nodes`; returns gamma, beta and the
+/// output of the chain.
+fn scale_and_shift(
+    view: &View<'_>,
+    divided: &str,
+    rank: usize,
+    normalized: &[usize],
+    nodes: &mut Vec<usize>,
+) -> Matched<(Option<String>, Option<String>, String)> {
+    let mut output = divided;
     let mut affine = [None, None];
     for (slot, (op_type, role)) in [("Mul", "gamma"), ("Add", "beta")].into_iter().enumerate() {
         let Some((index, node)) = single_reader(view, output, op_type) else { continue };
         let Ok(operand) = other_input(node, output) else { break };
-        check_affine(view, operand, role, rank, &normalized)?;
+        check_affine(view, operand, role, rank, normalized)?;
         affine[slot] = Some(operand.to_string());
         nodes.push(index);
         output = first_output(node)?;
     }
-
     let [gamma, beta] = affine;
-    Ok(Norm {
-        x: x.to_string(),
-        nodes,
-        normalized,
-        epsilon,
-        gamma,
-        beta,
-        output: output.to_string(),
-    })
+    Ok((gamma, beta, output.to_string()))
 }
 
 /// The first of the dimensions of `x` that the ReduceMean `node` reduces, and their sizes,
@@ -303,6 +324,13 @@ fn layer_norm_rewrite(scan: &mut Scan<'_, '_>, found: &Norm) -> Result<Rewrite, 
     }
     if view.shapes.elem_type(&found.x) != Some(DataType::Float as i32) {
         return Err(format!("its input `{}` is not known to be float32", found.x));
+    }
+    if target.opset < ONNX_LAYER_NORM_OPSET {
+        debug!(
+            output = found.output,
+            opset = target.opset,
+            "LayerNormalization below opset 17: ONNX Runtime's own registration runs it"
+        );
     }
 
     let mut initializers = Vec::new();
