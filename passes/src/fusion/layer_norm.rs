@@ -362,7 +362,8 @@ fn affine_input(
     let shape: Vec<i64> = found.normalized.iter().map(|&n| n as i64).collect();
     let values = match value {
         Some(name) => {
-            let tensor = scan.view.constant(name).ok_or_else(|| format!("`{name}` is not a constant"))?;
+            let not_constant = || format!("`{name}` is not a constant");
+            let tensor = scan.view.constant(name).ok_or_else(not_constant)?;
             if tensor.dims == shape {
                 return Ok(name.to_string());
             }
