@@ -15,7 +15,10 @@
 mod attention;
 mod conv;
 mod eliminate;
+mod gelu;
 mod gemm;
+mod layer_norm;
+mod operands;
 mod pattern;
 
 use std::collections::{BTreeMap, HashSet};
@@ -60,7 +63,11 @@ pub(crate) const RULES: &[Rule] = &[
     conv::CONV_MUL,
     conv::CONV_ADD,
     // Transformer fusions, before MatMul + Add becomes a Gemm that they could not match.
+    layer_norm::LAYER_NORM,
+    gelu::GELU,
+    layer_norm::SKIP_LAYER_NORM,
     attention::ATTENTION,
+    // Then 2-D MatMul + Add into Gemm.
     gemm::MATMUL_ADD,
     // Last, what the others left unread.
     eliminate::DEAD_NODES,

@@ -127,6 +127,10 @@ impl Shapes {
     }
 
     fn infer_node(&mut self, node: &NodeProto) {
+        if node.domain() == "com.microsoft" {
+            self.infer_contrib_node(node);
+            return;
+        }
         if !matches!(node.domain(), "" | "ai.onnx") {
             return;
         }
@@ -344,6 +348,25 @@ impl Shapes {
                 self.set(output, elem(self, 0), shape);
             }
             _ => {}
+        }
+    }
+
+    /// The shape rules of the ONNX Runtime contrib operators that fusions write, so that
+    /// rules after them still see shapes: each output named here has its first input's type
+    /// and shape (SkipLayerNormalization's sum, its fourth output, included).
+    fn infer_contrib_node(&mut self, node: &NodeProto) {
+        let outputs: &[usize] = match node.op_type() {
+            "Gelu" | "FastGelu" | "BiasGelu" => &[0],
+            "SkipLayerNormalization" => &[0, 3],
+            _ => return,
+        };
+        let Some(input) = node.input.first() else { return };
+        let elem_type = self.elem_type(input).unwrap_or(0);
+        let dims = self.dims(input).map(<[Dim]>::to_vec);
+        for &position in outputs {
+            if let Some(output) = node.output.get(position) {
+                self.set(output, elem_type, dims.clone());
+            }
         }
     }
 
