@@ -226,3 +226,32 @@ fn the_standard_runtime_is_left_alone() {
         other => panic!("expected the model left alone, got {other:?}"),
     }
 }
+
+#[test]
+fn every_rule_together_fuses_the_whole_encoder() {
+    let options = EncoderOptions::default();
+    let model = bert_like_encoder(&options);
+
+    let fused = fuse(&model, &[]).unwrap_or_else(|e| panic!("fuse did nothing: {e}"));
+
+    // Per layer: one Attention, the attention output's dense MatMul and the FFN's two, a
+    // BiasGelu, and two SkipLayerNormalizations with their bias Adds taken in; before them,
+    // the embeddings' Gathers, and the last Add of the embeddings with their LayerNorm chain
+    // as a fifth SkipLayerNormalization (the position embeddings as a (1, S, H) skip).
+    let histogram = histogram(&fused);
+    eprintln!("{:?}\n->\n{histogram:?}", fusion_support::histogram(&model));
+    for (op, count) in [
+        ("com.microsoft:Attention", 2),
+        ("com.microsoft:BiasGelu", 2),
+        ("com.microsoft:SkipLayerNormalization", 5),
+        ("MatMul", 6),
+    ] {
+        assert_eq!(histogram.get(op), Some(&count), "{op} in {histogram:?}");
+    }
+    let gone = ["Softmax", "Transpose", "Reshape", "Erf", "ReduceMean", "LayerNormalization"];
+    for gone in gone {
+        assert_eq!(histogram.get(gone), None, "{gone} left in {histogram:?}");
+    }
+    let inputs = encoder_inputs(&options, 3, 5);
+    assert_same_outputs(&model, &fused, &inputs, MAX_RELATIVE_DIFFERENCE);
+}

@@ -10,6 +10,7 @@ use std::f32::consts::SQRT_2;
 
 use fusion_support::*;
 use ndarray::{ArrayD, IxDyn};
+use pipeline_passes::ir::proto::tensor_proto::DataType;
 use pipeline_passes::ir::proto::{ModelProto, NodeProto};
 use pipeline_passes::ir::{node_attr_float, node_attr_int, tensor_from_f32};
 use pipeline_passes::pass::{PassContext, PassError, Runtime};
@@ -534,11 +535,10 @@ fn layer_norm_with_a_fed_gamma_is_left_alone() {
 
 #[test]
 fn layer_norm_of_a_value_of_unknown_rank_is_left_alone() {
-    let b = Builder::new(17).input("h", activation()).init_i64("reps", &[1, 1, 1]).node(
-        "Tile",
-        &["h", "reps"],
-        &["x"],
-    );
+    let b = Builder::new(17)
+        .input("h", activation())
+        .typed_input("target", DataType::Int64, dims(&[3]))
+        .node("Reshape", &["h", "target"], &["x"]);
     let model = layer_norm_chain(b, "x", "y", &Chain::new(17), 3).output("y").build();
 
     assert_left_alone(&model, &["layer_norm"], "the rank of `x` is unknown");
@@ -653,9 +653,9 @@ fn add_of_unknown_rank_is_left_alone() {
     let model = Builder::new(17)
         .input("h", activation())
         .input("b", activation())
-        .init_i64("reps", &[1, 1, 1])
+        .typed_input("target", DataType::Int64, dims(&[3]))
         .init("gamma", Rng::new(4).uniform_array(&[H], 0.5, 1.5))
-        .node("Tile", &["h", "reps"], &["a"])
+        .node("Reshape", &["h", "target"], &["a"])
         .node("Add", &["a", "b"], &["sum"])
         .node("LayerNormalization", &["sum", "gamma"], &["y"])
         .output("y")

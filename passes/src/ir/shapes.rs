@@ -347,8 +347,74 @@ impl Shapes {
                 });
                 self.set(output, elem(self, 0), shape);
             }
+            "Slice" => {
+                let shape = dims(self, 0).map(|d| self.slice(node, &d));
+                self.set(output, elem(self, 0), shape);
+            }
+            "Expand" => {
+                let target = node.input.get(1).and_then(|t| self.integers.get(t)).cloned();
+                let shape = match (dims(self, 0), target) {
+                    (Some(d), Some(t)) => broadcast([Some(&d[..]), Some(&t[..])].into_iter()),
+                    (_, Some(t)) => Some(vec![Dim::Unknown; t.len()]),
+                    _ => None,
+                };
+                self.set(output, elem(self, 0), shape);
+            }
+            "ConstantOfShape" => {
+                let shape = self.integers.get(input(0)).cloned();
+                let value = node.attribute.iter().find(|a| a.name() == "value");
+                let elem_type = value.and_then(|a| a.t.as_ref()).map_or(1, |t| t.data_type());
+                self.set(output, elem_type, shape);
+            }
+            "Tile" | "Pad" | "Split" => {
+                // The rank is kept; sizes along the changed axes are not worked out.
+                let rank = self.rank(input(0));
+                for out in &node.output {
+                    self.set(out, elem(self, 0), rank.map(|r| vec![Dim::Unknown; r]));
+                }
+            }
             _ => {}
         }
+    }
+
+    /// A Slice's output dimensions: computed where the input dimension and the bounds are
+    /// numbers; a slice from 0 to a symbolic end, by step 1, takes the symbol (exporters slice
+    /// position tables to the sequence length so, which cannot exceed the table); otherwise
+    /// unknown along the sliced axes.
+    fn slice(&self, node: &NodeProto, input: &[Dim]) -> Vec<Dim> {
+        let rank = input.len();
+        let operand = |i: usize, attribute: &str| -> Option<Vec<Dim>> {
+            if let Some(values) = node_attr_ints(node, attribute) {
+                return Some(values.iter().map(|&v| Dim::Known(v)).collect());
+            }
+            let name = node.input.get(i).filter(|n| !n.is_empty())?;
+            self.integers.get(name).cloned()
+        };
+        let (Some(starts), Some(ends)) = (operand(1, "starts"), operand(2, "ends")) else {
+            return vec![Dim::Unknown; rank];
+        };
+        let axes = operand(3, "axes")
+            .unwrap_or_else(|| (0..starts.len() as i64).map(Dim::Known).collect());
+        let steps = operand(4, "").unwrap_or_else(|| vec![Dim::Known(1); starts.len()]);
+
+        let mut out = input.to_vec();
+        for (i, axis) in axes.iter().enumerate() {
+            let Some(axis) = axis.known().and_then(|a| normalize(a, rank)) else {
+                return vec![Dim::Unknown; rank];
+            };
+            let (start, end, step) = (starts.get(i), ends.get(i), steps.get(i));
+            let (Some(start), Some(end), Some(step)) = (start, end, step) else {
+                return vec![Dim::Unknown; rank];
+            };
+            out[axis] = match (start.known(), end, step.known(), input[axis].known()) {
+                (Some(s), Dim::Known(e), Some(t), Some(d)) if t != 0 => {
+                    Dim::Known(slice_length(s, *e, t, d))
+                }
+                (Some(0), Dim::Symbol(symbol), Some(1), _) => Dim::Symbol(symbol.clone()),
+                _ => Dim::Unknown,
+            };
+        }
+        out
     }
 
     /// The shape rules of the ONNX Runtime contrib operators that fusions write, so that
@@ -440,6 +506,21 @@ impl Shapes {
             };
         }
         Some(dims)
+    }
+}
+
+/// How many elements `Slice` takes from a dimension of size `size`, as the operator clamps
+/// its bounds.
+fn slice_length(start: i64, end: i64, step: i64, size: i64) -> i64 {
+    let resolve = |v: i64| if v < 0 { v.saturating_add(size) } else { v };
+    if step > 0 {
+        let start = resolve(start).clamp(0, size);
+        let end = resolve(end).clamp(0, size);
+        ((end - start + step - 1) / step).max(0)
+    } else {
+        let start = resolve(start).clamp(0, size - 1);
+        let end = resolve(end).clamp(-1, size - 1);
+        ((start - end + (-step) - 1) / (-step)).max(0)
     }
 }
 
@@ -615,6 +696,16 @@ mod tests {
         let batch = vec![Dim::Symbol("n".into()), Dim::Known(4)];
         let bias = d(&[4]);
         assert_eq!(broadcast([Some(&batch[..]), Some(&bias[..])].into_iter()), Some(batch));
+    }
+
+    #[test]
+    fn slice_lengths_clamp_as_the_operator_does() {
+        assert_eq!(slice_length(0, 3, 1, 10), 3);
+        assert_eq!(slice_length(-3, i64::MAX, 1, 10), 3);
+        assert_eq!(slice_length(2, 100, 3, 10), 3);
+        assert_eq!(slice_length(-1, i64::MIN, -1, 10), 10);
+        assert_eq!(slice_length(8, 2, -2, 10), 3);
+        assert_eq!(slice_length(5, 2, 1, 10), 0);
     }
 
     #[test]
