@@ -13,6 +13,8 @@
 //! rule's model before and after in ONNX Runtime on the same inputs.
 
 mod eliminate;
+mod evaluate;
+mod fold;
 mod pattern;
 
 use std::collections::{BTreeMap, HashSet};
@@ -50,6 +52,7 @@ pub(crate) struct Rule {
 /// Every rule, in the order the driver applies them.
 pub(crate) const RULES: &[Rule] = &[
     // Folding and removal first: they expose the patterns the fusions look for.
+    fold::CONSTANT_FOLDING,
     eliminate::IDENTITY,
     eliminate::DROPOUT,
     // Convolution fusions.
