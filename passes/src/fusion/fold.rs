@@ -109,10 +109,8 @@ fn is_integer_type(data_type: i32) -> bool {
 /// Shape or Size of a value whose every dimension is a number.
 fn static_shape(view: &View<'_>, node: &NodeProto) -> Result<Value, String> {
     let input = node.input.first().map(String::as_str).unwrap_or_default();
-    let dims = view
-        .shapes
-        .dims(input)
-        .ok_or_else(|| format!("the shape of `{input}` is not known"))?;
+    let dims =
+        view.shapes.dims(input).ok_or_else(|| format!("the shape of `{input}` is not known"))?;
     let mut known = Vec::with_capacity(dims.len());
     for (i, dim) in dims.iter().enumerate() {
         match dim {
@@ -140,7 +138,8 @@ fn evaluate_constants(view: &View<'_>, node: &NodeProto) -> Result<Value, String
             inputs.push(None);
             continue;
         }
-        let tensor = view.constant(name).ok_or_else(|| format!("constant `{name}` is unreadable"))?;
+        let tensor =
+            view.constant(name).ok_or_else(|| format!("constant `{name}` is unreadable"))?;
         let value = Value::from_tensor(&tensor).map_err(|e| format!("input `{name}`: {e}"))?;
         input_bytes += value.bytes();
         inputs.push(Some(value));
@@ -173,9 +172,5 @@ fn replace_by_initializer(view: &View<'_>, index: usize, value: Value) -> Rewrit
             }
         }
     }
-    Rewrite {
-        remove,
-        initializers: vec![value.to_tensor(&node.output[0])],
-        ..Rewrite::default()
-    }
+    Rewrite { remove, initializers: vec![value.to_tensor(&node.output[0])], ..Rewrite::default() }
 }

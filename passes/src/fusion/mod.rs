@@ -12,10 +12,13 @@
 //! A rule never changes what the model computes beyond float rounding: the tests run every
 //! rule's model before and after in ONNX Runtime on the same inputs.
 
+mod chains;
 mod eliminate;
 mod evaluate;
 mod fold;
+mod noop;
 mod pattern;
+mod squeeze;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -55,6 +58,10 @@ pub(crate) const RULES: &[Rule] = &[
     fold::CONSTANT_FOLDING,
     eliminate::IDENTITY,
     eliminate::DROPOUT,
+    noop::NOOP,
+    chains::TRANSPOSE_CHAIN,
+    chains::RESHAPE_CHAIN,
+    squeeze::SQUEEZE_UNSQUEEZE,
     // Convolution fusions.
     // Transformer fusions, before MatMul + Add becomes a Gemm that they could not match.
     // Last, what the others left unread.

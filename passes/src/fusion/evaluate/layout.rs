@@ -341,10 +341,9 @@ pub(crate) fn range(
         Value::F64(_) => typed::<f64>(start, limit, delta, max_bytes),
         Value::I32(_) => typed::<i32>(start, limit, delta, max_bytes),
         Value::I64(_) => typed::<i64>(start, limit, delta, max_bytes),
-        other => Err(EvalError::NotCovered(format!(
-            "Range of {} is not evaluated",
-            other.type_name()
-        ))),
+        other => {
+            Err(EvalError::NotCovered(format!("Range of {} is not evaluated", other.type_name())))
+        }
     }
 }
 

@@ -144,9 +144,7 @@ pub(crate) fn evaluate(
                 .ok_or_else(|| EvalError::Invalid(format!("Cast to unknown type {to}")))?;
             input(0)?.cast(data_type)
         }
-        "Reshape" => {
-            layout::reshape(input(0)?, &integers(1)?, attribute("allowzero", 0) != 0)
-        }
+        "Reshape" => layout::reshape(input(0)?, &integers(1)?, attribute("allowzero", 0) != 0),
         "Flatten" => layout::flatten(input(0)?, attribute("axis", 1)),
         "Transpose" => layout::transpose(input(0)?, node_attr_ints(node, "perm")),
         "Squeeze" => layout::squeeze(input(0)?, list("axes", 1)?.as_deref()),
@@ -156,8 +154,7 @@ pub(crate) fn evaluate(
             layout::unsqueeze(input(0)?, &axes)
         }
         "Concat" => {
-            let values: Vec<&Value> =
-                (0..inputs.len()).map(input).collect::<Result<_, _>>()?;
+            let values: Vec<&Value> = (0..inputs.len()).map(input).collect::<Result<_, _>>()?;
             let axis = node_attr_int(node, "axis")
                 .ok_or_else(|| EvalError::Invalid("Concat without axis".into()))?;
             layout::concat(&values, axis)
