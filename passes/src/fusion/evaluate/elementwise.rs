@@ -327,13 +327,14 @@ fn pow_of<T: Numeric>(
     };
     let single_precision = T::DATA_TYPE == f32::DATA_TYPE && matches!(exponent, Value::F32(_));
     let small_power = match exponents.iter().next() {
-        Some(&e) if exponents.len() == 1 && base.len() != 1 && (e == 2.0 || e == 3.0) => Some(e),
+        Some(&e) if exponents.len() == 1 && base.len() != 1 && e == 2.0 => Some(2),
+        Some(&e) if exponents.len() == 1 && base.len() != 1 && e == 3.0 => Some(3),
         _ => None,
     };
 
     let out_of_range = || EvalError::Invalid("Pow gives a value out of the base's range".into());
     zip2(base, &exponents, max_bytes, |x, e| match small_power {
-        Some(power) if power == 2.0 => Ok(x.mul(x)),
+        Some(2) => Ok(x.mul(x)),
         Some(_) => Ok(x.mul(x).mul(x)),
         None if single_precision => {
             let x = f32::from_number(x.to_number()).expect("float32 from float32");
