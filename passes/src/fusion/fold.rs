@@ -69,6 +69,9 @@ fn constant_folding(scan: &mut Scan<'_, '_>) {
         };
 
         match folded {
+            Ok(_) if view.graph.initializer.iter().any(|t| t.name() == node.output[0]) => {
+                scan.skip(index, format!("its output `{}` is an initializer too", node.output[0]));
+            }
             Ok(value) => {
                 let rewrite = replace_by_initializer(view, index, value);
                 scan.offer(rewrite);
