@@ -252,6 +252,22 @@ fn a_zero_copying_a_dimension_the_first_input_shares_stays() {
 }
 
 #[test]
+fn a_second_reshape_with_allowzero_keeps_it() {
+    let model = around(14, dims(&[2, 3, 4]), |b| {
+        b.init_i64("first", &[0, 12])
+            .node("Reshape", &["r", "first"], &["r1"])
+            .init_i64("second", &[4, 6])
+            .node_with("Reshape", &["r1", "second"], &["m"], vec![attr_int("allowzero", 1)])
+    });
+
+    let fused = assert_fuses(&model, RESHAPE, &[("Relu", 1), ("Reshape", 1), ("Sigmoid", 1)]);
+
+    let reshape = first_of(&fused, "Reshape");
+    assert_eq!(reshape.input, ["r", "second"]);
+    assert_eq!(reshape.attribute[0].name(), "allowzero");
+}
+
+#[test]
 fn a_zero_that_refers_to_the_intermediate_is_left_with_the_reason() {
     let model = around(17, vec![D::S("batch"), D::N(3), D::N(4)], |b| {
         b.init_i64("first", &[-1, 4])
