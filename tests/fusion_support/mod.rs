@@ -22,6 +22,7 @@ mod paths;
 #[allow(unused_imports)]
 pub use paths::{ort_library, root, venv_python};
 
+#[allow(unused_imports)]
 pub use pipeline_passes::ir::{attr_float, attr_int, attr_ints, attr_string, attr_tensor};
 
 /// A BERT-like encoder built the way PyTorch exports it, for the transformer fusions.

@@ -82,7 +82,11 @@ fn dropout(scan: &mut Scan<'_, '_>) {
 }
 
 /// Why a node that passes `input` on as `output` must stay, if it must.
-fn pass_through_blocked(scan: &Scan<'_, '_>, input: &str, output: &str) -> Option<&'static str> {
+pub(super) fn pass_through_blocked(
+    scan: &Scan<'_, '_>,
+    input: &str,
+    output: &str,
+) -> Option<&'static str> {
     let view = scan.view;
     let input_is_io = view.is_graph_input(input) || view.is_graph_output(input);
     if view.is_graph_output(output) && input_is_io {
@@ -95,7 +99,7 @@ fn pass_through_blocked(scan: &Scan<'_, '_>, input: &str, output: &str) -> Optio
 }
 
 /// Removes node `index`; readers of `output` read `input`.
-fn bypass(index: usize, input: &str, output: &str) -> Rewrite {
+pub(super) fn bypass(index: usize, input: &str, output: &str) -> Rewrite {
     Rewrite {
         remove: vec![index],
         renames: vec![(output.to_string(), input.to_string())],

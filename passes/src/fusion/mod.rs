@@ -13,13 +13,18 @@
 //! rule's model before and after in ONNX Runtime on the same inputs.
 
 mod attention;
+mod chains;
 mod conv;
 mod eliminate;
+mod evaluate;
+mod fold;
 mod gelu;
 mod gemm;
 mod layer_norm;
+mod noop;
 mod operands;
 mod pattern;
+mod squeeze;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -56,8 +61,13 @@ pub(crate) struct Rule {
 /// Every rule, in the order the driver applies them.
 pub(crate) const RULES: &[Rule] = &[
     // Folding and removal first: they expose the patterns the fusions look for.
+    fold::CONSTANT_FOLDING,
     eliminate::IDENTITY,
     eliminate::DROPOUT,
+    noop::NOOP,
+    chains::TRANSPOSE_CHAIN,
+    chains::RESHAPE_CHAIN,
+    squeeze::SQUEEZE_UNSQUEEZE,
     // Convolution fusions.
     conv::CONV_BN,
     conv::CONV_MUL,
