@@ -198,10 +198,14 @@ impl Shapes {
             | "Not" => {
                 let shape = broadcast(node.input.iter().map(|i| self.dims(i)));
                 self.set(output, DataType::Bool as i32, shape);
+                if node.op_type() == "Equal" {
+                    self.track_equal(node);
+                }
             }
             "Where" => {
                 let shape = broadcast(node.input.iter().map(|i| self.dims(i)));
                 self.set(output, elem(self, 1), shape);
+                self.track_where(node);
             }
             "MatMul" => {
                 let shape = match (dims(self, 0), dims(self, 1)) {
@@ -236,7 +240,11 @@ impl Shapes {
             }
             "Reshape" => {
                 let shape = self.reshape_target(node);
+                let flat = shape.as_ref().is_some_and(|d| d.len() == 1);
                 self.set(output, elem(self, 0), shape);
+                if let Some(values) = self.integers.get(input(0)).filter(|_| flat).cloned() {
+                    self.integers.insert(output.to_string(), values);
+                }
             }
             "Unsqueeze" | "Squeeze" => {
                 let axes = self.axes(node);
@@ -352,7 +360,13 @@ impl Shapes {
                 self.set(output, elem(self, 0), shape);
             }
             "Expand" => {
+                // The target's values, or at least its length: unknown sizes then broadcast
+                // against the input's, which Expand cannot shrink.
                 let target = node.input.get(1).and_then(|t| self.integers.get(t)).cloned();
+                let target = target.or_else(|| {
+                    let length = self.known_dims(input(1)).filter(|d| d.len() == 1)?[0];
+                    Some(vec![Dim::Unknown; usize::try_from(length).ok()?])
+                });
                 let shape = match (dims(self, 0), target) {
                     (Some(d), Some(t)) => broadcast([Some(&d[..]), Some(&t[..])].into_iter()),
                     (_, Some(t)) => Some(vec![Dim::Unknown; t.len()]),
@@ -363,8 +377,18 @@ impl Shapes {
             "ConstantOfShape" => {
                 let shape = self.integers.get(input(0)).cloned();
                 let value = node.attribute.iter().find(|a| a.name() == "value");
-                let elem_type = value.and_then(|a| a.t.as_ref()).map_or(1, |t| t.data_type());
-                self.set(output, elem_type, shape);
+                let tensor = value.and_then(|a| a.t.as_ref());
+                let elem_type = tensor.map_or(1, |t| t.data_type());
+                self.set(output, elem_type, shape.clone());
+                // A vector of one integer repeated, as PyTorch's `expand` idiom builds.
+                let fill = tensor.and_then(|t| ir::tensor_to_i64(t).ok());
+                let fill = fill.and_then(|v| (v.len() == 1).then(|| v.iter().copied().next())?);
+                if let (Some(fill), Some([Dim::Known(length)])) = (fill, shape.as_deref()) {
+                    if (0..=MAX_TRACKED_LEN as i64).contains(length) {
+                        let values = vec![Dim::Known(fill); *length as usize];
+                        self.integers.insert(output.to_string(), values);
+                    }
+                }
             }
             "Tile" | "Pad" | "Split" => {
                 // The rank is kept; sizes along the changed axes are not worked out.
@@ -458,6 +482,57 @@ impl Shapes {
                     "Div" if y != 0 => Dim::Known(x.div_euclid(y)),
                     _ => Dim::Unknown,
                 },
+                _ => Dim::Unknown,
+            })
+            .collect();
+        if let Some(output) = node.output.first() {
+            self.integers.insert(output.clone(), values);
+        }
+    }
+
+    /// `Equal` of tracked integers, element by element, as 1 or 0 where it can be told: a
+    /// symbolic dimension is never negative and always equals itself.
+    fn track_equal(&mut self, node: &NodeProto) {
+        let (Some(a), Some(b)) = (
+            node.input.first().and_then(|i| self.integers.get(i)),
+            node.input.get(1).and_then(|i| self.integers.get(i)),
+        ) else {
+            return;
+        };
+        if a.len() != b.len() && a.len() != 1 && b.len() != 1 {
+            return;
+        }
+        let pick = |v: &[Dim], i: usize| if v.len() == 1 { v[0].clone() } else { v[i].clone() };
+        let values = (0..a.len().max(b.len()))
+            .map(|i| match (pick(a, i), pick(b, i)) {
+                (Dim::Known(x), Dim::Known(y)) => Dim::Known(i64::from(x == y)),
+                (Dim::Symbol(_), Dim::Known(y)) | (Dim::Known(y), Dim::Symbol(_)) if y < 0 => {
+                    Dim::Known(0)
+                }
+                (Dim::Symbol(x), Dim::Symbol(y)) if x == y => Dim::Known(1),
+                _ => Dim::Unknown,
+            })
+            .collect();
+        if let Some(output) = node.output.first() {
+            self.integers.insert(output.clone(), values);
+        }
+    }
+
+    /// `Where` over tracked integers, element by element, where the condition is known.
+    fn track_where(&mut self, node: &NodeProto) {
+        let tracked = |i: usize| node.input.get(i).and_then(|name| self.integers.get(name));
+        let (Some(condition), Some(yes), Some(no)) = (tracked(0), tracked(1), tracked(2)) else {
+            return;
+        };
+        let len = condition.len().max(yes.len()).max(no.len());
+        if [condition.len(), yes.len(), no.len()].iter().any(|&l| l != len && l != 1) {
+            return;
+        }
+        let pick = |v: &[Dim], i: usize| if v.len() == 1 { v[0].clone() } else { v[i].clone() };
+        let values = (0..len)
+            .map(|i| match pick(condition, i) {
+                Dim::Known(0) => pick(no, i),
+                Dim::Known(_) => pick(yes, i),
                 _ => Dim::Unknown,
             })
             .collect();
@@ -686,6 +761,66 @@ mod tests {
 
     fn d(values: &[i64]) -> Vec<Dim> {
         values.iter().map(|&v| Dim::Known(v)).collect()
+    }
+
+    /// PyTorch's `x.expand(batch, seq)` as it exports it: the target goes through
+    /// `Where(Equal(target, -1 * ones), ones, target)`, whose result is the target itself.
+    #[test]
+    fn the_expand_idiom_keeps_symbolic_sizes() {
+        use crate::ir::proto::{tensor_shape_proto, type_proto, TensorShapeProto, TypeProto};
+        use crate::ir::{attr_tensor, make_node, tensor_from_i64};
+
+        let ids = ValueInfoProto {
+            name: Some("ids".into()),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: Some(DataType::Int64 as i32),
+                    shape: Some(TensorShapeProto {
+                        dim: ["batch", "seq"]
+                            .iter()
+                            .map(|p| tensor_shape_proto::Dimension {
+                                value: Some(tensor_shape_proto::dimension::Value::DimParam(
+                                    p.to_string(),
+                                )),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let int = |v: &[i64]| tensor_from_i64("", &ndarray::Array1::from(v.to_vec()).into_dyn());
+        let constant = |name: &str, v: &[i64]| {
+            let mut node = make_node("Constant", &[], &[name], name);
+            node.attribute.push(attr_tensor("value", int(v)));
+            node
+        };
+        let mut fill = make_node("ConstantOfShape", &["flat_shape"], &["ones"], "fill");
+        fill.attribute.push(attr_tensor("value", int(&[1])));
+        let graph = GraphProto {
+            input: vec![ids],
+            initializer: vec![tensor_from_i64("table", &ndarray::ArrayD::zeros(vec![1, 1]))],
+            node: vec![
+                make_node("Shape", &["ids"], &["shape"], "shape"),
+                constant("minus_one", &[-1]),
+                make_node("Reshape", &["shape", "minus_one"], &["flat"], "flat"),
+                make_node("Shape", &["flat"], &["flat_shape"], "flat_shape"),
+                fill,
+                make_node("Mul", &["ones", "minus_one"], &["negatives"], "negatives"),
+                make_node("Equal", &["flat", "negatives"], &["is_free"], "is_free"),
+                make_node("Where", &["is_free", "ones", "flat"], &["target"], "target"),
+                make_node("Expand", &["table", "target"], &["expanded"], "expanded"),
+            ],
+            ..Default::default()
+        };
+
+        let shapes = Shapes::infer(&graph);
+
+        let symbols = vec![Dim::Symbol("batch".into()), Dim::Symbol("seq".into())];
+        assert_eq!(shapes.integers("target"), Some(&symbols[..]));
+        assert_eq!(shapes.dims("expanded"), Some(&symbols[..]));
     }
 
     #[test]
