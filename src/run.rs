@@ -179,17 +179,16 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
     let mut builder = Builder::new(Arc::new(source_model), calibration).with_optimizer(optimizer);
     let mut reports = Vec::with_capacity(candidates.len());
     for candidate in candidates {
-        let outcome = evaluate_candidate(
-            &recipe,
-            candidate,
-            &mut builder,
-            &evaluation,
-            &source,
-            work.path(),
-            output_model.file_name().unwrap_or("model.onnx".as_ref()),
+        let bench = Bench {
+            recipe: &recipe,
+            evaluation: &evaluation,
+            source: &source,
+            work: work.path(),
+            file_name: output_model.file_name().unwrap_or("model.onnx".as_ref()),
             threads,
             options,
-        );
+        };
+        let outcome = evaluate_candidate(&bench, candidate, &mut builder);
         info!("{} {}: {}", candidate.id, candidate.label(), summary_line(&outcome));
         reports.push(outcome);
         span.pb_inc(1);
@@ -440,17 +439,25 @@ fn run_step(
     }
 }
 
+/// What every candidate is measured against and with: the same for all of them.
+struct Bench<'a> {
+    recipe: &'a Recipe,
+    evaluation: &'a Dataset,
+    source: &'a Measurement,
+    /// The folder candidates are saved in, each in its own subfolder.
+    work: &'a Path,
+    /// The file name of each saved candidate (the source model's).
+    file_name: &'a std::ffi::OsStr,
+    threads: Threads,
+    options: &'a RunOptions,
+}
+
 fn evaluate_candidate(
-    recipe: &Recipe,
+    bench: &Bench<'_>,
     candidate: &Candidate,
     builder: &mut Builder,
-    evaluation: &Dataset,
-    source: &Measurement,
-    work: &Path,
-    file_name: &std::ffi::OsStr,
-    threads: Threads,
-    options: &RunOptions,
 ) -> CandidateReport {
+    let Bench { recipe, evaluation, source, work, file_name, threads, options } = *bench;
     let _span = debug_span!("candidate", id = %candidate.id).entered();
     let steps = candidate
         .steps

@@ -229,7 +229,7 @@ fn gelu_of_constant_nodes_as_pytorch_exports_them() {
     let constant = |name: &str, value: f32| tensor_from_f32(name, &scalar(value));
     let model = Builder::new(13)
         .input("x", activation())
-        .constant("root", constant("", 1.414_213_5))
+        .constant("root", constant("", SQRT_2))
         .constant("one", constant("", 1.0))
         .constant("half", constant("", 0.5))
         .node("Div", &["x", "root"], &["scaled"])

@@ -346,7 +346,7 @@ pub fn random_inputs(
                 (rng.next_u64() % 4) as i32
             })),
             DataType::Bool => Tensor::Bool(ArrayD::from_shape_simple_fn(IxDyn(&shape), || {
-                rng.next_u64() % 2 == 0
+                rng.next_u64().is_multiple_of(2)
             })),
             other => panic!("no random values for input `{}` of {other:?}", input.name()),
         };

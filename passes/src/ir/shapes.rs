@@ -818,7 +818,7 @@ mod tests {
 
         let shapes = Shapes::infer(&graph);
 
-        let symbols = vec![Dim::Symbol("batch".into()), Dim::Symbol("seq".into())];
+        let symbols = [Dim::Symbol("batch".into()), Dim::Symbol("seq".into())];
         assert_eq!(shapes.integers("target"), Some(&symbols[..]));
         assert_eq!(shapes.dims("expanded"), Some(&symbols[..]));
     }
