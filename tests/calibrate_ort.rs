@@ -20,12 +20,8 @@ use ndarray_npy::NpzWriter;
 use pipeline::calibrate::OrtRunner;
 use pipeline::evaluate::Dataset;
 use pipeline::runtime::{self, Threads};
-use pipeline_passes::ir::proto::tensor_proto::DataType;
-use pipeline_passes::ir::proto::{
-    tensor_shape_proto, type_proto, GraphProto, ModelProto, OperatorSetIdProto, TensorShapeProto,
-    TypeProto, ValueInfoProto,
-};
-use pipeline_passes::ir::{self, SaveOptions};
+use pipeline_passes::ir::proto::{GraphProto, ModelProto, OperatorSetIdProto};
+use pipeline_passes::ir::{self, float_value_info, SaveOptions};
 use pipeline_passes::quantize::calibrate::{
     calibrate, CalibrationMethod, CalibrationOptions, TensorRange,
 };
@@ -50,28 +46,6 @@ impl Rng {
 
     fn array(&mut self, shape: &[usize], scale: f64) -> ArrayD<f32> {
         ArrayD::from_shape_simple_fn(IxDyn(shape), || (scale * self.normal()) as f32)
-    }
-}
-
-fn float_value(name: &str, dims: &[i64]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|&d| tensor_shape_proto::Dimension {
-            value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
-            ..Default::default()
-        })
-        .collect();
-    let tensor = type_proto::Tensor {
-        elem_type: Some(DataType::Float as i32),
-        shape: Some(TensorShapeProto { dim }),
-    };
-    ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            denotation: None,
-            value: Some(type_proto::Value::TensorType(tensor)),
-        }),
-        ..Default::default()
     }
 }
 
@@ -101,8 +75,8 @@ fn model() -> ModelProto {
             ir::tensor_from_f32("bias", &rng.array(&[10], 1.0)),
             ir::tensor_from_i64("shape", &ndarray::arr1(&[1i64, -1]).into_dyn()),
         ],
-        input: vec![float_value("x", &[1, 3, 8, 8])],
-        output: vec![float_value("y", &[1, 10]), float_value("a", &[1, 10])],
+        input: vec![float_value_info("x", &[1, 3, 8, 8])],
+        output: vec![float_value_info("y", &[1, 10]), float_value_info("a", &[1, 10])],
         ..Default::default()
     };
     ModelProto {

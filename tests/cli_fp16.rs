@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::Command as Process;
 
 use common::{outcome, Project, DIGITS_RECIPE};
-use pipeline_passes::ir::proto::type_proto;
 use serde_json::Value;
 
 /// One sample of the 360 in test.npz, and a little room for rounding.
@@ -23,10 +22,7 @@ fn read_report(out: &Path) -> Value {
 fn input_type(model: &Path) -> i32 {
     let model = pipeline_passes::ir::load(model).expect("the model loads");
     let input = &model.graph.expect("a graph").input[0];
-    match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(type_proto::Value::TensorType(tensor)) => tensor.elem_type(),
-        _ => panic!("the input is not a tensor"),
-    }
+    pipeline_passes::ir::declared_type(input).expect("the input is a tensor").elem_type
 }
 
 /// Top-1 accuracy of `model` on test.npz in ONNX Runtime's Python package, feeding the

@@ -18,8 +18,9 @@ use pipeline_passes::ir::proto::attribute_proto::AttributeType;
 use pipeline_passes::ir::proto::tensor_proto::DataType;
 use pipeline_passes::ir::proto::tensor_shape_proto::dimension::Value as DimValue;
 use pipeline_passes::ir::proto::{
-    type_proto, AttributeProto, GraphProto, ModelProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    type_proto, AttributeProto, GraphProto, ModelProto, ValueInfoProto,
 };
+use pipeline_passes::ir::shapes::Dim;
 use pipeline_passes::ir::{self, SaveOptions};
 use pipeline_passes::pass::PassError;
 use serde_json::{json, Value};
@@ -38,35 +39,21 @@ fn batch_model() -> ModelProto {
         .output_shaped("y", vec![D::S("N"), D::N(3)])
         .build();
     let graph = model.graph.as_mut().expect("a graph");
-    graph.value_info.push(declared("h", &[Some(DimValue::DimParam("N".into())), size(3)]));
+    graph.value_info.push(declared("h", &[symbol("N"), size(3)]));
     model
 }
 
-fn size(n: i64) -> Option<DimValue> {
-    Some(DimValue::DimValue(n))
+fn size(n: i64) -> Dim {
+    Dim::Known(n)
 }
 
-/// A float32 value of the given dimensions (`None`: neither a size nor a name).
-fn declared(name: &str, dims: &[Option<DimValue>]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|value| ir::proto::tensor_shape_proto::Dimension {
-            value: value.clone(),
-            denotation: None,
-        })
-        .collect();
-    let tensor = type_proto::Tensor {
-        elem_type: Some(DataType::Float as i32),
-        shape: Some(TensorShapeProto { dim }),
-    };
-    ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(tensor)),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+fn symbol(name: &str) -> Dim {
+    Dim::Symbol(name.into())
+}
+
+/// A float32 value of the given dimensions.
+fn declared(name: &str, dims: &[Dim]) -> ValueInfoProto {
+    ir::tensor_value_info(name, DataType::Float as i32, Some(dims))
 }
 
 /// The dimensions of a declared value as text: `[2, 3]`, `[N, ?]`.
@@ -156,7 +143,7 @@ fn inputs_gives_sizes_to_dimensions_without_names() {
         .node("Relu", &["x"], &["y"])
         .output("y")
         .build();
-    graph_mut(&mut model).input[0] = declared("x", &[None, None]);
+    graph_mut(&mut model).input[0] = declared("x", &[Dim::Unknown, Dim::Unknown]);
 
     let fixed = fix(&model, json!({"inputs": {"x": [2, 4]}})).expect("fix_shapes runs");
 
@@ -185,7 +172,7 @@ fn names_are_fixed_inside_subgraphs_too() {
     let branch = |op: &str, out: &str| GraphProto {
         name: Some(format!("{op}_branch")),
         node: vec![ir::make_node(op, &["x"], &[out], op)],
-        output: vec![declared(out, &[Some(DimValue::DimParam("N".into())), size(4)])],
+        output: vec![declared(out, &[symbol("N"), size(4)])],
         ..Default::default()
     };
     let graph_attr = |name: &str, g: GraphProto| AttributeProto {

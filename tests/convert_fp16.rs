@@ -21,9 +21,7 @@ use pipeline::runtime::Tensor;
 use pipeline_passes::ir;
 use pipeline_passes::ir::proto::attribute_proto::AttributeType;
 use pipeline_passes::ir::proto::tensor_proto::DataType;
-use pipeline_passes::ir::proto::{
-    type_proto, AttributeProto, GraphProto, ModelProto, TensorProto, TypeProto, ValueInfoProto,
-};
+use pipeline_passes::ir::proto::{AttributeProto, GraphProto, ModelProto, TensorProto};
 use pipeline_passes::pass::PassError;
 use serde_json::json;
 
@@ -55,10 +53,7 @@ fn io_types(model: &ModelProto, inputs: bool) -> Vec<(String, i32)> {
     values
         .iter()
         .map(|v| {
-            let elem = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-                Some(type_proto::Value::TensorType(t)) => t.elem_type(),
-                _ => 0,
-            };
+            let elem = ir::declared_type(v).map_or(0, |t| t.elem_type);
             (v.name().to_string(), elem)
         })
         .collect()
@@ -178,19 +173,6 @@ fn f16_values(tensor: &TensorProto) -> Vec<f32> {
     assert_eq!(tensor.data_type(), FLOAT16, "`{}` is not float16", tensor.name());
     let raw = tensor.raw_data.as_deref().expect("float16 data in raw_data");
     raw.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
-}
-
-/// A float32 value of unknown shape.
-fn float_info(name: &str) -> ValueInfoProto {
-    let tensor = type_proto::Tensor { elem_type: Some(FLOAT), shape: None };
-    ValueInfoProto {
-        name: Some(name.to_string()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(tensor)),
-            ..TypeProto::default()
-        }),
-        ..ValueInfoProto::default()
-    }
 }
 
 fn initializer<'m>(model: &'m ModelProto, name: &str) -> &'m TensorProto {
@@ -671,7 +653,7 @@ fn operators_of_other_domains_stay_float32_and_declared_types_let_readers_conver
         .output("y")
         .build();
     let undeclared = convert(&model, json!({}));
-    model.graph.as_mut().unwrap().value_info.push(float_info("n"));
+    model.graph.as_mut().unwrap().value_info.push(ir::tensor_value_info("n", FLOAT, None));
 
     let converted = convert(&model, json!({}));
 
@@ -691,7 +673,7 @@ fn if_branches_stay_float32_and_read_outer_values_through_casts() {
     let branch = |name: &str, op: &str| {
         let mut graph = GraphProto { name: Some(name.into()), ..GraphProto::default() };
         graph.node.push(ir::make_node(op, &["h", "w"], &[&format!("{name}_out")], name));
-        graph.output.push(float_info(&format!("{name}_out")));
+        graph.output.push(ir::tensor_value_info(&format!("{name}_out"), FLOAT, None));
         graph
     };
     let graph_attribute = |name: &str, graph: GraphProto| AttributeProto {

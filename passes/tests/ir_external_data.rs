@@ -8,10 +8,9 @@ use std::process::Command;
 use ndarray::{arr1, Array2, ArrayD, IxDyn};
 use pipeline_passes::ir::proto::tensor_proto::{DataLocation, DataType};
 use pipeline_passes::ir::proto::{
-    tensor_shape_proto, type_proto, GraphProto, ModelProto, OperatorSetIdProto,
-    StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    GraphProto, ModelProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
 };
-use pipeline_passes::ir::{self, ExternalData, IrError, SaveOptions};
+use pipeline_passes::ir::{self, float_value_info, ExternalData, IrError, SaveOptions};
 
 fn python() -> PathBuf {
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
@@ -29,24 +28,6 @@ fn run_python(script: &str, args: &[&Path]) -> String {
         Command::new(python()).arg("-c").arg(script).args(args).output().expect("python starts");
     assert!(output.status.success(), "python failed:\n{}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).expect("python prints UTF-8")
-}
-
-fn float_value(name: &str, dims: &[i64]) -> ValueInfoProto {
-    let dim = |d: &i64| tensor_shape_proto::Dimension {
-        value: Some(tensor_shape_proto::dimension::Value::DimValue(*d)),
-        ..Default::default()
-    };
-    ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(DataType::Float as i32),
-                shape: Some(TensorShapeProto { dim: dims.iter().map(dim).collect() }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 fn weights() -> ArrayD<f32> {
@@ -79,8 +60,8 @@ fn matmul_model() -> ModelProto {
             ir::make_node("Mul", &["a", "scale"], &["y"], "mul"),
         ],
         initializer: vec![w, ir::tensor_from_f32("b", &bias()), scale],
-        input: vec![float_value("x", &[2, 3])],
-        output: vec![float_value("y", &[2, 4])],
+        input: vec![float_value_info("x", &[2, 3])],
+        output: vec![float_value_info("y", &[2, 4])],
         ..Default::default()
     };
     ModelProto {
@@ -217,7 +198,7 @@ fn subgraph_initializers_move_out_and_back() {
         name: Some("then".into()),
         node: vec![ir::make_node("Identity", &["inner"], &["z"], "id")],
         initializer: vec![inner.clone()],
-        output: vec![float_value("z", &[3, 4])],
+        output: vec![float_value_info("z", &[3, 4])],
         ..Default::default()
     };
     let mut model = matmul_model();

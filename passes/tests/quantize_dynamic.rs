@@ -12,12 +12,12 @@ mod quantize_dynamic_support;
 use std::collections::BTreeSet;
 
 use ndarray::{ArrayD, IxDyn};
-use pipeline_passes::ir;
 use pipeline_passes::ir::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
+use pipeline_passes::ir::{self, float_value_info};
 use pipeline_passes::quantize::dynamic::QuantizeDynamicConfig;
 use quantize_dynamic_support::{
-    capture_logs, check_model_against_ort, float_value, model, node_named, op_types,
-    report_weights, run_pass, workspace, Rng,
+    capture_logs, check_model_against_ort, model, node_named, op_types, report_weights, run_pass,
+    workspace, Rng,
 };
 use serde_json::Value;
 
@@ -26,7 +26,7 @@ use serde_json::Value;
 /// Transpose `t` moves `y2` as `m3` quantized it, in 8-bit), and `z [1,3,8,8] -> c (Conv) ->
 /// out_conv`.
 fn float_model() -> ModelProto {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let w1 = rng.array(&[16, 8], |r| 0.5 * r.normal());
     let w2 = rng.array(&[8, 8], |r| 0.1 + 1.9 * r.uniform());
     let mut w3 = rng.array(&[8, 6], |r| 10.0 * r.normal());
@@ -61,11 +61,11 @@ fn float_model() -> ModelProto {
             ir::tensor_from_f32("CW", &conv_w),
             ir::tensor_from_f32("CB", &conv_b),
         ],
-        input: vec![float_value("x", &[4, 16]), float_value("z", &[1, 3, 8, 8])],
+        input: vec![float_value_info("x", &[4, 16]), float_value_info("z", &[1, 3, 8, 8])],
         output: vec![
-            float_value("out_gemm", &[4, 5]),
-            float_value("out_gram", &[4, 4]),
-            float_value("out_conv", &[1, 4, 8, 8]),
+            float_value_info("out_gemm", &[4, 5]),
+            float_value_info("out_gram", &[4, 4]),
+            float_value_info("out_conv", &[1, 4, 8, 8]),
         ],
         ..Default::default()
     };
@@ -142,14 +142,14 @@ fn matmul_graph(
         name: Some("rules".into()),
         node: nodes,
         initializer,
-        input: vec![float_value("x", &[2, 4])],
-        output: outputs.iter().map(|&name| float_value(name, &[2, 3])).collect(),
+        input: vec![float_value_info("x", &[2, 4])],
+        output: outputs.iter().map(|&name| float_value_info(name, &[2, 3])).collect(),
         ..Default::default()
     }
 }
 
 fn weight(name: &str, seed: u64) -> TensorProto {
-    ir::tensor_from_f32(name, &Rng(seed).array(&[4, 3], |r| r.normal()))
+    ir::tensor_from_f32(name, &Rng::new(seed).array(&[4, 3], |r| r.normal()))
 }
 
 #[test]
@@ -194,7 +194,7 @@ fn unsupported_nodes_stay_float_beside_quantized_ones() {
     beta.attribute.push(ir::attr_float("beta", 2.0));
     let half = ir::tensor_from_f32("W4", &ArrayD::zeros(IxDyn(&[4, 3])));
     let half = TensorProto { data_type: Some(10), raw_data: Some(vec![0; 24]), ..half };
-    let batched = ir::tensor_from_f32("W5", &Rng(5).array(&[2, 4, 3], |r| r.normal()));
+    let batched = ir::tensor_from_f32("W5", &Rng::new(5).array(&[2, 4, 3], |r| r.normal()));
 
     let mut graph = matmul_graph(
         vec![
@@ -211,7 +211,7 @@ fn unsupported_nodes_stay_float_beside_quantized_ones() {
         &["y1", "y2", "y3", "y4", "y5", "y6", "y7"],
     );
     graph.initializer.push(ir::tensor_from_f32("C", &ArrayD::zeros(IxDyn(&[3]))));
-    graph.input.push(float_value("W6", &[4, 3]));
+    graph.input.push(float_value_info("W6", &[4, 3]));
 
     let config =
         QuantizeDynamicConfig { nodes_to_exclude: vec!["excluded".into()], ..Default::default() };

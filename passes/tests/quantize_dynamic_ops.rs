@@ -9,20 +9,20 @@
 
 mod quantize_dynamic_support;
 
-use pipeline_passes::ir;
 use pipeline_passes::ir::proto::{
     attribute_proto, AttributeProto, GraphProto, ModelProto, OperatorSetIdProto,
 };
+use pipeline_passes::ir::{self, float_value_info};
 use pipeline_passes::quantize::dynamic::QuantizeDynamicConfig;
 use quantize_dynamic_support::{
-    check_model_against_ort, count_op, float_value, model, ms_node, node_named, op_types,
-    report_weights, run_pass, value, Rng, INT32, INT64,
+    check_model_against_ort, count_op, model, ms_node, node_named, op_types, report_weights,
+    run_pass, value, Rng, INT32, INT64,
 };
 
 /// `ids [2,3] -> g: Gather(emb [10,8]) -> e`, then `e` is read by a quantized MatMul `mm`, by
 /// a Transpose `t` whose output a Relu reads, by two float nodes and as a graph output.
 fn embedding_model() -> ModelProto {
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let emb = rng.array(&[10, 8], |r| r.normal());
     let w = rng.array(&[8, 6], |r| 0.5 * r.normal());
 
@@ -41,11 +41,11 @@ fn embedding_model() -> ModelProto {
         initializer: vec![ir::tensor_from_f32("emb", &emb), ir::tensor_from_f32("W", &w)],
         input: vec![value("ids", INT64, &[2, 3])],
         output: vec![
-            float_value("m", &[2, 3, 6]),
-            float_value("r", &[2, 8, 3]),
-            float_value("s", &[2, 3, 8]),
-            float_value("h", &[2, 3, 8]),
-            float_value("e", &[2, 3, 8]),
+            float_value_info("m", &[2, 3, 6]),
+            float_value_info("r", &[2, 8, 3]),
+            float_value_info("s", &[2, 3, 8]),
+            float_value_info("h", &[2, 3, 8]),
+            float_value_info("e", &[2, 3, 8]),
         ],
         ..Default::default()
     };
@@ -108,15 +108,15 @@ fn gathers_without_a_float_table_are_left_alone() {
         ],
         initializer: vec![
             shape,
-            ir::tensor_from_f32("emb", &Rng(3).array(&[3, 4], |r| r.normal())),
-            ir::tensor_from_f32("W", &Rng(4).array(&[4, 2], |r| r.normal())),
+            ir::tensor_from_f32("emb", &Rng::new(3).array(&[3, 4], |r| r.normal())),
+            ir::tensor_from_f32("W", &Rng::new(4).array(&[4, 2], |r| r.normal())),
         ],
-        input: vec![float_value("x", &[3, 4]), value("i", INT64, &[])],
+        input: vec![float_value_info("x", &[3, 4]), value("i", INT64, &[])],
         output: vec![
             value("picked", INT64, &[]),
             value("dim", INT64, &[]),
-            float_value("row", &[4]),
-            float_value("y", &[3, 2]),
+            float_value_info("row", &[4]),
+            float_value_info("y", &[3, 2]),
         ],
         ..Default::default()
     };
@@ -134,7 +134,7 @@ fn gathers_without_a_float_table_are_left_alone() {
 /// `ids [3,2] -> Gather(emb [10,5]) -> x [3,2,5] -> bidirectional LSTM (with bias)`, and a
 /// forward LSTM without bias on the float input `z`.
 fn lstm_model() -> ModelProto {
-    let mut rng = Rng(21);
+    let mut rng = Rng::new(21);
     let emb = rng.array(&[10, 5], |r| r.normal());
     let w = rng.array(&[2, 16, 5], |r| 0.4 * r.normal());
     let r = rng.array(&[2, 16, 4], |r| 0.4 * r.normal());
@@ -159,12 +159,12 @@ fn lstm_model() -> ModelProto {
             ir::tensor_from_f32("W2", &w2),
             ir::tensor_from_f32("R2", &r2),
         ],
-        input: vec![value("ids", INT64, &[3, 2]), float_value("z", &[3, 2, 5])],
+        input: vec![value("ids", INT64, &[3, 2]), float_value_info("z", &[3, 2, 5])],
         output: vec![
-            float_value("y", &[3, 2, 2, 4]),
-            float_value("y_h", &[2, 2, 4]),
-            float_value("y_c", &[2, 2, 4]),
-            float_value("y2", &[3, 1, 2, 4]),
+            float_value_info("y", &[3, 2, 2, 4]),
+            float_value_info("y_h", &[2, 2, 4]),
+            float_value_info("y_c", &[2, 2, 4]),
+            float_value_info("y2", &[3, 1, 2, 4]),
         ],
         ..Default::default()
     };
@@ -196,7 +196,7 @@ fn lstm_matches_ort_bit_for_bit() {
 
 #[test]
 fn lstm_with_layout_1_and_gru_stay_float() {
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     let mut batch_first = ir::make_node("LSTM", &["x", "W", "R"], &["y"], "batch_first");
     batch_first.attribute.push(ir::attr_int("hidden_size", 4));
     batch_first.attribute.push(ir::attr_int("layout", 1));
@@ -212,11 +212,11 @@ fn lstm_with_layout_1_and_gru_stay_float() {
             ir::tensor_from_f32("GR", &rng.array(&[1, 12, 4], |r| r.normal())),
             ir::tensor_from_f32("M", &rng.array(&[5, 3], |r| r.normal())),
         ],
-        input: vec![float_value("x", &[2, 3, 5])],
+        input: vec![float_value_info("x", &[2, 3, 5])],
         output: vec![
-            float_value("y", &[2, 3, 1, 4]),
-            float_value("g", &[3, 1, 2, 4]),
-            float_value("m", &[2, 3, 3]),
+            float_value_info("y", &[2, 3, 1, 4]),
+            float_value_info("g", &[3, 1, 2, 4]),
+            float_value_info("m", &[2, 3, 3]),
         ],
         ..Default::default()
     };
@@ -230,7 +230,7 @@ fn lstm_with_layout_1_and_gru_stay_float() {
 /// `x [2,4,8] -> att: Attention(W [8,24], B)`, and `ids -> Gather(emb) -> e -> causal
 /// Attention att2`, which reads the 8-bit rows as they are.
 fn attention_model() -> ModelProto {
-    let mut rng = Rng(31);
+    let mut rng = Rng::new(31);
     let w = rng.array(&[8, 24], |r| 0.3 * r.normal());
     let b = rng.array(&[24], |r| 0.1 * r.normal());
     let emb = rng.array(&[10, 8], |r| r.normal());
@@ -253,8 +253,8 @@ fn attention_model() -> ModelProto {
             ir::tensor_from_f32("W2", &w2),
             ir::tensor_from_f32("B2", &b2),
         ],
-        input: vec![float_value("x", &[2, 4, 8]), value("ids", INT64, &[2, 4])],
-        output: vec![float_value("y", &[2, 4, 8]), float_value("y2", &[2, 4, 8])],
+        input: vec![float_value_info("x", &[2, 4, 8]), value("ids", INT64, &[2, 4])],
+        output: vec![float_value_info("y", &[2, 4, 8]), float_value_info("y2", &[2, 4, 8])],
         ..Default::default()
     };
     let mut model = model(graph, 14);
@@ -290,7 +290,7 @@ fn attention_matches_ort_bit_for_bit() {
 
 #[test]
 fn attention_that_qattention_cannot_express_stays_float() {
-    let mut rng = Rng(9);
+    let mut rng = Rng::new(9);
     let mut unequal = ms_node("Attention", &["x", "W", "B"], &["y1"], "unequal");
     unequal.attribute.push(ir::attr_int("num_heads", 2));
     unequal.attribute.push(ir::attr_ints("qkv_hidden_sizes", &[8, 8, 8]));
@@ -309,8 +309,8 @@ fn attention_that_qattention_cannot_express_stays_float() {
             ir::tensor_from_f32("B", &rng.array(&[24], |r| r.normal())),
             ir::tensor_from_f32("bias", &rng.array(&[1, 2, 4, 4], |r| r.normal())),
         ],
-        input: vec![float_value("x", &[1, 4, 8])],
-        output: ["y1", "y2", "y3", "y4"].iter().map(|n| float_value(n, &[1, 4, 8])).collect(),
+        input: vec![float_value_info("x", &[1, 4, 8])],
+        output: ["y1", "y2", "y3", "y4"].iter().map(|n| float_value_info(n, &[1, 4, 8])).collect(),
         ..Default::default()
     };
     let err = run_pass(model(graph, 14), QuantizeDynamicConfig::default()).unwrap_err();
@@ -323,7 +323,7 @@ fn attention_that_qattention_cannot_express_stays_float() {
 /// The start of a BERT encoder: `EmbedLayerNormalization(ids, segments)` gives the embeddings
 /// and the mask index, which an Attention reads, followed by a MatMul.
 fn bert_model() -> ModelProto {
-    let mut rng = Rng(41);
+    let mut rng = Rng::new(41);
     let mut table = |name: &str, shape: &[usize]| {
         ir::tensor_from_f32(name, &rng.array(shape, |r| 0.5 * r.normal()))
     };
@@ -349,7 +349,7 @@ fn bert_model() -> ModelProto {
         node: vec![embed, attention, ir::make_node("MatMul", &["a", "O"], &["y"], "out")],
         initializer,
         input: vec![value("ids", INT32, &[2, 4]), value("segments", INT32, &[2, 4])],
-        output: vec![float_value("y", &[2, 4, 8])],
+        output: vec![float_value_info("y", &[2, 4, 8])],
         ..Default::default()
     };
     let mut model = model(graph, 14);
@@ -386,7 +386,7 @@ fn embed_layer_normalization_that_cannot_be_expressed_stays_float() {
     let mut with_sum = model.clone();
     let graph = with_sum.graph.as_mut().expect("a graph");
     graph.node[0].output.push("sum".into());
-    graph.output.push(float_value("sum", &[2, 4, 8]));
+    graph.output.push(float_value_info("sum", &[2, 4, 8]));
     let ours = run_pass(with_sum, QuantizeDynamicConfig::default()).expect("the rest quantizes");
     assert!(node_named(&ours, "embed").is_some(), "the node with `embedding_sum` was rewritten");
 
@@ -403,7 +403,7 @@ fn a_subgraph_reading_a_gather_output_gets_it_in_float() {
     let branch = |name: &str| GraphProto {
         name: Some(name.into()),
         node: vec![ir::make_node("Identity", &["e"], &[&format!("{name}_out")], name)],
-        output: vec![float_value(&format!("{name}_out"), &[3, 4])],
+        output: vec![float_value_info(&format!("{name}_out"), &[3, 4])],
         ..Default::default()
     };
     let mut branches = ir::make_node("If", &["flag"], &["picked"], "if");
@@ -418,9 +418,9 @@ fn a_subgraph_reading_a_gather_output_gets_it_in_float() {
     let graph = GraphProto {
         name: Some("branches".into()),
         node: vec![ir::make_node("Gather", &["emb", "ids"], &["e"], "g"), branches],
-        initializer: vec![ir::tensor_from_f32("emb", &Rng(8).array(&[5, 4], |r| r.normal()))],
+        initializer: vec![ir::tensor_from_f32("emb", &Rng::new(8).array(&[5, 4], |r| r.normal()))],
         input: vec![value("ids", INT64, &[3]), value("flag", 9, &[])],
-        output: vec![float_value("picked", &[3, 4])],
+        output: vec![float_value_info("picked", &[3, 4])],
         ..Default::default()
     };
 

@@ -10,37 +10,17 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
-use pipeline_passes::ir;
 use pipeline_passes::ir::proto::tensor_proto::DataType;
 use pipeline_passes::ir::proto::{
-    tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
 };
+use pipeline_passes::ir::{self, float_value_info};
 use pipeline_passes::pass::{self, ModelRunner, Pass, PassContext, RunnerError};
 use pipeline_passes::quantize::calibrate::TensorRange;
 use pipeline_passes::quantize::static_quant::{
     quantize_qdq, quantize_qoperator, IntegerType, QuantFormat, QuantizeStatic,
     QuantizeStaticConfig,
 };
-
-fn float_value(name: &str, dims: &[i64]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|&d| tensor_shape_proto::Dimension {
-            value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
-            ..Default::default()
-        })
-        .collect();
-    let tensor = type_proto::Tensor { elem_type: Some(1), shape: Some(TensorShapeProto { dim }) };
-    ValueInfoProto {
-        name: Some(name.to_string()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(tensor)),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 fn tensor(name: &str, shape: &[usize], values: &[f32]) -> TensorProto {
     let array = ArrayD::from_shape_vec(IxDyn(shape), values.to_vec()).expect("values fit");
@@ -58,8 +38,8 @@ fn model(nodes: Vec<NodeProto>, initializers: Vec<TensorProto>, opset: i64) -> M
         name: Some("rules".into()),
         node: nodes,
         initializer: initializers,
-        input: vec![float_value("x", &[1, 2, 4, 4])],
-        output: vec![float_value("out", &[])],
+        input: vec![float_value_info("x", &[1, 2, 4, 4])],
+        output: vec![float_value_info("out", &[])],
         ..Default::default()
     };
     ModelProto {
@@ -160,7 +140,7 @@ fn relu_with_a_second_reader_of_its_input_stays() {
     let mut model = conv_relu_conv();
     let graph = model.graph.as_mut().unwrap();
     graph.node.push(ir::make_node("Add", &["y", "r"], &["extra"], "add"));
-    graph.output.push(float_value("extra", &[]));
+    graph.output.push(float_value_info("extra", &[]));
     let mut ranges = conv_relu_conv_ranges();
     ranges.insert("extra".into(), TensorRange { min: -3.0, max: 8.0 });
 
@@ -523,7 +503,7 @@ fn qoperator_keeps_a_relu_whose_input_keeps_negative_values() {
     let mut model = conv_relu_conv();
     let graph_mut = model.graph.as_mut().unwrap();
     graph_mut.node.push(ir::make_node("Add", &["y", "r"], &["extra"], "add"));
-    graph_mut.output.push(float_value("extra", &[]));
+    graph_mut.output.push(float_value_info("extra", &[]));
     let mut ranges = conv_relu_conv_ranges();
     ranges.insert("extra".into(), TensorRange { min: -3.0, max: 8.0 });
 

@@ -21,6 +21,9 @@
 //! differences that fix it are named in the case, and our outputs must be close to float
 //! where ORT's are far.
 
+#[path = "common/rng.rs"]
+mod rng;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,14 +31,16 @@ use std::process::Command;
 use ndarray::{ArrayD, IxDyn};
 use pipeline_passes::ir::proto::tensor_proto::DataType;
 use pipeline_passes::ir::proto::{
-    tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    ValueInfoProto,
 };
-use pipeline_passes::ir::{self, SaveOptions};
+use pipeline_passes::ir::shapes::Dim;
+use pipeline_passes::ir::{self, float_value_info, SaveOptions};
 use pipeline_passes::quantize::calibrate::TensorRange;
 use pipeline_passes::quantize::static_quant::{
     quantize_qdq, quantize_qoperator, IntegerType, QuantFormat, QuantizeStaticConfig,
 };
+use rng::Rng;
 use serde_json::{json, Value};
 
 /// Our graph is ORT's graph with ORT's numbers, so the outputs agree to float rounding: at
@@ -54,37 +59,6 @@ const MAX_ERROR_SHARE_WHERE_ORT_IS_WRONG: f64 = 0.02;
 /// what 8-bit quantization of these small models costs, far below a wrong model.
 const MAX_ERROR_SHARE_OF_RANGE: f64 = 0.2;
 
-/// A small deterministic generator (SplitMix64), so the test needs no extra crate.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn normal(&mut self) -> f64 {
-        let u = 1.0 - self.uniform();
-        let v = self.uniform();
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-
-    fn array(&mut self, shape: &[usize], mut f: impl FnMut(&mut Rng) -> f64) -> ArrayD<f32> {
-        ArrayD::from_shape_simple_fn(IxDyn(shape), || f(self) as f32)
-    }
-
-    fn normal_array(&mut self, shape: &[usize], scale: f64) -> ArrayD<f32> {
-        self.array(shape, |r| scale * r.normal())
-    }
-}
-
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("passes/ has a parent").to_path_buf()
 }
@@ -97,25 +71,6 @@ fn python() -> PathBuf {
         python.display()
     );
     python
-}
-
-fn float_value(name: &str, dims: &[i64]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|&d| tensor_shape_proto::Dimension {
-            value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
-            ..Default::default()
-        })
-        .collect();
-    let tensor = type_proto::Tensor { elem_type: Some(1), shape: Some(TensorShapeProto { dim }) };
-    ValueInfoProto {
-        name: Some(name.to_string()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(tensor)),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 /// A float model under construction.
@@ -134,7 +89,7 @@ impl Builder {
             initializers: vec![],
             inputs: vec![],
             outputs: vec![],
-            rng: Rng(seed),
+            rng: Rng::new(seed),
         }
     }
 
@@ -192,8 +147,8 @@ fn mlp(seed: u64) -> ModelProto {
     b.node("MatMul", &["h1r", "W2"], "h2", "mm2");
     b.node("Add", &["h2", "b2"], "logits", "add2");
     b.node("Softmax", &["logits"], "probs", "softmax");
-    b.inputs.push(float_value("x", &[1, 16]));
-    b.outputs.push(float_value("probs", &[1, 10]));
+    b.inputs.push(float_value_info("x", &[1, 16]));
+    b.outputs.push(float_value_info("probs", &[1, 10]));
     b.model("mlp", 13)
 }
 
@@ -268,8 +223,8 @@ fn convnet(opset: i64) -> ModelProto {
     b.node("GlobalAveragePool", &["r2"], "g", "gap");
     b.node("Flatten", &["g"], "f", "flatten");
     b.node("Gemm", &["f", "Wf", "Bf"], "logits", "fc");
-    b.inputs.push(float_value("x", &[1, 3, 8, 8]));
-    b.outputs.push(float_value("logits", &[1, 10]));
+    b.inputs.push(float_value_info("x", &[1, 3, 8, 8]));
+    b.outputs.push(float_value_info("logits", &[1, 10]));
     b.model("convnet", opset)
 }
 
@@ -290,8 +245,8 @@ fn residual(opset: i64) -> ModelProto {
         .push(ir::attr_ints("pads", &[1; 4]));
     b.node("Add", &["c2", "x"], "sum", "add");
     b.node("Relu", &["sum"], "out", "relu2");
-    b.inputs.push(float_value("x", &[1, 4, 6, 6]));
-    b.outputs.push(float_value("out", &[1, 4, 6, 6]));
+    b.inputs.push(float_value_info("x", &[1, 4, 6, 6]));
+    b.outputs.push(float_value_info("out", &[1, 4, 6, 6]));
     b.model("residual", opset)
 }
 
@@ -305,8 +260,8 @@ fn gemms(opset: i64) -> ModelProto {
     b.node("Gemm", &["x", "B1", "C1"], "g1", "gemm1").attribute.push(ir::attr_int("transB", 1));
     b.node("Sigmoid", &["g1"], "s1", "sigmoid");
     b.node("Gemm", &["s1", "B2", "C2"], "out", "gemm2");
-    b.inputs.push(float_value("x", &[2, 12]));
-    b.outputs.push(float_value("out", &[2, 6]));
+    b.inputs.push(float_value_info("x", &[2, 12]));
+    b.outputs.push(float_value_info("out", &[2, 6]));
     b.model("gemms", opset)
 }
 
@@ -329,8 +284,8 @@ fn outlier() -> ModelProto {
         .attribute
         .push(ir::attr_ints("perm", &[0, 2, 1]));
     b.node("Mul", &["tr", "k"], "out", "scale");
-    b.inputs.push(float_value("x", &[4, 32]));
-    b.outputs.push(float_value("out", &[4, 5, 4]));
+    b.inputs.push(float_value_info("x", &[4, 32]));
+    b.outputs.push(float_value_info("out", &[4, 5, 4]));
     b.model("outlier", 13)
 }
 
@@ -343,8 +298,8 @@ fn shared_initializers() -> ModelProto {
     b.node("Conv", &["y1", "W", "B"], "out", "conv2")
         .attribute
         .push(ir::attr_ints("pads", &[1; 4]));
-    b.inputs.push(float_value("x", &[1, 4, 5, 5]));
-    b.outputs.push(float_value("out", &[1, 4, 5, 5]));
+    b.inputs.push(float_value_info("x", &[1, 4, 5, 5]));
+    b.outputs.push(float_value_info("out", &[1, 4, 5, 5]));
     b.model("shared", 13)
 }
 
@@ -355,8 +310,8 @@ fn big_bias() -> ModelProto {
     b.weight("W", &[12, 6], 1e-7);
     b.weight("C", &[6], 1e4);
     b.node("Gemm", &["x", "W", "C"], "out", "gemm");
-    b.inputs.push(float_value("x", &[2, 12]));
-    b.outputs.push(float_value("out", &[2, 6]));
+    b.inputs.push(float_value_info("x", &[2, 12]));
+    b.outputs.push(float_value_info("out", &[2, 6]));
     b.model("big_bias", 13)
 }
 
@@ -369,8 +324,8 @@ fn relu_with_two_readers() -> ModelProto {
     b.node("Conv", &["x", "W", "B"], "c", "conv").attribute.push(ir::attr_ints("pads", &[1; 4]));
     b.node("Relu", &["c"], "r", "relu");
     b.node("Add", &["c", "r"], "out", "add");
-    b.inputs.push(float_value("x", &[1, 4, 5, 5]));
-    b.outputs.push(float_value("out", &[1, 4, 5, 5]));
+    b.inputs.push(float_value_info("x", &[1, 4, 5, 5]));
+    b.outputs.push(float_value_info("out", &[1, 4, 5, 5]));
     b.model("relu_two_readers", 13)
 }
 
@@ -382,8 +337,8 @@ fn gemm_alpha_beta() -> ModelProto {
     let gemm = b.node("Gemm", &["x", "W", "C"], "out", "gemm");
     gemm.attribute.push(ir::attr_float("alpha", 0.5));
     gemm.attribute.push(ir::attr_float("beta", 2.0));
-    b.inputs.push(float_value("x", &[2, 12]));
-    b.outputs.push(float_value("out", &[2, 6]));
+    b.inputs.push(float_value_info("x", &[2, 12]));
+    b.outputs.push(float_value_info("out", &[2, 6]));
     b.model("gemm_alpha_beta", 13)
 }
 
@@ -463,20 +418,15 @@ fn operator_zoo() -> ModelProto {
     b.node("Softmax", &["ga"], "soft", "softmax");
     b.node("CumSum", &["ga", "cumsum_axis"], "sums", "cum_sum");
 
-    b.inputs.push(float_value("x", &[1, 4, 6, 6]));
+    b.inputs.push(float_value_info("x", &[1, 4, 6, 6]));
     for (name, dims) in
         [("rows", &[3, 5][..]), ("ge", &[1, 2, 3]), ("top", &[1, 2, 3]), ("soft", &[1, 2, 168])]
     {
-        b.outputs.push(float_value(name, dims));
+        b.outputs.push(float_value_info(name, dims));
     }
-    b.outputs.push(float_value("sums", &[1, 2, 168]));
-    let mut best = float_value("best", &[1, 2, 1]);
-    if let Some(type_proto::Value::TensorType(tensor)) =
-        best.r#type.as_mut().and_then(|t| t.value.as_mut())
-    {
-        tensor.elem_type = Some(DataType::Int64 as i32);
-    }
-    b.outputs.push(best);
+    b.outputs.push(float_value_info("sums", &[1, 2, 168]));
+    let best = [Dim::Known(1), Dim::Known(2), Dim::Known(1)];
+    b.outputs.push(ir::tensor_value_info("best", DataType::Int64 as i32, Some(&best)));
     b.model("operator_zoo", 17)
 }
 
@@ -693,22 +643,16 @@ fn qoperator_cases() -> Vec<Case> {
 /// Writes `count` samples for each graph input into `dir` and returns the spec file.
 fn write_samples(dir: &Path, model: &ModelProto, count: usize, seed: u64) -> PathBuf {
     let graph = model.graph.as_ref().expect("a graph");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut inputs = Vec::new();
     for input in &graph.input {
-        let Some(type_proto::Value::TensorType(tensor)) =
-            input.r#type.as_ref().and_then(|t| t.value.as_ref())
-        else {
-            panic!("input `{}` is not a tensor", input.name());
-        };
-        let shape: Vec<usize> = tensor
-            .shape
-            .as_ref()
-            .expect("a shape")
-            .dim
+        let dims = ir::declared_type(input)
+            .and_then(|t| t.dims)
+            .unwrap_or_else(|| panic!("input `{}` is not a tensor of known rank", input.name()));
+        let shape: Vec<usize> = dims
             .iter()
-            .map(|d| match d.value {
-                Some(tensor_shape_proto::dimension::Value::DimValue(v)) => v as usize,
+            .map(|d| match d {
+                Dim::Known(size) => *size as usize,
                 _ => panic!("input `{}` has a symbolic dimension", input.name()),
             })
             .collect();

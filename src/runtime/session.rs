@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
+use pipeline_passes::ir;
+use pipeline_passes::ir::shapes::Dim;
 
 use super::discovery::environment;
 use super::{ElemType, RuntimeError, Tensor};
@@ -50,9 +52,6 @@ impl IoInfo {
     /// The graph inputs of `model` that must be fed, read from the file without a runtime.
     /// Initializers that old exporters also list as inputs are left out.
     pub fn model_inputs(model: &pipeline_passes::ir::proto::ModelProto) -> Vec<IoInfo> {
-        use pipeline_passes::ir::proto::tensor_shape_proto::dimension::Value as Dim;
-        use pipeline_passes::ir::proto::type_proto::Value;
-
         let Some(graph) = &model.graph else { return Vec::new() };
         let initializers: std::collections::HashSet<&str> =
             graph.initializer.iter().map(|t| t.name()).collect();
@@ -61,19 +60,13 @@ impl IoInfo {
             .iter()
             .filter(|input| !initializers.contains(input.name()))
             .map(|input| {
-                let (elem, shape) = match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-                    Some(Value::TensorType(tensor)) => {
-                        let dims = tensor.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or(&[]);
-                        let shape = dims
-                            .iter()
-                            .map(|d| match d.value {
-                                Some(Dim::DimValue(v)) => Some(v),
-                                _ => None,
-                            })
-                            .collect();
-                        (ElemType::from_onnx(tensor.elem_type()), shape)
+                let (elem, shape) = match ir::declared_type(input) {
+                    Some(declared) => {
+                        let shape =
+                            declared.dims.unwrap_or_default().iter().map(Dim::known).collect();
+                        (ElemType::from_onnx(declared.elem_type), shape)
                     }
-                    _ => (ElemType::Other("non-tensor".into()), Vec::new()),
+                    None => (ElemType::Other("non-tensor".into()), Vec::new()),
                 };
                 IoInfo { name: input.name().to_string(), elem, shape }
             })

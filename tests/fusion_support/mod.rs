@@ -11,9 +11,10 @@ use ndarray::{ArrayD, IxDyn};
 use pipeline::runtime::{ModelSession, Optimization, Tensor, Threads};
 use pipeline_passes::ir::proto::tensor_proto::DataType;
 use pipeline_passes::ir::proto::{
-    tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    ValueInfoProto,
 };
+use pipeline_passes::ir::shapes::Dim;
 use pipeline_passes::ir::{self, SaveOptions};
 use pipeline_passes::pass::{self, PassContext, PassError};
 
@@ -21,6 +22,10 @@ use pipeline_passes::pass::{self, PassContext, PassError};
 mod paths;
 #[allow(unused_imports)]
 pub use paths::{ort_library, root, venv_python};
+
+#[path = "../../passes/tests/common/rng.rs"]
+mod rng;
+pub use rng::Rng;
 
 #[allow(unused_imports)]
 pub use pipeline_passes::ir::{attr_float, attr_int, attr_ints, attr_string, attr_tensor};
@@ -32,45 +37,6 @@ pub mod encoder;
 /// magnitude of the output: float rounding of a reordered sum stays far below it, a wrong
 /// weight, axis or epsilon far above.
 pub const MAX_RELATIVE_DIFFERENCE: f64 = 1e-4;
-
-/// A small deterministic generator (SplitMix64), so the tests need no extra crate.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Standard normal (Box-Muller).
-    pub fn normal(&mut self) -> f64 {
-        let u = 1.0 - self.uniform();
-        let v = self.uniform();
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-
-    /// An array of normal values times `scale`.
-    pub fn normal_array(&mut self, shape: &[usize], scale: f64) -> ArrayD<f32> {
-        ArrayD::from_shape_simple_fn(IxDyn(shape), || (scale * self.normal()) as f32)
-    }
-
-    /// An array of uniform values in [low, high).
-    pub fn uniform_array(&mut self, shape: &[usize], low: f64, high: f64) -> ArrayD<f32> {
-        ArrayD::from_shape_simple_fn(IxDyn(shape), || (low + (high - low) * self.uniform()) as f32)
-    }
-}
 
 /// One dimension of a declared graph input or output.
 #[derive(Clone, Debug)]
@@ -231,27 +197,15 @@ impl Builder {
 }
 
 fn value_info(name: &str, elem: DataType, shape: Option<Vec<D>>) -> ValueInfoProto {
-    let shape = shape.map(|dims| TensorShapeProto {
-        dim: dims
-            .into_iter()
-            .map(|d| tensor_shape_proto::Dimension {
-                value: Some(match d {
-                    D::N(n) => tensor_shape_proto::dimension::Value::DimValue(n),
-                    D::S(s) => tensor_shape_proto::dimension::Value::DimParam(s.to_string()),
-                }),
-                ..Default::default()
+    let dims: Option<Vec<Dim>> = shape.map(|dims| {
+        dims.into_iter()
+            .map(|d| match d {
+                D::N(n) => Dim::Known(n),
+                D::S(s) => Dim::Symbol(s.to_string()),
             })
-            .collect(),
+            .collect()
     });
-    let tensor = type_proto::Tensor { elem_type: Some(elem as i32), shape };
-    ValueInfoProto {
-        name: Some(name.to_string()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(tensor)),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    ir::tensor_value_info(name, elem as i32, dims.as_deref())
 }
 
 /// The operator types of the main graph and how often each occurs (`domain:Op` outside the
@@ -321,23 +275,15 @@ pub fn random_inputs(
             inputs.push((input.name().to_string(), tensor.clone()));
             continue;
         }
-        let Some(type_proto::Value::TensorType(tensor)) =
-            input.r#type.as_ref().and_then(|t| t.value.as_ref())
-        else {
-            panic!("input `{}` is not a tensor", input.name());
-        };
-        let shape: Vec<usize> = tensor
-            .shape
-            .as_ref()
+        let declared = ir::declared_type(input)
+            .unwrap_or_else(|| panic!("input `{}` is not a tensor", input.name()));
+        let shape: Vec<usize> = declared
+            .dims
             .expect("inputs have shapes in these tests")
-            .dim
             .iter()
-            .map(|d| match d.value {
-                Some(tensor_shape_proto::dimension::Value::DimValue(n)) => n as usize,
-                _ => SYMBOLIC_SIZE,
-            })
+            .map(|d| d.known().map_or(SYMBOLIC_SIZE, |n| n as usize))
             .collect();
-        let value = match DataType::try_from(tensor.elem_type()).expect("a known type") {
+        let value = match DataType::try_from(declared.elem_type).expect("a known type") {
             DataType::Float => Tensor::F32(rng.normal_array(&shape, 1.0)),
             DataType::Int64 => Tensor::I64(ArrayD::from_shape_simple_fn(IxDyn(&shape), || {
                 (rng.next_u64() % 4) as i64

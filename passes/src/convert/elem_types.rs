@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use crate::ir::proto::attribute_proto::AttributeType;
 use crate::ir::proto::tensor_proto::DataType;
-use crate::ir::proto::{type_proto, GraphProto, NodeProto, TensorProto, ValueInfoProto};
+use crate::ir::proto::{GraphProto, NodeProto, TensorProto};
 use crate::ir::{self, node_attr_int};
 
 /// The domain of ONNX Runtime's contrib operators.
@@ -77,7 +77,7 @@ impl ElemTypes {
     pub fn infer(graph: &GraphProto) -> ElemTypes {
         let mut types = ElemTypes::default();
         for value in graph.input.iter().chain(&graph.output).chain(&graph.value_info) {
-            if let Some(elem) = declared(value) {
+            if let Some(elem) = ir::declared_elem_type(value) {
                 types.types.insert(value.name().to_string(), elem);
             }
         }
@@ -113,14 +113,6 @@ impl ElemTypes {
     /// The element type of `value`, when known.
     pub fn get(&self, value: &str) -> Option<i32> {
         self.types.get(value).copied()
-    }
-}
-
-/// The element type a value info declares, for tensors.
-pub fn declared(value: &ValueInfoProto) -> Option<i32> {
-    match value.r#type.as_ref()?.value.as_ref()? {
-        type_proto::Value::TensorType(tensor) => tensor.elem_type.filter(|&t| t != 0),
-        _ => None,
     }
 }
 
@@ -257,29 +249,19 @@ fn subgraph_outputs(node: &NodeProto, attribute: &str, skip: usize) -> Vec<Rule>
         .output
         .iter()
         .skip(skip)
-        .map(|output| declared(output).map_or(Rule::Unknown, Rule::Fixed))
+        .map(|output| ir::declared_elem_type(output).map_or(Rule::Unknown, Rule::Fixed))
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::proto::{tensor_shape_proto, TensorShapeProto, TypeProto};
+    use crate::ir::proto::ValueInfoProto;
+    use crate::ir::shapes::Dim;
     use crate::ir::{attr_int, make_node};
 
     fn typed(name: &str, elem: DataType) -> ValueInfoProto {
-        let tensor = type_proto::Tensor {
-            elem_type: Some(elem as i32),
-            shape: Some(TensorShapeProto { dim: vec![tensor_shape_proto::Dimension::default()] }),
-        };
-        ValueInfoProto {
-            name: Some(name.into()),
-            r#type: Some(TypeProto {
-                value: Some(type_proto::Value::TensorType(tensor)),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        ir::tensor_value_info(name, elem as i32, Some(&[Dim::Unknown]))
     }
 
     #[test]

@@ -433,29 +433,20 @@ fn join(names: &BTreeSet<String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ir;
     use crate::ir::proto::tensor_proto::DataType;
+    use crate::ir::shapes::Dim;
 
-    fn tensor_value(name: &str, dims: &[Option<DimValue>]) -> ValueInfoProto {
-        let dim = dims.iter().map(|value| Dimension { value: value.clone(), denotation: None });
-        let shape = TensorShapeProto { dim: dim.collect() };
-        let tensor =
-            type_proto::Tensor { elem_type: Some(DataType::Float as i32), shape: Some(shape) };
-        ValueInfoProto {
-            name: Some(name.into()),
-            r#type: Some(TypeProto {
-                value: Some(TypeValue::TensorType(tensor)),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+    fn tensor_value(name: &str, dims: &[Dim]) -> ValueInfoProto {
+        ir::tensor_value_info(name, DataType::Float as i32, Some(dims))
     }
 
-    fn sym(name: &str) -> Option<DimValue> {
-        Some(DimValue::DimParam(name.into()))
+    fn sym(name: &str) -> Dim {
+        Dim::Symbol(name.into())
     }
 
-    fn size(n: i64) -> Option<DimValue> {
-        Some(DimValue::DimValue(n))
+    fn size(n: i64) -> Dim {
+        Dim::Known(n)
     }
 
     fn model(inputs: Vec<ValueInfoProto>, outputs: Vec<ValueInfoProto>) -> ModelProto {
@@ -508,10 +499,7 @@ mod tests {
 
     #[test]
     fn an_input_without_a_shape_gets_the_whole_shape() {
-        let mut input = tensor_value("x", &[]);
-        if let Some(TypeValue::TensorType(t)) = input.r#type.as_mut().unwrap().value.as_mut() {
-            t.shape = None;
-        }
+        let input = ir::tensor_value_info("x", DataType::Float as i32, None);
         let source = model(vec![input], vec![]);
 
         let fixed = run(serde_json::json!({"inputs": {"x": [4, 5]}}), &source).unwrap();
@@ -521,7 +509,7 @@ mod tests {
 
     #[test]
     fn denotations_are_kept() {
-        let mut input = tensor_value("x", &[sym("N"), None]);
+        let mut input = tensor_value("x", &[sym("N"), Dim::Unknown]);
         if let Some(TypeValue::TensorType(t)) = input.r#type.as_mut().unwrap().value.as_mut() {
             t.shape.as_mut().unwrap().dim[1].denotation = Some("DATA_CHANNEL".into());
         }

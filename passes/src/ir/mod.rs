@@ -5,8 +5,9 @@
 //! data files into memory, so passes only ever see in-memory tensors; [`save`] can move large
 //! tensors back out. The helpers in [`graph`] and [`tensor`] cover what passes do over and
 //! over: find producers and consumers, order nodes, make fresh names, splice nodes, and turn
-//! tensors into `ndarray` arrays and back. Both modules are re-exported here, so
-//! `ir::tensor_to_f32` and `ir::graph::tensor_to_f32` name the same function.
+//! tensors into `ndarray` arrays and back; [`value_info`] declares tensors and reads their
+//! declared types. Their helpers are re-exported here, so `ir::tensor_to_f32` and
+//! `ir::graph::tensor_to_f32` name the same function.
 //!
 //! ```no_run
 //! use pipeline_passes::ir;
@@ -23,6 +24,7 @@ pub mod graph;
 mod io;
 pub mod shapes;
 pub mod tensor;
+pub mod value_info;
 
 /// The protobuf types of the ONNX format, generated at build time from `proto/onnx.proto`.
 ///
@@ -46,6 +48,7 @@ pub use tensor::{
     data_type_name, tensor_from_f32, tensor_from_i32, tensor_from_i64, tensor_from_i8,
     tensor_from_u8, tensor_to_f32, tensor_to_i64,
 };
+pub use value_info::{declared_elem_type, declared_type, float_value_info, tensor_value_info};
 
 /// Why a model could not be read, written or edited.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use crate::ir::proto::attribute_proto::AttributeType;
 use crate::ir::proto::tensor_proto::DataType;
-use crate::ir::proto::{tensor_shape_proto, type_proto, GraphProto, NodeProto, ValueInfoProto};
+use crate::ir::proto::{GraphProto, NodeProto};
 use crate::ir::{self, node_attr_int, node_attr_ints};
 
 /// One dimension of a value.
@@ -56,7 +56,7 @@ impl Shapes {
     pub fn infer(graph: &GraphProto) -> Shapes {
         let mut shapes = Shapes::default();
         for value in graph.input.iter().chain(&graph.output).chain(&graph.value_info) {
-            if let Some(declared) = declared(value) {
+            if let Some(declared) = ir::declared_type(value) {
                 shapes.values.insert(value.name().to_string(), declared);
             }
         }
@@ -606,26 +606,6 @@ fn is_integer(data_type: i32) -> bool {
         .any(|t| *t as i32 == data_type)
 }
 
-fn declared(value: &ValueInfoProto) -> Option<ValueType> {
-    let type_proto::Value::TensorType(tensor) = value.r#type.as_ref()?.value.as_ref()? else {
-        return None;
-    };
-    let dims = tensor.shape.as_ref().map(|shape| {
-        shape
-            .dim
-            .iter()
-            .map(|d| match &d.value {
-                Some(tensor_shape_proto::dimension::Value::DimValue(v)) => Dim::Known(*v),
-                Some(tensor_shape_proto::dimension::Value::DimParam(p)) if !p.is_empty() => {
-                    Dim::Symbol(p.clone())
-                }
-                _ => Dim::Unknown,
-            })
-            .collect()
-    });
-    Some(ValueType { elem_type: tensor.elem_type.unwrap_or(0), dims })
-}
-
 /// The tensor a Constant node holds, for its `value`, `value_float(s)` and `value_int(s)`.
 pub fn constant_value(node: &NodeProto) -> Option<crate::ir::proto::TensorProto> {
     let attribute = node.attribute.first()?;
@@ -767,30 +747,10 @@ mod tests {
     /// `Where(Equal(target, -1 * ones), ones, target)`, whose result is the target itself.
     #[test]
     fn the_expand_idiom_keeps_symbolic_sizes() {
-        use crate::ir::proto::{tensor_shape_proto, type_proto, TensorShapeProto, TypeProto};
-        use crate::ir::{attr_tensor, make_node, tensor_from_i64};
+        use crate::ir::{attr_tensor, make_node, tensor_from_i64, tensor_value_info};
 
-        let ids = ValueInfoProto {
-            name: Some("ids".into()),
-            r#type: Some(TypeProto {
-                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                    elem_type: Some(DataType::Int64 as i32),
-                    shape: Some(TensorShapeProto {
-                        dim: ["batch", "seq"]
-                            .iter()
-                            .map(|p| tensor_shape_proto::Dimension {
-                                value: Some(tensor_shape_proto::dimension::Value::DimParam(
-                                    p.to_string(),
-                                )),
-                                ..Default::default()
-                            })
-                            .collect(),
-                    }),
-                })),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let symbols = [Dim::Symbol("batch".into()), Dim::Symbol("seq".into())];
+        let ids = tensor_value_info("ids", DataType::Int64 as i32, Some(&symbols));
         let int = |v: &[i64]| tensor_from_i64("", &ndarray::Array1::from(v.to_vec()).into_dyn());
         let constant = |name: &str, v: &[i64]| {
             let mut node = make_node("Constant", &[], &[name], name);

@@ -29,7 +29,7 @@ use tracing::{debug, info_span};
 
 use crate::ir::proto::tensor_proto::DataType;
 use crate::ir::proto::type_proto;
-use crate::ir::proto::{ModelProto, TypeProto, ValueInfoProto};
+use crate::ir::proto::{ModelProto, ValueInfoProto};
 use crate::ir::{self, IrError};
 use crate::pass::{ModelRunner, PassError, RunnerError};
 
@@ -325,7 +325,8 @@ fn augment(model: &ModelProto, names: &[String]) -> Result<ModelProto, Calibrati
         }
 
         if !outputs.contains(name.as_str()) {
-            added.push(info.cloned().unwrap_or_else(|| float_value_info(name)));
+            let float = || ir::tensor_value_info(name, DataType::Float as i32, None);
+            added.push(info.cloned().unwrap_or_else(float));
         }
     }
 
@@ -338,19 +339,6 @@ fn tensor_elem_type(info: &ValueInfoProto) -> Option<i32> {
     match info.r#type.as_ref()?.value.as_ref()? {
         type_proto::Value::TensorType(tensor) => tensor.elem_type,
         _ => None,
-    }
-}
-
-/// A declaration of a float32 tensor of unknown shape.
-fn float_value_info(name: &str) -> ValueInfoProto {
-    let tensor = type_proto::Tensor { elem_type: Some(DataType::Float as i32), shape: None };
-    ValueInfoProto {
-        name: Some(name.to_string()),
-        r#type: Some(TypeProto {
-            denotation: None,
-            value: Some(type_proto::Value::TensorType(tensor)),
-        }),
-        ..Default::default()
     }
 }
 

@@ -14,11 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use ndarray::{ArrayD, IxDyn};
 use pipeline_passes::ir::proto::{
-    tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto,
 };
+use pipeline_passes::ir::shapes::Dim;
 use pipeline_passes::ir::{self, SaveOptions};
 use pipeline_passes::pass::{Pass, PassContext};
 use pipeline_passes::quantize::dynamic::{QuantizeDynamic, QuantizeDynamicConfig};
@@ -35,38 +34,12 @@ const MAX_ERROR_FACTOR_OVER_ORT: f64 = 1.25;
 const MAX_DIFFERENCE_TO_ORT: f64 = 1e-6;
 
 /// ONNX's element type numbers.
-pub const FLOAT: i32 = 1;
 pub const INT32: i32 = 6;
 pub const INT64: i32 = 7;
 
-/// A small deterministic generator (SplitMix64), so the tests need no extra crate.
-pub struct Rng(pub u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Standard normal, by Box-Muller.
-    pub fn normal(&mut self) -> f64 {
-        let u = 1.0 - self.uniform();
-        let v = self.uniform();
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-
-    pub fn array(&mut self, shape: &[usize], mut f: impl FnMut(&mut Rng) -> f64) -> ArrayD<f32> {
-        ArrayD::from_shape_simple_fn(IxDyn(shape), || f(self) as f32)
-    }
-}
+#[path = "../common/rng.rs"]
+mod rng;
+pub use rng::Rng;
 
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("passes/ has a parent").to_path_buf()
@@ -84,27 +57,8 @@ fn python() -> PathBuf {
 
 /// A tensor value of element type `elem_type` and fixed shape `dims`.
 pub fn value(name: &str, elem_type: i32, dims: &[i64]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|&d| tensor_shape_proto::Dimension {
-            value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
-            ..Default::default()
-        })
-        .collect();
-    let tensor =
-        type_proto::Tensor { elem_type: Some(elem_type), shape: Some(TensorShapeProto { dim }) };
-    ValueInfoProto {
-        name: Some(name.to_string()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(tensor)),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-pub fn float_value(name: &str, dims: &[i64]) -> ValueInfoProto {
-    value(name, FLOAT, dims)
+    let dims: Vec<Dim> = dims.iter().map(|&d| Dim::Known(d)).collect();
+    ir::tensor_value_info(name, elem_type, Some(&dims))
 }
 
 /// A model importing `opset` of the default domain.

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use crate::ir::proto::attribute_proto::AttributeType;
 use crate::ir::proto::tensor_proto::DataType;
-use crate::ir::proto::{type_proto, GraphProto, NodeProto, ValueInfoProto};
+use crate::ir::proto::{GraphProto, NodeProto};
 use crate::ir::{self, node_attr_int};
 
 /// Element types by value name, as `TensorProto.DataType` numbers.
@@ -22,7 +22,7 @@ impl ElemTypes {
     pub(crate) fn infer(graph: &GraphProto) -> Self {
         let mut types = ElemTypes::default();
         for value in graph.input.iter().chain(&graph.output).chain(&graph.value_info) {
-            if let Some(elem_type) = declared_type(value) {
+            if let Some(elem_type) = ir::declared_elem_type(value) {
                 types.0.insert(value.name().to_string(), elem_type);
             }
         }
@@ -55,15 +55,6 @@ impl ElemTypes {
     /// Whether `value` is known to hold float32 values.
     pub(crate) fn is_float(&self, value: &str) -> bool {
         self.get(value) == Some(DataType::Float as i32)
-    }
-}
-
-fn declared_type(value: &ValueInfoProto) -> Option<i32> {
-    match value.r#type.as_ref()?.value.as_ref()? {
-        type_proto::Value::TensorType(tensor) => {
-            tensor.elem_type.filter(|&t| t != DataType::Undefined as i32)
-        }
-        _ => None,
     }
 }
 
@@ -135,19 +126,10 @@ mod tests {
     use ndarray::arr1;
 
     use super::*;
-    use crate::ir::proto::{TensorShapeProto, TypeProto};
+    use crate::ir::proto::ValueInfoProto;
 
     fn typed(name: &str, elem_type: i32) -> ValueInfoProto {
-        let tensor =
-            type_proto::Tensor { elem_type: Some(elem_type), shape: None::<TensorShapeProto> };
-        ValueInfoProto {
-            name: Some(name.into()),
-            r#type: Some(TypeProto {
-                value: Some(type_proto::Value::TensorType(tensor)),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        ir::tensor_value_info(name, elem_type, None)
     }
 
     #[test]
