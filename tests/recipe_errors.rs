@@ -315,3 +315,26 @@ fn empty_file_and_missing_file() {
         "{error}"
     );
 }
+
+#[test]
+fn unknown_fusion_rule_lists_the_rules_and_suggests_the_closest() {
+    let text =
+        replace("- quantize_dynamic: {per_channel: [false, true]}", "- fuse: {rules: [conv_bnn]}");
+    let message = refusal(&text);
+    assert!(
+        message
+            .starts_with("<dir>/recipe.yaml:13:19: passes[0].fuse.rules: item 0: expected one of"),
+        "{message}"
+    );
+    assert!(message.contains("`attention`") && message.contains("`dead_nodes`"), "{message}");
+    assert!(message.ends_with("found string `conv_bnn` (did you mean `conv_bn`?)"), "{message}");
+
+    // In a search over rule lists, the message names the list that is wrong.
+    let text = replace(
+        "- quantize_dynamic: {per_channel: [false, true]}",
+        "- fuse: {rules: [[gelu], [gelu, atention]]}",
+    );
+    let message = refusal(&text);
+    assert!(message.contains("passes[0].fuse.rules: value 1 to try: item 1:"), "{message}");
+    assert!(message.contains("(did you mean `attention`?)"), "{message}");
+}

@@ -31,7 +31,14 @@ pub(crate) fn check(value: &Value, schema: &Value, root: &Value) -> Result<(), S
 
     if let Some(Value::Array(allowed)) = schema.get("enum") {
         if !allowed.contains(value) {
-            return Err(format!("expected one of {}, found {}", list(allowed), describe(value)));
+            let names: Vec<&str> = allowed.iter().filter_map(Value::as_str).collect();
+            let guess = value.as_str().and_then(|word| super::node::closest(word, &names));
+            let hint = guess.map(|g| format!(" (did you mean `{g}`?)")).unwrap_or_default();
+            return Err(format!(
+                "expected one of {}, found {}{hint}",
+                list(allowed),
+                describe(value)
+            ));
         }
     }
 

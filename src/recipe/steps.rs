@@ -425,6 +425,13 @@ fn choices<E: de::Error>(value: Value, schema: &Value, root: &Value) -> Result<P
     for (index, item) in items.iter().enumerate() {
         if let Err(reason) = check(item, schema, root) {
             let whole = whole.err().unwrap_or_default();
+            // A list of lists is a search; a list of no lists was meant as one value.
+            if !items.iter().any(Value::is_array) {
+                return Err(E::custom(whole));
+            }
+            if items.iter().all(Value::is_array) {
+                return Err(E::custom(format!("value {index} to try: {reason}")));
+            }
             return Err(E::custom(format!(
                 "{whole}; read as a list of values to try, item {index}: {reason}"
             )));
