@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use pipeline_passes::ir::proto::attribute_proto::AttributeType;
 use pipeline_passes::ir::proto::tensor_proto::DataType;
 use pipeline_passes::ir::proto::{
-    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
 };
 use pipeline_passes::ir::{self, float_value_info};
 use pipeline_passes::pass::{self, ModelRunner, Pass, PassContext, RunnerError};
@@ -148,6 +149,39 @@ fn relu_with_a_second_reader_of_its_input_stays() {
 
     assert!(has_node(&ours, "relu"));
     assert_eq!(floats(&ours, "y_scale"), [7.0 / 255.0], "y keeps its own range [-3, 4]");
+}
+
+#[test]
+fn relu_whose_output_a_subgraph_reads_stays() {
+    // An If whose branches both read `r` from the outer graph: folding the Relu would leave
+    // them reading conv1's unclipped output, since subgraph reads are not redirected.
+    let branch = |name: &str| GraphProto {
+        name: Some(name.into()),
+        node: vec![ir::make_node("Identity", &["r"], &[&format!("{name}_out")], name)],
+        output: vec![float_value_info(&format!("{name}_out"), &[])],
+        ..Default::default()
+    };
+    let graph_attribute = |name: &str, g: GraphProto| AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Graph as i32),
+        g: Some(g),
+        ..Default::default()
+    };
+    let mut model = conv_relu_conv();
+    let graph = model.graph.as_mut().unwrap();
+    let mut branches = ir::make_node("If", &["flag"], &["picked"], "if");
+    branches.attribute.push(graph_attribute("then_branch", branch("then")));
+    branches.attribute.push(graph_attribute("else_branch", branch("else")));
+    graph.node.push(branches);
+    graph.input.push(ir::tensor_value_info("flag", DataType::Bool as i32, Some(&[])));
+    graph.output.push(float_value_info("picked", &[]));
+
+    let ours =
+        quantize_qdq(model, &conv_relu_conv_ranges(), &QuantizeStaticConfig::default()).unwrap();
+
+    assert!(has_node(&ours, "relu"), "the Relu stays for the subgraphs");
+    assert_eq!(node(&ours, "relu").output, ["r"]);
+    assert_eq!(node(&ours, "conv1").output, ["y"]);
 }
 
 #[test]

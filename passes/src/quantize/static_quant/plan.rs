@@ -204,6 +204,9 @@ struct Planner<'s> {
     /// How many times nodes read each value (see [`Planner::reader_count`]). Folding renames
     /// outputs only, so this changes only when an initializer is copied.
     readers: HashMap<String, usize>,
+    /// The values that subgraphs (of If, Loop, Scan) read from this graph. Their reads are
+    /// never redirected to a dequantized value, so a Relu they read must stay.
+    subgraph_reads: HashSet<String>,
 }
 
 /// Decides what to quantize in `graph` given the calibrated `ranges`.
@@ -221,6 +224,7 @@ pub(crate) fn plan(
     let readers = count_readers(&graph);
     let mut planner = Planner {
         readers,
+        subgraph_reads: subgraph_reads(&graph),
         initializers: graph
             .initializer
             .iter()
@@ -259,6 +263,22 @@ pub(crate) fn plan(
         ranges: planner.ranges,
         selected,
     }
+}
+
+/// The values of `graph` that the subgraphs of its nodes read from the outer scope.
+fn subgraph_reads(graph: &GraphProto) -> HashSet<String> {
+    let index = ir::GraphIndex::new(graph);
+    let mut values: HashSet<&str> =
+        graph.node.iter().flat_map(|n| n.output.iter()).map(String::as_str).collect();
+    values.extend(graph.input.iter().map(|v| v.name()));
+    values
+        .into_iter()
+        .filter(|value| {
+            let inputs_of = |n: usize| &graph.node[n].input;
+            index.consumers(value).iter().any(|&n| !inputs_of(n).iter().any(|i| i == value))
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 /// How many times the nodes of `graph` read each value: every input slot, and once for each
@@ -584,9 +604,11 @@ impl Planner<'_> {
 
     /// Folds a Relu or Clip into the quantization of its input `upstream`: the producer of
     /// `upstream` writes `output` instead. Only when `upstream` is read by nothing else, is
-    /// no graph input or output, and both have a calibrated range.
+    /// no graph input or output, both have a calibrated range, and no subgraph reads `output`
+    /// (it would read the unclipped value: ORT's tool folds it anyway).
     fn fold_into_producer(&mut self, upstream: &str, output: &str) -> bool {
         let foldable = self.ranges.contains_key(output)
+            && !self.subgraph_reads.contains(output)
             && self.ranges.contains_key(upstream)
             && self.reader_count(upstream) == 1
             && !self.graph_outputs.contains(upstream)
