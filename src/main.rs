@@ -65,14 +65,17 @@ fn main() -> ExitCode {
         Command::Plan { recipe } => plan(&recipe),
         Command::Validate { recipe } => validate(&recipe),
         Command::Schema => {
-            print!("{}", recipe::schema_json());
-            Ok(ExitCode::SUCCESS)
+            write_out(format_args!("{}", recipe::schema_json())).map(|()| ExitCode::SUCCESS)
         }
         Command::Inspect { model, json } => inspect(&model, json),
         Command::Passes => passes(),
     };
 
     result.unwrap_or_else(|error| {
+        // A reader that stopped reading (`pipeline passes | head -1`) is no failure.
+        if closed_pipe(&error) {
+            return ExitCode::SUCCESS;
+        }
         // Hints are indented the same way whichever module wrote them.
         let message = error.to_string().replace("\nhint:", "\n  hint:");
         eprintln!("error: {message}");
@@ -83,6 +86,34 @@ fn main() -> ExitCode {
             }
         }
         exit_code_for(&error)
+    })
+}
+
+/// Writes to standard output; a failed write is an error for `main` to report, where
+/// `println!` would panic.
+fn write_out(text: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    use std::io::Write;
+
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_fmt(text).and_then(|()| stdout.flush()).context("writing to standard output")
+}
+
+/// `print!` through [`write_out`], returning the error from the calling function.
+macro_rules! out {
+    ($($arg:tt)*) => { write_out(format_args!($($arg)*))? };
+}
+
+/// `println!` through [`write_out`], returning the error from the calling function.
+macro_rules! outln {
+    ($($arg:tt)*) => { write_out(format_args!("{}\n", format_args!($($arg)*)))? };
+}
+
+/// Whether `error` comes from writing to a pipe whose reader has gone.
+fn closed_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }
 
@@ -131,10 +162,10 @@ fn run(recipe_path: &Path, ort_lib: Option<PathBuf>) -> anyhow::Result<ExitCode>
     let options = RunOptions { ort_lib, ..RunOptions::default() };
     let report = pipeline::run::run(recipe_path, &options)?;
 
-    println!("{}", report::render_table(&report));
-    println!("{}", report.verdict);
+    outln!("{}", report::render_table(&report));
+    outln!("{}", report.verdict);
     if let Some(path) = &report.output_model {
-        println!("best model: {}", path.display());
+        outln!("best model: {}", path.display());
     }
     Ok(if report.best.is_some() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -142,13 +173,13 @@ fn run(recipe_path: &Path, ort_lib: Option<PathBuf>) -> anyhow::Result<ExitCode>
 fn plan(recipe_path: &Path) -> anyhow::Result<ExitCode> {
     let recipe = recipe::load(recipe_path)?;
     let plan = plan::build(&recipe)?;
-    print!("{}", plan.render());
+    out!("{}", plan.render());
     Ok(ExitCode::SUCCESS)
 }
 
 fn validate(recipe_path: &Path) -> anyhow::Result<ExitCode> {
     let prepared = pipeline::run::prepare(recipe_path)?;
-    println!(
+    outln!(
         "{}: valid; model, data and output folder checked; {} candidate(s)",
         recipe_path.display(),
         prepared.plan.candidates().len()
@@ -159,16 +190,16 @@ fn validate(recipe_path: &Path) -> anyhow::Result<ExitCode> {
 fn inspect(model: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let summary = inspect::inspect(model)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&summary).context("serializing the summary")?);
+        outln!("{}", serde_json::to_string_pretty(&summary).context("serializing the summary")?);
     } else {
-        print!("{}", summary.render());
+        out!("{}", summary.render());
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn passes() -> anyhow::Result<ExitCode> {
     for info in pipeline_passes::pass::registry() {
-        println!("{}: {}", info.name, info.summary);
+        outln!("{}: {}", info.name, info.summary);
         let mut generator = schemars::SchemaGenerator::default();
         let schema = (info.config_schema)(&mut generator);
         let properties = schema.get("properties").and_then(|p| p.as_object());
@@ -177,7 +208,7 @@ fn passes() -> anyhow::Result<ExitCode> {
                 property.get("description").and_then(|d| d.as_str()).unwrap_or_default();
             let default =
                 property.get("default").map(|d| format!(" (default {d})")).unwrap_or_default();
-            println!("  {name}{default}: {description}");
+            outln!("  {name}{default}: {description}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -132,3 +132,37 @@ fn unknown_subcommand_or_flag_exits_2() {
     outcome(pipeline().arg("runn")).expect_code(2).no_panic();
     outcome(pipeline().arg("run").arg("--no-such-flag")).expect_code(2).no_panic();
 }
+
+#[test]
+fn output_that_cannot_be_written_is_an_error_not_a_panic() {
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+    let output = std::process::Command::new(assert_cmd::cargo::cargo_bin("pipeline"))
+        .arg("passes")
+        .stdout(full)
+        .output()
+        .expect("the pipeline binary starts");
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("writing to standard output"), "{stderr}");
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+}
+
+#[test]
+fn a_reader_that_stops_reading_ends_the_command_quietly() {
+    use std::process::Stdio;
+
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("pipeline"))
+        .arg("schema")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the pipeline binary starts");
+    // Closing the read end before the command writes makes its first write fail.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("the command ends");
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+}
