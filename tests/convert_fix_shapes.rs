@@ -430,3 +430,21 @@ fn digits_fixed_to_batch_four_is_calibrated_and_quantized() {
     let accuracy = candidate["measurement"]["accuracy"].as_f64().expect("an accuracy");
     assert!((source - accuracy).abs() <= 0.01, "{source} -> {accuracy}");
 }
+
+#[test]
+fn a_batch_larger_than_the_data_fails_its_candidate_without_padding_to_it() {
+    let project = common::Project::digits();
+    // 100 billion rows of padding would need terabytes; the digits test data has 360 samples.
+    project.edit_recipe(DIGITS_PASSES, "  - fix_shapes: {dims: [{N: 100000000000}, {N: 2}]}\n");
+
+    let result = common::outcome(&mut project.run());
+
+    result.expect_code(0).no_panic();
+    let report = read_report(&project.path("out"));
+    let too_large = &report["candidates"][0];
+    assert_eq!(too_large["status"], "failed", "{too_large:#}");
+    let reason = too_large["reasons"][0].as_str().unwrap_or_default();
+    assert!(reason.contains("fixes its batch to 100000000000 samples"), "{reason}");
+    assert!(reason.contains("holds 360"), "{reason}");
+    assert_eq!(report["candidates"][1]["status"], "passed", "{report:#}");
+}

@@ -70,6 +70,20 @@ pub enum EvalError {
         problem: String,
     },
 
+    /// The model fixes a batch larger than the data: no batch could be filled with samples.
+    #[error(
+        "model {model} fixes its batch to {batch} samples, and the evaluation data holds \
+         {samples}; hint: fix the batch to at most {samples}, or give more samples"
+    )]
+    BatchOverData {
+        /// The model file.
+        model: PathBuf,
+        /// The fixed batch size.
+        batch: usize,
+        /// How many samples the data holds.
+        samples: usize,
+    },
+
     /// The model's inputs disagree on a fixed batch size.
     #[error("model {model} fixes different batch sizes on its inputs: {}", sizes.join(", "))]
     MixedBatch {
@@ -158,7 +172,7 @@ pub fn accuracy_top1(
             outputs: session.outputs().iter().map(|o| o.name.clone()).collect(),
         });
     }
-    let (size, fixed) = match fixed_batch(session)? {
+    let (size, fixed) = match fixed_batch(session, dataset.len())? {
         Some(fixed) => (fixed, true),
         None if batch == 0 => return Err(EvalError::Zero { what: "batch size" }),
         None => (batch, false),
@@ -211,7 +225,7 @@ pub fn latency(
     }
     let inputs = session.inputs().to_vec();
     dataset.check_inputs(&inputs)?;
-    let size = fixed_batch(session)?.unwrap_or(1);
+    let size = fixed_batch(session, dataset.len())?.unwrap_or(1);
     let feeds = pad_rows(dataset.batch(&inputs, 0..size.min(dataset.len())), size);
 
     for _ in 0..warmup {
@@ -272,8 +286,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[below] + (rank - below as f64) * (sorted[above] - sorted[below])
 }
 
-/// The batch size the model fixes on its inputs' first dimension, if any does.
-fn fixed_batch(session: &ModelSession) -> Result<Option<usize>, EvalError> {
+/// The batch size the model fixes on its inputs' first dimension, if any does; it may not
+/// exceed the `samples` of the data, which padding would otherwise repeat to any size.
+fn fixed_batch(session: &ModelSession, samples: usize) -> Result<Option<usize>, EvalError> {
     let fixed: Vec<(&IoInfo, usize)> = session
         .inputs()
         .iter()
@@ -289,6 +304,10 @@ fn fixed_batch(session: &ModelSession) -> Result<Option<usize>, EvalError> {
             model: session.path().to_path_buf(),
             sizes: fixed.iter().map(|(input, n)| format!("'{}' {n}", input.name)).collect(),
         });
+    }
+    if size > samples {
+        let model = session.path().to_path_buf();
+        return Err(EvalError::BatchOverData { model, batch: size, samples });
     }
     Ok(Some(size))
 }
