@@ -124,6 +124,17 @@ impl CalibrationOptions {
     /// Checks the settings that matter for the method.
     pub fn validate(&self) -> Result<(), CalibrationError> {
         let invalid = |field, reason: String| Err(CalibrationError::Options { field, reason });
+        let histogram =
+            matches!(self.method, CalibrationMethod::Entropy | CalibrationMethod::Percentile);
+        if histogram && self.num_bins > MAX_BINS {
+            let reason = format!(
+                "{} is more than {MAX_BINS}; hint: finer histograms cost memory for every \
+                 tensor and, for Entropy, time that grows with the square of the bins; the \
+                 default is 2048",
+                self.num_bins
+            );
+            return invalid("num_bins", reason);
+        }
 
         if self.stride == Some(0) {
             return invalid("stride", "must be at least 1".into());
@@ -162,6 +173,9 @@ impl CalibrationOptions {
         Ok(())
     }
 }
+
+/// The most histogram bins Entropy and Percentile take.
+pub const MAX_BINS: usize = 16384;
 
 impl Default for CalibrationOptions {
     /// MinMax with ORT's defaults.
@@ -456,5 +470,14 @@ mod tests {
         let mut options = CalibrationOptions::new(CalibrationMethod::Percentile);
         options.percentile = 100.5;
         assert!(options.validate().is_err());
+
+        for method in [CalibrationMethod::Entropy, CalibrationMethod::Percentile] {
+            let mut options = CalibrationOptions::new(method);
+            options.num_bins = MAX_BINS;
+            assert!(options.validate().is_ok());
+            options.num_bins = 4_000_000_000_000;
+            let error = options.validate().unwrap_err().to_string();
+            assert!(error.contains("`num_bins`") && error.contains("more than 16384"), "{error}");
+        }
     }
 }
