@@ -705,7 +705,9 @@ fn verdict(
     if let (Some(l), Some(s)) = (&m.latency_ms, &source.latency_ms) {
         let (ours, theirs) = (pick(stat, l), pick(stat, s));
         let ratio = theirs / ours;
-        let relation = if ratio >= 1.0 {
+        let relation = if (ratio - 1.0).abs() < 0.005 {
+            "as fast as".to_string()
+        } else if ratio > 1.0 {
             format!("{ratio:.2}x faster than")
         } else {
             format!("{:.2}x slower than", 1.0 / ratio)
@@ -724,11 +726,18 @@ fn verdict(
             report::percent(Some(theirs))
         ));
     }
+    let shrink = source.size_bytes as f64 / m.size_bytes.max(1) as f64;
+    let size_relation = if (shrink - 1.0).abs() < 0.005 {
+        "the same size".to_string()
+    } else if shrink > 1.0 {
+        format!("{shrink:.2}x smaller")
+    } else {
+        format!("{:.2}x larger", 1.0 / shrink)
+    };
     lines.push(format!(
-        "Size {} against {} ({:.2}x smaller).",
+        "Size {} against {} ({size_relation}).",
         report::human_bytes(m.size_bytes),
         report::human_bytes(source.size_bytes),
-        source.size_bytes as f64 / m.size_bytes.max(1) as f64
     ));
 
     let runner_up = reports

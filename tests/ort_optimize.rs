@@ -315,4 +315,18 @@ fn digits_run_measures_optimized_and_fixed_candidates_and_marks_the_provider_spe
     assert!(markdown.contains("## Notes"), "{markdown}");
     assert!(markdown.contains("- c2 `ort_optimize(level=extended)`: **provider-specific**"));
     assert!(result.stdout.contains("passed (provider-specific)"), "{}", result.stdout);
+
+    // The verdict compares the winner's size with the source's in the right direction.
+    let best = candidates.iter().find(|c| c["id"] == report["best"]).expect("a winner");
+    let size = best["measurement"]["size_bytes"].as_f64().expect("a size");
+    let source_size = report["source"]["size_bytes"].as_f64().expect("a source size");
+    let verdict = report["verdict"].as_str().unwrap_or_default();
+    let expected = if (source_size / size - 1.0).abs() < 0.005 {
+        "the same size"
+    } else if size > source_size {
+        "x larger)"
+    } else {
+        "x smaller)"
+    };
+    assert!(verdict.contains(expected), "{size} vs {source_size}: {verdict}");
 }
