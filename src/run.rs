@@ -200,13 +200,18 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
 
     // The winner was saved in the work folder when it was measured; moving it keeps the
     // bytes that were measured and never leaves a half-written model in the output.
+    // A model from an earlier run must not stand beside a report that names no winner, nor
+    // its data file beside a new model that has none.
+    let file_name = output_model.file_name().unwrap_or("model.onnx".as_ref());
     let written = match &best_id {
         Some(id) => {
-            let file_name = output_model.file_name().unwrap_or("model.onnx".as_ref());
             move_model(&work.path().join(id), file_name, &output_dir)?;
             Some(output_model.clone())
         }
-        None => None,
+        None => {
+            remove_previous(&output_dir, file_name, &[])?;
+            None
+        }
     };
 
     let report = Report {
@@ -575,10 +580,32 @@ fn move_model(
         .collect::<Result<_, _>>()
         .map_err(|e| write_error(folder, e))?;
     names.sort_by_key(|name| name.as_os_str() == model_name);
+    remove_previous(output_dir, model_name, &names)?;
 
     for name in names {
         let to = output_dir.join(&name);
         std::fs::rename(folder.join(&name), &to).map_err(|e| write_error(&to, e))?;
+    }
+    Ok(())
+}
+
+/// Removes the model `model_name` and its data file `<model_name>.data` that an earlier run
+/// left in `output_dir`, except the files in `keep` (which a new model replaces).
+fn remove_previous(
+    output_dir: &Path,
+    model_name: &std::ffi::OsStr,
+    keep: &[std::ffi::OsString],
+) -> Result<(), RunError> {
+    let mut data_name = model_name.to_os_string();
+    data_name.push(".data");
+    for name in [model_name.to_os_string(), data_name] {
+        let path = output_dir.join(&name);
+        if keep.contains(&name) || !path.is_file() {
+            continue;
+        }
+        std::fs::remove_file(&path)
+            .map_err(|source| RunError::Write { path: path.clone(), source })?;
+        info!("removed {}, which an earlier run wrote", path.display());
     }
     Ok(())
 }

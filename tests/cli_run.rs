@@ -290,3 +290,23 @@ fn second_run_replaces_the_previous_output() {
         .expect("the winner is listed");
     assert_eq!(winner["measurement"]["size_bytes"], size, "{winner:#}");
 }
+
+#[test]
+fn a_run_with_no_winner_removes_the_model_an_earlier_run_wrote() {
+    let project = Project::digits();
+    let out = project.path("out");
+    outcome(&mut project.run()).expect_code(0);
+    assert!(out.join("model.onnx").exists());
+    // A data file of an earlier, larger winner.
+    std::fs::write(out.join("model.onnx.data"), b"stale weights").expect("written");
+
+    project.edit_recipe("size: {}", "size: {max_bytes: 100}");
+    let result = outcome(&mut project.run());
+    result.expect_code(1).no_panic();
+
+    let report = read_report(&out);
+    assert!(report["best"].is_null(), "{report:#}");
+    assert!(!out.join("model.onnx").exists(), "the earlier winner stands beside a report of none");
+    assert!(!out.join("model.onnx.data").exists(), "its data file was left");
+    assert!(result.stderr.contains("which an earlier run wrote"), "{}", result.stderr);
+}
