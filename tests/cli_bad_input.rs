@@ -55,6 +55,17 @@ fn model_bytes_that_are_not_onnx() {
 }
 
 #[test]
+fn model_file_that_is_empty_or_holds_no_graph() {
+    let project = Project::digits();
+    std::fs::write(project.path("model.onnx"), b"").unwrap();
+    refused(&project, &[&shown(&project, "model.onnx"), "the file is empty"]);
+
+    // A valid protobuf (ir_version 7) of no graph.
+    std::fs::write(project.path("model.onnx"), [0x08, 0x07]).unwrap();
+    refused(&project, &[&shown(&project, "model.onnx"), "holds no graph"]);
+}
+
+#[test]
 fn recipe_yaml_syntax_error_gives_line_and_column() {
     let project = Project::digits();
     project.edit_recipe("objective: [latency]", "objective: [latency");

@@ -64,6 +64,12 @@ pub fn load(path: &Path) -> Result<ModelProto, IrError> {
     let bytes = std::fs::read(path).map_err(|source| io_error(path, source))?;
     let mut model = ModelProto::decode(bytes.as_slice())
         .map_err(|source| IrError::Decode { path: path.to_path_buf(), source })?;
+    // Every byte string decodes as some message: an empty file, or a protobuf of another
+    // kind, is a "model" without a graph.
+    if model.graph.is_none() {
+        let reason = if bytes.is_empty() { "the file is empty" } else { "it holds no graph" };
+        return Err(IrError::NoGraph { path: path.to_path_buf(), reason });
+    }
     drop(bytes);
 
     let mut reader = ExternalReader::new(path);

@@ -62,6 +62,10 @@ pub enum IrError {
     #[error("cannot decode `{path}` as an ONNX model: {source}")]
     Decode { path: PathBuf, source: prost::DecodeError },
 
+    /// The file decodes, but to a model without a graph: it is empty or not an ONNX model.
+    #[error("`{path}` is not an ONNX model: {reason}; hint: check the path and the file")]
+    NoGraph { path: PathBuf, reason: &'static str },
+
     /// The bytes are not a valid ONNX protobuf message.
     #[error("cannot decode the bytes as an ONNX model: {source}")]
     DecodeBytes { source: prost::DecodeError },
