@@ -255,7 +255,8 @@ fn load_data(recipe: &Recipe, model: &ModelProto) -> Result<(Dataset, Option<Dat
 
     let calibration = match &recipe.data.calibration {
         Some(spec) => {
-            let calibration = Dataset::load(&recipe.resolve(&spec.path), None, spec.samples)?;
+            let path = recipe.resolve(&spec.path);
+            let calibration = Dataset::load(&path, spec.labels.as_deref(), spec.samples)?;
             calibration.check_inputs(&inputs)?;
             Some(calibration)
         }

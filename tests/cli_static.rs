@@ -213,3 +213,23 @@ fn a_step_that_changes_nothing_passes_the_model_on_to_the_next_step() {
     let reason = candidates[1]["reasons"][0].as_str().unwrap_or_default();
     assert!(reason.contains("fuse") && reason.contains("quantize_dynamic"), "{reason}");
 }
+
+#[test]
+fn the_evaluation_file_calibrates_when_its_labels_are_named() {
+    let project = Project::digits();
+    let text = recipe_with("  - quantize_static: {}\n");
+    let unlabeled = text.replace("calibration: {path: calib.npz}", "calibration: {path: test.npz}");
+
+    // Without `labels`, the labels array is an array the model does not take.
+    project.write_recipe(&unlabeled);
+    let result = outcome(&mut project.run());
+    result.expect_code(2).no_panic();
+    assert!(result.stderr.contains("does not take: y"), "{}", result.stderr);
+    assert!(result.stderr.contains("name the labels array in `labels`"), "{}", result.stderr);
+
+    project.write_recipe(&unlabeled.replace("{path: test.npz}", "{path: test.npz, labels: y}"));
+    let result = outcome(&mut project.run());
+    result.expect_code(0).no_panic();
+    let report = read_report(&project.path("out"));
+    assert_eq!(candidates(&report)[0]["status"], "passed", "{report:#}");
+}

@@ -85,6 +85,10 @@ pub struct CalibrationData {
     /// How many samples to use from the start of the file; all of them when absent.
     #[schemars(range(min = 1))]
     pub samples: Option<usize>,
+    /// An array of the file that feeds no model input and is left out: the labels, when the
+    /// evaluation file is also the calibration file.
+    #[serde(default)]
+    pub labels: Option<String>,
 }
 
 /// Evaluation inputs: an `.npz` file with one array per model input, and optional labels.
