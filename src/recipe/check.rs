@@ -115,6 +115,25 @@ fn check_any_of(value: &Value, options: &[Value], root: &Value) -> Result<(), St
             Err(reason) => reasons.push(reason),
         }
     }
+
+    // Alternatives that are each one constant (an enum with documented variants) read as
+    // one list of allowed values.
+    let constants: Option<Vec<Value>> = options
+        .iter()
+        .map(|option| {
+            let option = option.as_object()?;
+            match (option.get("const"), option.get("enum")) {
+                (Some(constant), _) => Some(vec![constant.clone()]),
+                (None, Some(Value::Array(values))) => Some(values.clone()),
+                _ => None,
+            }
+        })
+        .collect::<Option<Vec<_>>>()
+        .map(|lists| lists.concat());
+    if let Some(allowed) = constants {
+        return check(value, &serde_json::json!({ "enum": allowed }), root);
+    }
+
     reasons.dedup();
     Err(reasons.join("; or "))
 }
@@ -305,13 +324,25 @@ mod tests {
         });
         assert_eq!(run(json!({"method": "minmax"}), schema.clone()), Ok(()));
         let error = run(json!({"method": "minmx"}), schema.clone()).unwrap_err();
-        assert_eq!(error, "`method`: expected one of `minmax`, `entropy`, found string `minmx`");
+        assert_eq!(
+            error,
+            "`method`: expected one of `minmax`, `entropy`, found string `minmx` \
+             (did you mean `minmax`?)"
+        );
         let error = run(json!({"methd": "minmax"}), schema).unwrap_err();
         assert!(error.contains("did you mean `method`?"), "{error}");
 
         let either = json!({"anyOf": [{"type": "boolean"}, {"const": "auto"}]});
         assert_eq!(run(json!("auto"), either.clone()), Ok(()));
         assert!(run(json!("on"), either).is_err());
+
+        // Documented variants (one constant each) read as one enum.
+        let variants =
+            json!({"oneOf": [{"const": "qdq", "description": "pairs"}, {"const": "qoperator"}]});
+        assert_eq!(
+            run(json!("qop"), variants).unwrap_err(),
+            "expected one of `qdq`, `qoperator`, found string `qop` (did you mean `qoperator`?)"
+        );
     }
 
     #[test]
