@@ -368,6 +368,12 @@ fn digits_fixed_to_batch_one_or_four_is_measured_with_the_source_accuracy() {
         assert_eq!(measurement["latency_ms"]["batch"], batch, "{candidate:#}");
     }
 
+    // The batch-4 candidate's latency measures four samples a run: the table and report.md
+    // say so beside it.
+    assert!(result.stdout.contains("(batch 4)"), "{}", result.stdout);
+    let markdown = std::fs::read_to_string(project.path("out/report.md")).expect("report.md");
+    assert_eq!(markdown.matches("(batch 4)").count(), 1, "{markdown}");
+
     // A name the model lacks fails its candidate alone, naming the one it has.
     let wrong = &candidates[2];
     assert_eq!(wrong["status"], "failed", "{wrong:#}");

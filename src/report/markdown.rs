@@ -78,7 +78,7 @@ pub fn render_markdown(report: &Report) -> String {
             candidate.id,
             candidate.label,
             percent(m.and_then(|m| m.accuracy)),
-            millis(latency.map(|l| l.p50)),
+            millis(latency.map(|l| l.p50)) + &other_batch(latency, source),
             millis(latency.map(|l| l.p90)),
             m.map_or_else(|| "-".to_string(), |m| human_bytes(m.size_bytes)),
             result.replace('|', "\\|")
@@ -110,5 +110,15 @@ fn threads(count: usize) -> String {
         "the runtime's default".to_string()
     } else {
         count.to_string()
+    }
+}
+
+/// ` (batch N)` when a candidate's timed runs fed another batch size than the source's (a
+/// model whose shapes were fixed), so the two latencies do not measure the same work.
+pub(super) fn other_batch(latency: Option<&super::Latency>, source: &super::Measurement) -> String {
+    let source_batch = source.latency_ms.as_ref().map(|l| l.batch);
+    match latency {
+        Some(l) if source_batch.is_some_and(|b| b != l.batch) => format!(" (batch {})", l.batch),
+        _ => String::new(),
     }
 }

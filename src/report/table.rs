@@ -24,6 +24,7 @@ pub fn render_table(report: &Report) -> String {
         let empty = Measurement::default();
         let measured = candidate.measurement.as_ref().unwrap_or(&empty);
         let mut cells = row(&id, &candidate.label, measured, &result);
+        cells[3] += &super::markdown::other_batch(measured.latency_ms.as_ref(), &report.source);
         if candidate.measurement.is_none() {
             cells[5] = "-".to_string();
         }
