@@ -206,8 +206,12 @@ fn passes() -> anyhow::Result<ExitCode> {
         for (name, property) in properties.into_iter().flatten() {
             let description =
                 property.get("description").and_then(|d| d.as_str()).unwrap_or_default();
-            let default =
-                property.get("default").map(|d| format!(" (default {d})")).unwrap_or_default();
+            // A null default means "chosen by another parameter": the description says how.
+            let default = property
+                .get("default")
+                .filter(|d| !d.is_null())
+                .map(|d| format!(" (default {d})"))
+                .unwrap_or_default();
             outln!("  {name}{default}: {description}");
         }
     }
