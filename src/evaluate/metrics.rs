@@ -73,7 +73,9 @@ pub enum EvalError {
     /// The model fixes a batch larger than the data: no batch could be filled with samples.
     #[error(
         "model {model} fixes its batch to {batch} samples, and the evaluation data holds \
-         {samples}; hint: fix the batch to at most {samples}, or give more samples"
+         {samples}: filling the batch with copies of the last sample would take {bytes} bytes \
+         of input, more than the {MAX_PADDED_BYTES} allowed; hint: fix the batch to at most \
+         {samples}, or give more samples"
     )]
     BatchOverData {
         /// The model file.
@@ -82,6 +84,8 @@ pub enum EvalError {
         batch: usize,
         /// How many samples the data holds.
         samples: usize,
+        /// The bytes of input one padded batch would take.
+        bytes: u128,
     },
 
     /// The model's inputs disagree on a fixed batch size.
@@ -172,7 +176,7 @@ pub fn accuracy_top1(
             outputs: session.outputs().iter().map(|o| o.name.clone()).collect(),
         });
     }
-    let (size, fixed) = match fixed_batch(session, dataset.len())? {
+    let (size, fixed) = match fixed_batch(session, dataset)? {
         Some(fixed) => (fixed, true),
         None if batch == 0 => return Err(EvalError::Zero { what: "batch size" }),
         None => (batch, false),
@@ -225,7 +229,7 @@ pub fn latency(
     }
     let inputs = session.inputs().to_vec();
     dataset.check_inputs(&inputs)?;
-    let size = fixed_batch(session, dataset.len())?.unwrap_or(1);
+    let size = fixed_batch(session, dataset)?.unwrap_or(1);
     let feeds = pad_rows(dataset.batch(&inputs, 0..size.min(dataset.len())), size);
 
     for _ in 0..warmup {
@@ -286,9 +290,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[below] + (rank - below as f64) * (sorted[above] - sorted[below])
 }
 
-/// The batch size the model fixes on its inputs' first dimension, if any does; it may not
-/// exceed the `samples` of the data, which padding would otherwise repeat to any size.
-fn fixed_batch(session: &ModelSession, samples: usize) -> Result<Option<usize>, EvalError> {
+/// The most bytes of input a batch padded beyond the data may take.
+pub const MAX_PADDED_BYTES: u128 = 1 << 30;
+
+/// The batch size the model fixes on its inputs' first dimension, if any does. A batch larger
+/// than the data is filled with copies of the last sample, up to [`MAX_PADDED_BYTES`].
+fn fixed_batch(session: &ModelSession, dataset: &Dataset) -> Result<Option<usize>, EvalError> {
     let fixed: Vec<(&IoInfo, usize)> = session
         .inputs()
         .iter()
@@ -305,9 +312,15 @@ fn fixed_batch(session: &ModelSession, samples: usize) -> Result<Option<usize>, 
             sizes: fixed.iter().map(|(input, n)| format!("'{}' {n}", input.name)).collect(),
         });
     }
+    let samples = dataset.len();
     if size > samples {
-        let model = session.path().to_path_buf();
-        return Err(EvalError::BatchOverData { model, batch: size, samples });
+        let one = dataset.batch(session.inputs(), 0..samples.min(1));
+        let per_sample: usize = one.iter().map(|(_, tensor)| tensor.byte_len()).sum();
+        let bytes = per_sample as u128 * size as u128;
+        if bytes > MAX_PADDED_BYTES {
+            let model = session.path().to_path_buf();
+            return Err(EvalError::BatchOverData { model, batch: size, samples, bytes });
+        }
     }
     Ok(Some(size))
 }

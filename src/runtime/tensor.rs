@@ -245,6 +245,11 @@ impl Tensor {
         each_variant!(self, a => a.len())
     }
 
+    /// The bytes its elements take.
+    pub fn byte_len(&self) -> usize {
+        each_variant!(self, a => a.len() * a.iter().next().map_or(0, std::mem::size_of_val))
+    }
+
     /// Whether the tensor holds no element.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
