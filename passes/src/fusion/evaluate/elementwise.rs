@@ -2,9 +2,9 @@
 //! and the unary maths, each in the tensor's own element type, so that the results are the
 //! ones ONNX Runtime's CPU kernels compute (float32 in float32, integers wrapping).
 
-use ndarray::{ArrayD, IxDyn, Zip};
+use ndarray::{ArrayD, ArrayViewD, IxDyn, Zip};
 
-use super::value::{with_type, Element, Value};
+use super::value::{array_of, with_type, Element, Value};
 use super::EvalError;
 
 /// The shape numpy broadcasting gives `shapes`, or why they do not broadcast.
@@ -49,14 +49,23 @@ fn zip2<A: Copy, B: Copy, C>(
 ) -> Result<ArrayD<C>, EvalError> {
     let shape = broadcast_shape(&[a.shape(), b.shape()])?;
     check_size(shape.iter().product(), std::mem::size_of::<C>(), max_bytes)?;
-    let a = a.broadcast(IxDyn(&shape)).expect("a broadcast shape");
-    let b = b.broadcast(IxDyn(&shape)).expect("a broadcast shape");
+    let (a, b) = (broadcast_to(a, &shape)?, broadcast_to(b, &shape)?);
 
     let mut values = Vec::with_capacity(shape.iter().product());
     for (&x, &y) in a.iter().zip(b.iter()) {
         values.push(f(x, y)?);
     }
-    Ok(ArrayD::from_shape_vec(IxDyn(&shape), values).expect("the broadcast element count"))
+    array_of(&shape, values)
+}
+
+/// `array` as a view of `shape`, which numpy broadcasting must allow.
+pub(crate) fn broadcast_to<'a, T>(
+    array: &'a ArrayD<T>,
+    shape: &[usize],
+) -> Result<ArrayViewD<'a, T>, EvalError> {
+    array.broadcast(IxDyn(shape)).ok_or_else(|| {
+        EvalError::Invalid(format!("shape {:?} does not broadcast to {shape:?}", array.shape()))
+    })
 }
 
 /// Arithmetic on one numeric element type.
@@ -268,8 +277,16 @@ macro_rules! numeric_pair {
     };
 }
 
-fn arrays<'v, T: Element>(a: &'v Value, b: &'v Value) -> (&'v ArrayD<T>, &'v ArrayD<T>) {
-    (T::array(a).expect("the matched variant"), T::array(b).expect("the matched variant"))
+/// The arrays of `a` and `b`, both of element type `T`.
+fn arrays<'v, T: Element>(
+    op: &str,
+    a: &'v Value,
+    b: &'v Value,
+) -> Result<(&'v ArrayD<T>, &'v ArrayD<T>), EvalError> {
+    match (T::array(a), T::array(b)) {
+        (Some(x), Some(y)) => Ok((x, y)),
+        _ => Err(mismatch(op, a, b)),
+    }
 }
 
 /// Add, Sub, Mul, Div, Mod, Min and Max of two values.
@@ -281,7 +298,7 @@ pub(crate) fn arithmetic(
     max_bytes: usize,
 ) -> Result<Value, EvalError> {
     numeric_pair!(op, a, b, T => {
-        let (x, y) = arrays::<T>(a, b);
+        let (x, y) = arrays::<T>(op, a, b)?;
         if op == "Mod" && T::IS_FLOAT && !fmod {
             return Err(EvalError::Invalid("Mod of floats needs fmod=1".into()));
         }
@@ -337,7 +354,8 @@ fn pow_of<T: Numeric>(
         Some(2) => Ok(x.mul(x)),
         Some(_) => Ok(x.mul(x).mul(x)),
         None if single_precision => {
-            let x = f32::from_number(x.to_number()).expect("float32 from float32");
+            // Single precision means T is float32, which float64 holds exactly.
+            let x = x.to_f64() as f32;
             let power = x.powf(e as f32);
             T::from_f64(f64::from(power)).ok_or_else(out_of_range)
         }
@@ -382,7 +400,7 @@ pub(crate) fn compare(
         return Err(not_covered(op, a));
     }
     numeric_pair!(op, a, b, T => {
-        let (x, y) = arrays::<T>(a, b);
+        let (x, y) = arrays::<T>(op, a, b)?;
         apply(op, x, y, max_bytes)
     })
 }
@@ -419,15 +437,11 @@ pub(crate) fn select(
     }
 
     with_type!(x, T => {
-        let (a, b) = arrays::<T>(x, y);
+        let (a, b) = arrays::<T>("Where", x, y)?;
         let shape = broadcast_shape(&[condition.shape(), a.shape(), b.shape()])?;
         check_size(shape.iter().product(), T::SIZE, max_bytes)?;
-        let dim = IxDyn(&shape);
-        let (c, a, b) = (
-            condition.broadcast(dim.clone()).expect("a broadcast shape"),
-            a.broadcast(dim.clone()).expect("a broadcast shape"),
-            b.broadcast(dim.clone()).expect("a broadcast shape"),
-        );
+        let (c, a, b) =
+            (broadcast_to(condition, &shape)?, broadcast_to(a, &shape)?, broadcast_to(b, &shape)?);
         let result = Zip::from(&c).and(&a).and(&b).map_collect(|&c, &p, &q| if c { p } else { q });
         Ok(T::wrap(result))
     })

@@ -4,7 +4,7 @@
 
 use ndarray::{ArrayD, Axis, IxDyn};
 
-use super::elementwise::{broadcast_shape, check_size, Numeric};
+use super::elementwise::{broadcast_shape, broadcast_to, check_size, Numeric};
 use super::value::{array_of, with_type, Element, Value};
 use super::EvalError;
 
@@ -36,14 +36,10 @@ fn distinct_axes(axes: &[i64], rank: usize) -> Result<Vec<usize>, EvalError> {
     Ok(normalized)
 }
 
-fn array<T: Element>(value: &Value) -> &ArrayD<T> {
-    T::array(value).expect("the variant with_type matched")
-}
-
 /// The same elements in row-major order under another shape.
 fn relabel(value: &Value, shape: &[usize]) -> Result<Value, EvalError> {
-    with_type!(value, T => {
-        let values: Vec<T> = array::<T>(value).iter().copied().collect();
+    with_type!(value, T, array => {
+        let values: Vec<T> = array.iter().copied().collect();
         Ok(T::wrap(array_of(shape, values)?))
     })
 }
@@ -112,8 +108,8 @@ pub(crate) fn transpose(data: &Value, perm: Option<&[i64]>) -> Result<Value, Eva
         Some(perm) => return Err(invalid(format!("perm {perm:?} does not fit rank {rank}"))),
         None => (0..rank).rev().collect(),
     };
-    with_type!(data, T => {
-        let view = array::<T>(data).view().permuted_axes(IxDyn(&perm));
+    with_type!(data, T, array => {
+        let view = array.view().permuted_axes(IxDyn(&perm));
         let shape = view.shape().to_vec();
         Ok(T::wrap(array_of(&shape, view.iter().copied().collect())?))
     })
@@ -187,8 +183,8 @@ pub(crate) fn gather(
 
     let out_shape = [&shape[..axis], indices.shape(), &shape[axis + 1..]].concat();
     check_size(out_shape.iter().product(), data.bytes() / data.len().max(1), max_bytes)?;
-    with_type!(data, T => {
-        let selected = array::<T>(data).select(Axis(axis), &picked);
+    with_type!(data, T, array => {
+        let selected = array.select(Axis(axis), &picked);
         Ok(T::wrap(array_of(&out_shape, selected.iter().copied().collect())?))
     })
 }
@@ -217,7 +213,7 @@ pub(crate) fn slice(
     let mut result = data.clone();
     for (k, &axis) in axes.iter().enumerate() {
         let picked = slice_indices(shape[axis], starts[k], ends[k], steps[k])?;
-        result = with_type!(&result, T => T::wrap(array::<T>(&result).select(Axis(axis), &picked)));
+        result = with_type!(&result, T, array => T::wrap(array.select(Axis(axis), &picked)));
     }
     Ok(result)
 }
@@ -259,10 +255,7 @@ pub(crate) fn expand(data: &Value, shape: &[i64], max_bytes: usize) -> Result<Va
         .collect::<Result<_, _>>()?;
     let out = broadcast_shape(&[data.shape(), &target])?;
     check_size(out.iter().product(), data.bytes() / data.len().max(1), max_bytes)?;
-    with_type!(data, T => {
-        let view = array::<T>(data).broadcast(IxDyn(&out)).expect("a broadcast shape");
-        Ok(T::wrap(view.to_owned()))
-    })
+    with_type!(data, T, array => Ok(T::wrap(broadcast_to(array, &out)?.to_owned())))
 }
 
 /// ConstantOfShape: `fill` (one element) repeated over `shape`.
@@ -280,9 +273,9 @@ pub(crate) fn constant_of_shape(
     }
     let count: usize = dims.iter().product();
     check_size(count, fill.bytes(), max_bytes)?;
-    with_type!(fill, T => {
-        let element = *array::<T>(fill).iter().next().expect("one element");
-        Ok(T::wrap(ArrayD::from_elem(IxDyn(&dims), element)))
+    with_type!(fill, T, array => match array.iter().next() {
+        Some(&element) => Ok(T::wrap(ArrayD::from_elem(IxDyn(&dims), element))),
+        None => Err(invalid("ConstantOfShape value is empty".into())),
     })
 }
 
@@ -304,9 +297,9 @@ pub(crate) fn range(
             let array = T::array(value).ok_or_else(|| {
                 invalid(format!("Range of {} and {}", start.type_name(), value.type_name()))
             })?;
-            match array.len() {
-                1 => Ok(*array.iter().next().expect("one element")),
-                n => Err(invalid(format!("Range input of {n} elements, not a scalar"))),
+            match (array.len(), array.iter().next()) {
+                (1, Some(&element)) => Ok(element),
+                (n, _) => Err(invalid(format!("Range input of {n} elements, not a scalar"))),
             }
         };
         let (first, limit, delta) = (scalar(start)?, scalar(limit)?, scalar(delta)?);
@@ -357,8 +350,7 @@ pub(crate) fn shape_of(dims: &[i64], start: Option<i64>, end: Option<i64>) -> Va
     };
     let (from, to) = (clamp(start.unwrap_or(0)), clamp(end.unwrap_or(rank)));
     let picked = if from < to { dims[from..to].to_vec() } else { Vec::new() };
-    let len = picked.len();
-    Value::I64(ArrayD::from_shape_vec(IxDyn(&[len]), picked).expect("a 1-D shape"))
+    Value::I64(ndarray::Array1::from(picked).into_dyn())
 }
 
 /// Size's output for a value of `dims`: the element count as an int64 scalar.

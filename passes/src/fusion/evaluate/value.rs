@@ -26,55 +26,71 @@ pub(crate) enum Value {
     Bool(ArrayD<bool>),
 }
 
-/// Runs `$body` with `$t` standing for the element type of `$value`.
+/// Runs `$body` with `$t` standing for the element type of `$value` and, in the second form,
+/// `$array` bound to its array (`&ArrayD<$t>` when `$value` is a reference).
 macro_rules! with_type {
     ($value:expr, $t:ident => $body:expr) => {
+        with_type!($value, $t, _array => $body)
+    };
+    ($value:expr, $t:ident, $array:ident => $body:expr) => {
         match $value {
-            Value::F32(_) => {
+            Value::F32($array) => {
+                #[allow(dead_code)]
                 type $t = f32;
                 $body
             }
-            Value::F64(_) => {
+            Value::F64($array) => {
+                #[allow(dead_code)]
                 type $t = f64;
                 $body
             }
-            Value::F16(_) => {
+            Value::F16($array) => {
+                #[allow(dead_code)]
                 type $t = half::f16;
                 $body
             }
-            Value::I8(_) => {
+            Value::I8($array) => {
+                #[allow(dead_code)]
                 type $t = i8;
                 $body
             }
-            Value::I16(_) => {
+            Value::I16($array) => {
+                #[allow(dead_code)]
                 type $t = i16;
                 $body
             }
-            Value::I32(_) => {
+            Value::I32($array) => {
+                #[allow(dead_code)]
                 type $t = i32;
                 $body
             }
-            Value::I64(_) => {
+            Value::I64($array) => {
+                #[allow(dead_code)]
                 type $t = i64;
                 $body
             }
-            Value::U8(_) => {
+            Value::U8($array) => {
+                #[allow(dead_code)]
                 type $t = u8;
                 $body
             }
-            Value::U16(_) => {
+            Value::U16($array) => {
+                #[allow(dead_code)]
                 type $t = u16;
                 $body
             }
-            Value::U32(_) => {
+            Value::U32($array) => {
+                #[allow(dead_code)]
                 type $t = u32;
                 $body
             }
-            Value::U64(_) => {
+            Value::U64($array) => {
+                #[allow(dead_code)]
                 type $t = u64;
                 $body
             }
-            Value::Bool(_) => {
+            Value::Bool($array) => {
+                #[allow(dead_code)]
                 type $t = bool;
                 $body
             }
@@ -367,7 +383,7 @@ impl Value {
 
     /// The tensor named `name` holding this value, its data in `raw_data`.
     pub(crate) fn to_tensor(&self, name: &str) -> TensorProto {
-        with_type!(self, T => write::<T>(name, T::array(self).expect("the variant of T")))
+        with_type!(self, T, array => write::<T>(name, array))
     }
 
     /// The ONNX element type.
@@ -381,7 +397,7 @@ impl Value {
     }
 
     pub(crate) fn shape(&self) -> &[usize] {
-        with_type!(self, T => T::array(self).expect("the variant of T").shape())
+        with_type!(self, T, array => array.shape())
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -467,8 +483,7 @@ fn write<T: Element>(name: &str, array: &ArrayD<T>) -> TensorProto {
 }
 
 fn convert<To: Element>(value: &Value) -> Result<Value, EvalError> {
-    with_type!(value, From => {
-        let array = From::array(value).expect("the variant of From");
+    with_type!(value, From, array => {
         let mut out = Vec::with_capacity(array.len());
         for &element in array.iter() {
             let number = element.to_number();
@@ -480,8 +495,7 @@ fn convert<To: Element>(value: &Value) -> Result<Value, EvalError> {
             })?;
             out.push(converted);
         }
-        let array = ArrayD::from_shape_vec(array.raw_dim(), out).expect("the same element count");
-        Ok(To::wrap(array))
+        Ok(To::wrap(array_of(array.shape(), out)?))
     })
 }
 
