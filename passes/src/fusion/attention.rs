@@ -28,7 +28,7 @@
 
 use std::collections::HashSet;
 
-use super::pattern::{is_op, node_in, Rewrite, Scan, View};
+use super::pattern::{compose_perms, is_op, node_in, Rewrite, Scan, View};
 use super::{Rule, MS_DOMAIN};
 use crate::ir::proto::tensor_proto::DataType;
 use crate::ir::proto::NodeProto;
@@ -550,11 +550,7 @@ fn data_operand(view: &View<'_>, node: &NodeProto) -> usize {
 fn compose(perms: &[Vec<i64>]) -> Vec<i64> {
     let mut total: Vec<i64> = (0..4).collect();
     for perm in perms {
-        let next: Option<Vec<i64>> = perm
-            .iter()
-            .map(|&p| usize::try_from(p).ok().and_then(|p| total.get(p).copied()))
-            .collect();
-        match next {
+        match compose_perms(&total, perm) {
             Some(next) if perm.len() == 4 => total = next,
             _ => return perm.clone(),
         }

@@ -3,7 +3,7 @@
 //! Reshape (or of a Flatten, Squeeze or Unsqueeze) one Reshape of the first input.
 
 use super::eliminate::pass_through_blocked;
-use super::pattern::{is_op, Rewrite, Scan, View};
+use super::pattern::{compose_perms, is_op, Rewrite, Scan, View};
 use super::Rule;
 use crate::ir::proto::NodeProto;
 use crate::ir::shapes::Dim;
@@ -93,8 +93,9 @@ fn composed_perm(
     let p1 = checked_perm(p1.unwrap_or(&reversed), rank)?;
     let p2 = checked_perm(p2.unwrap_or(&reversed), rank)?;
 
-    // Output axis i of the second is its input axis p2[i], which is x's axis p1[p2[i]].
-    let composed: Vec<i64> = p2.iter().map(|&i| p1[i] as i64).collect();
+    let as_i64 = |p: Vec<usize>| p.into_iter().map(|a| a as i64).collect::<Vec<_>>();
+    let composed = compose_perms(&as_i64(p1), &as_i64(p2))
+        .ok_or_else(|| format!("the perms of `{x}`'s Transposes do not compose"))?;
     let identity = composed.iter().enumerate().all(|(i, &p)| p == i as i64);
     Ok((!identity).then_some(composed))
 }

@@ -4,7 +4,7 @@
 
 use ndarray::{ArrayD, IxDyn};
 
-use super::pattern::{is_op, Rewrite, Scan, View};
+use super::pattern::{is_op, node_label, Rewrite, Scan, View};
 use super::Rule;
 use crate::ir::proto::tensor_proto::DataType;
 use crate::ir::proto::NodeProto;
@@ -47,7 +47,7 @@ struct Convolution<'g> {
 
 impl Convolution<'_> {
     fn label(&self) -> String {
-        label(self.node, self.index)
+        node_label(self.node, self.index)
     }
 
     fn weight_name(&self) -> &str {
@@ -65,12 +65,6 @@ impl Convolution<'_> {
 }
 
 /// How reasons name the node at `index`: its type and name, or its index when it has none.
-fn label(node: &NodeProto, index: usize) -> String {
-    match node.name() {
-        "" => format!("{} #{index}", node.op_type()),
-        name => format!("{} `{name}`", node.op_type()),
-    }
-}
 
 /// The Conv or ConvTranspose that writes `value`, with its index.
 fn producer_convolution<'g>(view: &View<'g>, value: &str) -> Option<(usize, &'g NodeProto)> {
@@ -80,7 +74,7 @@ fn producer_convolution<'g>(view: &View<'g>, value: &str) -> Option<(usize, &'g 
 /// What a rule needs to know of the convolution at `index`, or why it cannot tell.
 fn convolution<'g>(view: &View<'g>, index: usize) -> Result<Convolution<'g>, String> {
     let node = view.node(index);
-    let name = label(node, index);
+    let name = node_label(node, index);
     let transposed = node.op_type() == "ConvTranspose";
     let weight = node.input.get(1).filter(|w| !w.is_empty());
     let Some(weight) = weight else {

@@ -1,7 +1,7 @@
 //! The rule that turns a 2-D MatMul and the Add of a bias after it into one Gemm, whose C
 //! input takes the bias as long as it broadcasts to the product's shape without changing it.
 
-use super::pattern::{is_op, Rewrite, Scan};
+use super::pattern::{is_op, node_label, Rewrite, Scan};
 use super::Rule;
 use crate::ir::proto::tensor_proto::DataType;
 use crate::ir::shapes::Dim;
@@ -50,10 +50,7 @@ fn gemm(
     let view = scan.view;
     let add = view.node(index);
     let product_node = view.node(matmul);
-    let label = match product_node.name() {
-        "" => format!("MatMul #{matmul}"),
-        name => format!("MatMul `{name}`"),
-    };
+    let label = node_label(product_node, matmul);
     let product = &add.input[position];
     let bias = &add.input[1 - position];
     if bias == product || !view.only_read_by(product, index) {

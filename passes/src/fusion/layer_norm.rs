@@ -261,12 +261,9 @@ fn single_reader<'g>(
     value: &str,
     op_type: &str,
 ) -> Option<(usize, &'g NodeProto)> {
-    match view.consumers(value) {
-        [reader] if !view.is_graph_output(value) && is_op(view.node(*reader), op_type) => {
-            Some((*reader, view.node(*reader)))
-        }
-        _ => None,
-    }
+    let &[reader] = view.consumers(value) else { return None };
+    let node = view.node(reader);
+    (view.only_read_by(value, reader) && is_op(node, op_type)).then_some((reader, node))
 }
 
 /// Checks that the scale or shift `value` is a float32 constant that broadcasts over the

@@ -315,6 +315,20 @@ fn rename_reads(node: &mut NodeProto, resolve: &dyn Fn(&str) -> String) {
     }
 }
 
+/// The permutation of Transpose(`second`) after Transpose(`first`): output axis i is input
+/// axis `first[second[i]]`. `None` when `second` names an axis `first` does not have.
+pub(crate) fn compose_perms(first: &[i64], second: &[i64]) -> Option<Vec<i64>> {
+    second.iter().map(|&p| first.get(usize::try_from(p).ok()?).copied()).collect()
+}
+
+/// A node for messages: its type and name, or its type and index when it has no name.
+pub(crate) fn node_label(node: &NodeProto, index: usize) -> String {
+    match node.name() {
+        "" => format!("{} #{index}", node.op_type()),
+        name => format!("{} `{name}`", node.op_type()),
+    }
+}
+
 /// A node of the default domain, or of `domain`.
 pub(crate) fn node_in(
     domain: Option<&str>,
