@@ -245,26 +245,42 @@ fn fuse_graph(
 
     for round in 0..MAX_ROUNDS {
         let mut changed = false;
-        for rule in rules {
-            for _ in 0..MAX_SCANS {
-                let (rewrites, skipped) = {
-                    let view = View::new(graph, target);
+        let mut next = 0;
+        let mut scans = 0;
+        while next < rules.len() {
+            // One view of the graph serves every rule that finds nothing, until one rewrites:
+            // indexing and shape inference are the cost of a scan.
+            let found = {
+                let view = View::new(graph, target);
+                let mut found = None;
+                while let Some(rule) = rules.get(next) {
                     let mut scan = Scan::new(&view, &mut names);
                     (rule.scan)(&mut scan);
-                    scan.into_rewrites()
-                };
-                if rewrites.is_empty() {
+                    let (rewrites, skipped) = scan.into_rewrites();
+                    if !rewrites.is_empty() {
+                        found = Some((*rule, rewrites));
+                        break;
+                    }
                     summary.skipped.retain(|(name, _, _)| *name != rule.name);
                     for (node, reason) in skipped {
                         debug!(rule = rule.name, node = %node, "left alone: {reason}");
                         summary.skipped.push((rule.name, node, reason));
                     }
-                    break;
+                    next += 1;
+                    scans = 0;
                 }
-                debug!(rule = rule.name, round, count = rewrites.len(), "rewrote");
-                *summary.applied.entry(rule.name).or_default() += rewrites.len();
-                pattern::apply(graph, rewrites)?;
-                changed = true;
+                found
+            };
+            let Some((rule, rewrites)) = found else { break };
+
+            debug!(rule = rule.name, round, count = rewrites.len(), "rewrote");
+            *summary.applied.entry(rule.name).or_default() += rewrites.len();
+            pattern::apply(graph, rewrites)?;
+            changed = true;
+            scans += 1;
+            if scans == MAX_SCANS {
+                next += 1;
+                scans = 0;
             }
         }
         if !changed {
