@@ -68,7 +68,14 @@ impl ModelRunner for OrtRunner {
         self.data.check_inputs(session.inputs()).map_err(|e| RunnerError(e.to_string()))?;
         let inputs = session.inputs().to_vec();
 
-        let (batch_size, samples) = match fixed_batch(&inputs)? {
+        let fixed = IoInfo::fixed_batch(&inputs).map_err(|sizes| {
+            RunnerError(format!(
+                "the model's inputs fix different batch sizes ({}): no batch of samples fits \
+                 them all",
+                sizes.join(", ")
+            ))
+        })?;
+        let (batch_size, samples) = match fixed {
             Some(fixed) => whole_batches(fixed, self.data.len(), &data.to_string())?,
             None => (self.batch_size, self.data.len()),
         };
@@ -86,23 +93,6 @@ impl ModelRunner for OrtRunner {
         }
         Ok(())
     }
-}
-
-/// The batch size every fed input fixes on its first dimension, if they fix one.
-fn fixed_batch(inputs: &[IoInfo]) -> Result<Option<usize>, RunnerError> {
-    let fixed: Vec<(&str, i64)> = inputs
-        .iter()
-        .filter_map(|input| Some((input.name.as_str(), input.shape.first().copied().flatten()?)))
-        .collect();
-    let Some(&(_, size)) = fixed.first() else { return Ok(None) };
-    if fixed.iter().any(|(_, other)| *other != size) {
-        let sizes: Vec<String> = fixed.iter().map(|(name, n)| format!("`{name}` {n}")).collect();
-        return Err(RunnerError(format!(
-            "the model's inputs fix different batch sizes ({}): no batch of samples fits them all",
-            sizes.join(", ")
-        )));
-    }
-    Ok(usize::try_from(size).ok().filter(|&size| size > 0))
 }
 
 /// Batches of `fixed` samples over `samples`: the batch size and how many samples they hold.

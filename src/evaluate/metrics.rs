@@ -296,22 +296,9 @@ pub const MAX_PADDED_BYTES: u128 = 1 << 30;
 /// The batch size the model fixes on its inputs' first dimension, if any does. A batch larger
 /// than the data is filled with copies of the last sample, up to [`MAX_PADDED_BYTES`].
 fn fixed_batch(session: &ModelSession, dataset: &Dataset) -> Result<Option<usize>, EvalError> {
-    let fixed: Vec<(&IoInfo, usize)> = session
-        .inputs()
-        .iter()
-        .filter_map(|input| {
-            let size = input.shape.first().copied().flatten()?;
-            let size = usize::try_from(size).ok().filter(|&size| size > 0)?;
-            Some((input, size))
-        })
-        .collect();
-    let Some(&(_, size)) = fixed.first() else { return Ok(None) };
-    if fixed.iter().any(|(_, other)| *other != size) {
-        return Err(EvalError::MixedBatch {
-            model: session.path().to_path_buf(),
-            sizes: fixed.iter().map(|(input, n)| format!("'{}' {n}", input.name)).collect(),
-        });
-    }
+    let fixed = IoInfo::fixed_batch(session.inputs())
+        .map_err(|sizes| EvalError::MixedBatch { model: session.path().to_path_buf(), sizes })?;
+    let Some(size) = fixed else { return Ok(None) };
     let samples = dataset.len();
     if size > samples {
         let one = dataset.batch(session.inputs(), 0..samples.min(1));

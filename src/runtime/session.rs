@@ -75,6 +75,23 @@ impl IoInfo {
 }
 
 impl IoInfo {
+    /// The batch size `inputs` fix on their first dimension, if any does. When they fix
+    /// different sizes, the error lists each as `'name' size`.
+    pub fn fixed_batch(inputs: &[IoInfo]) -> Result<Option<usize>, Vec<String>> {
+        let fixed: Vec<(&str, usize)> = inputs
+            .iter()
+            .filter_map(|input| {
+                let size = input.shape.first().copied().flatten()?;
+                Some((input.name.as_str(), usize::try_from(size).ok().filter(|&s| s > 0)?))
+            })
+            .collect();
+        let Some(&(_, size)) = fixed.first() else { return Ok(None) };
+        if fixed.iter().any(|(_, other)| *other != size) {
+            return Err(fixed.iter().map(|(name, n)| format!("'{name}' {n}")).collect());
+        }
+        Ok(Some(size))
+    }
+
     fn from_outlet(outlet: &ort::value::Outlet) -> IoInfo {
         let shape = outlet
             .dtype()

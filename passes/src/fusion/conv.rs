@@ -64,8 +64,6 @@ impl Convolution<'_> {
     }
 }
 
-/// How reasons name the node at `index`: its type and name, or its index when it has none.
-
 /// The Conv or ConvTranspose that writes `value`, with its index.
 fn producer_convolution<'g>(view: &View<'g>, value: &str) -> Option<(usize, &'g NodeProto)> {
     view.producer(value).filter(|(_, node)| is_op(node, "Conv") || is_op(node, "ConvTranspose"))
