@@ -176,7 +176,7 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
     let calibration = calibration.map(|data| OrtRunner::new(data, threads));
     let optimizer =
         OrtOptimizer::new(threads).with_external_data_above(options.external_data_above);
-    let mut builder = Builder::new(Arc::new(source_model), calibration).with_optimizer(optimizer);
+    let mut builder = Builder::new(Arc::new(source_model), calibration, optimizer);
     let mut reports = Vec::with_capacity(candidates.len());
     for candidate in candidates {
         let bench = Bench {
@@ -350,15 +350,12 @@ struct Built {
 }
 
 impl Builder {
-    fn new(source: Arc<ModelProto>, calibration: Option<OrtRunner>) -> Self {
-        let optimizer = OrtOptimizer::new(Threads::default());
+    fn new(
+        source: Arc<ModelProto>,
+        calibration: Option<OrtRunner>,
+        optimizer: OrtOptimizer,
+    ) -> Self {
         Self { source, calibration, optimizer, built: HashMap::new() }
-    }
-
-    /// Optimizes with `optimizer` instead of the default one.
-    fn with_optimizer(mut self, optimizer: OrtOptimizer) -> Self {
-        self.optimizer = optimizer;
-        self
     }
 
     /// The model after all of `candidate`'s steps, or why a step failed. A step that finds
