@@ -304,10 +304,14 @@ pub fn calibrate(
 }
 
 /// A copy of `model` whose graph outputs include every tensor of `names`, after checking that
-/// each is a float32 graph input or node output. A tensor that is already an output stays
+/// each is a float32 graph input or node output. Also used by `importance`, which reads the
+/// same tensors for another reduction. A tensor that is already an output stays
 /// where it is; the others are appended with their `value_info` when the model has one, as
 /// ORT's calibrators do, or declared float32 of unknown shape otherwise.
-fn augment(model: &ModelProto, names: &[String]) -> Result<ModelProto, CalibrationError> {
+pub(super) fn augment(
+    model: &ModelProto,
+    names: &[String],
+) -> Result<ModelProto, CalibrationError> {
     let mut augmented = model.clone();
     let graph = augmented.graph.as_mut().ok_or(CalibrationError::NoGraph)?;
 
@@ -358,12 +362,13 @@ fn tensor_elem_type(info: &ValueInfoProto) -> Option<i32> {
 
 /// What [`stream`] hands each tensor's values of each batch to: the batch's index, the
 /// tensor's index, the values.
-type Visit<'a> = dyn FnMut(usize, usize, ArrayViewD<'_, f32>) -> Result<(), CalibrationError> + 'a;
+pub(super) type Visit<'a> =
+    dyn FnMut(usize, usize, ArrayViewD<'_, f32>) -> Result<(), CalibrationError> + 'a;
 
 /// Runs the augmented model over the runner's data and hands `visit` each batch's values of
 /// each tensor, with the batch's index. Checks the runner's order of calls and rejects NaN
 /// and infinities. Returns the number of batches.
-fn stream(
+pub(super) fn stream(
     model: &ModelProto,
     names: &[String],
     runner: &dyn ModelRunner,
