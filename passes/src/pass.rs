@@ -193,15 +193,42 @@ pub fn provider_specific_note(model: &ModelProto) -> Option<&str> {
 pub struct PassInfo {
     pub name: &'static str,
     pub summary: &'static str,
-    /// Whether the pass runs the model on calibration data (`PassContext::calibration`).
-    pub needs_calibration: bool,
+    /// When the pass runs the model on calibration data (`PassContext::calibration`).
+    pub calibration: CalibrationUse,
     /// The JSON Schema of the pass's configuration object.
     pub config_schema: fn(&mut SchemaGenerator) -> Schema,
     /// Builds the pass from its configuration object.
     pub build: fn(&serde_json::Value) -> Result<Box<dyn Pass>, PassError>,
 }
 
+/// When a pass needs calibration data, so that a recipe without it is refused before anything
+/// runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CalibrationUse {
+    /// The pass never runs the model.
+    Never,
+    /// Every configuration of the pass runs the model on calibration data.
+    Always,
+    /// Only configurations that set this boolean parameter to `true` run the model.
+    When(&'static str),
+}
+
 impl PassInfo {
+    /// Whether the pass, configured with some of `values` for each parameter, runs the model on
+    /// calibration data for at least one of them. `values` maps a parameter's name to the
+    /// values the recipe tries.
+    pub fn needs_calibration<'v>(
+        &self,
+        mut values: impl FnMut(&str) -> Option<&'v [serde_json::Value]>,
+    ) -> bool {
+        match self.calibration {
+            CalibrationUse::Never => false,
+            CalibrationUse::Always => true,
+            CalibrationUse::When(parameter) => values(parameter)
+                .is_some_and(|tried| tried.iter().any(|value| value.as_bool() == Some(true))),
+        }
+    }
+
     /// The names of the configuration's parameters, for error messages and suggestions.
     pub fn parameter_names(&self) -> Vec<String> {
         let mut generator = SchemaGenerator::default();
@@ -220,42 +247,42 @@ pub fn registry() -> &'static [PassInfo] {
         PassInfo {
             name: Fuse::NAME,
             summary: "graph fusion: constant folding, no-op removal, Conv+BN, GELU, LayerNorm, attention ...",
-            needs_calibration: false,
+            calibration: CalibrationUse::Never,
             config_schema: config_schema::<<Fuse as Configured>::Config>,
             build: build::<Fuse>,
         },
         PassInfo {
             name: QuantizeDynamic::NAME,
             summary: "dynamic INT8 quantization (MatMul, Gemm, Conv, Gather, LSTM, Attention ...)",
-            needs_calibration: false,
+            calibration: CalibrationUse::Never,
             config_schema: config_schema::<<QuantizeDynamic as Configured>::Config>,
             build: build::<QuantizeDynamic>,
         },
         PassInfo {
             name: QuantizeStatic::NAME,
             summary: "static INT8/INT16 quantization (QDQ or QOperator), with ranges calibrated on data",
-            needs_calibration: true,
+            calibration: CalibrationUse::Always,
             config_schema: config_schema::<<QuantizeStatic as Configured>::Config>,
             build: build::<QuantizeStatic>,
         },
         PassInfo {
             name: ConvertFp16::NAME,
             summary: "float16 weights and computation, with Casts around the ops kept in float32",
-            needs_calibration: false,
+            calibration: CalibrationUse::Never,
             config_schema: config_schema::<<ConvertFp16 as Configured>::Config>,
             build: build::<ConvertFp16>,
         },
         PassInfo {
             name: FixShapes::NAME,
             summary: "symbolic dimensions (batch, sequence) fixed to sizes, for static shapes",
-            needs_calibration: false,
+            calibration: CalibrationUse::Never,
             config_schema: config_schema::<<FixShapes as Configured>::Config>,
             build: build::<FixShapes>,
         },
         PassInfo {
             name: OrtOptimize::NAME,
             summary: "ONNX Runtime's own graph optimizer; provider-specific above `basic`",
-            needs_calibration: false,
+            calibration: CalibrationUse::Never,
             config_schema: config_schema::<<OrtOptimize as Configured>::Config>,
             build: build::<OrtOptimize>,
         },

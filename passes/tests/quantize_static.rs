@@ -400,7 +400,7 @@ fn opsets_are_checked_and_sixteen_bits_use_the_microsoft_domain() {
 #[test]
 fn configuration_is_checked() {
     let info = pass::find("quantize_static").expect("registered");
-    assert!(info.needs_calibration);
+    assert_eq!(info.calibration, pass::CalibrationUse::Always);
 
     assert!((info.build)(&serde_json::json!({"format": "qoperator"})).is_ok());
     let err = (info.build)(&serde_json::json!({"format": "qlinear"})).err().unwrap();

@@ -576,7 +576,12 @@ fn validate(recipe: &Recipe, tree: &Node) -> Result<(), DeError> {
 fn first_calibrated_pass(items: &[PassItem]) -> Option<&PassSpec> {
     items.iter().find_map(|item| match item {
         PassItem::Pass(spec) => pipeline_passes::pass::find(&spec.name)
-            .filter(|info| info.needs_calibration)
+            .filter(|info| {
+                info.needs_calibration(|name| {
+                    let found = spec.params.iter().find(|(param, _)| param == name);
+                    found.map(|(_, space)| space.values())
+                })
+            })
             .map(|_| spec),
         PassItem::OneOf(branches) => branches.iter().find_map(|chain| first_calibrated_pass(chain)),
     })
