@@ -13,9 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use pipeline_passes::ir::{self, proto::ModelProto, IrError};
-use pipeline_passes::pass::{
-    Artifact, ArtifactSink, ModelRunner, PassContext, PassError, Runtime,
-};
+use pipeline_passes::pass::{Artifact, ArtifactSink, ModelRunner, PassContext, PassError, Runtime};
 use tracing::{debug_span, info, trace_span};
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 

@@ -110,12 +110,9 @@ impl NBits {
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         let mut node = ir::make_node("MatMulNBits", &inputs, &[output], self.name);
         node.domain = Some("com.microsoft".into());
-        for (name, value) in [
-            ("K", self.k),
-            ("N", self.n),
-            ("bits", self.bits as usize),
-            ("block_size", self.block),
-        ] {
+        for (name, value) in
+            [("K", self.k), ("N", self.n), ("bits", self.bits as usize), ("block_size", self.block)]
+        {
             node.attribute.push(ir::attr_int(name, value as i64));
         }
         graph.node.push(node);
@@ -177,7 +174,8 @@ impl Int4Weight {
         });
         let scales = array(&[self.k / 32, self.n], self.scales.clone());
         graph.initializer.push(ir::tensor_from_f32("dq_scale", &scales));
-        let mut node = ir::make_node("DequantizeLinear", &["dq_weight", "dq_scale"], &[output], "dq");
+        let mut node =
+            ir::make_node("DequantizeLinear", &["dq_weight", "dq_scale"], &[output], "dq");
         node.attribute.push(ir::attr_int("axis", 0));
         node.attribute.push(ir::attr_int("block_size", 32));
         graph.node.push(node);
@@ -216,7 +214,9 @@ fn fixture() -> Fixture {
     asym.zero_points = Some(vec![vec![3, 8, 12], vec![0, 15, 7]]);
     let odd_k = NBits::random("odd_k", 40, 2, 4, 32, 5);
     let chain = [(&q4, "x", "y1"), (&q4_64, "x2", "y2"), (&q8, "x3", "y3")];
-    for (weight, input, output) in chain.into_iter().chain([(&asym, "x4", "y4"), (&odd_k, "x5", "y5")]) {
+    for (weight, input, output) in
+        chain.into_iter().chain([(&asym, "x4", "y4"), (&odd_k, "x5", "y5")])
+    {
         weight.add_to(&mut graph, input, output);
         let middle = 1i32 << (weight.bits - 1);
         let codes = weight.codes.iter().flatten().map(|&c| c as i32);
@@ -415,8 +415,11 @@ fn every_tensor_reads_back_exactly_with_our_reader() {
             // Each block's value is (code - middle) * d: it must equal the test's own
             // dequantization bit for bit.
             let middle = if want.kind == "Q4_0" { 8 } else { 0 };
-            let values: Vec<f32> =
-                codes.iter().enumerate().map(|(i, &c)| (c - middle) as f32 * scales[i / 32]).collect();
+            let values: Vec<f32> = codes
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| (c - middle) as f32 * scales[i / 32])
+                .collect();
             assert_eq!(values, want.values, "{onnx_name}: lossless");
         }
         if want.kind == "F32" && want.bytes.is_none() {

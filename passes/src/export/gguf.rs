@@ -110,7 +110,10 @@ pub fn export(model: &ModelProto) -> Result<Exported, GgufError> {
         )
         .add_metadata(
             "pipeline.transposed",
-            array(GGUFValueType::Bool, collected.tensors.iter().map(|t| MetadataValue::Bool(t.transposed))),
+            array(
+                GGUFValueType::Bool,
+                collected.tensors.iter().map(|t| MetadataValue::Bool(t.transposed)),
+            ),
         );
     if !graph.name().is_empty() {
         builder = builder.add_metadata("general.name", MetadataValue::String(graph.name().into()));
@@ -222,8 +225,7 @@ fn summary(
     let total: usize = counts.values().sum();
     let kinds: Vec<String> =
         counts.iter().map(|(kind, count)| format!("{count} {}", kind.name())).collect();
-    let mut summary =
-        format!("GGUF v3 with {total} tensors ({}), {bytes} bytes", kinds.join(", "));
+    let mut summary = format!("GGUF v3 with {total} tensors ({}), {bytes} bytes", kinds.join(", "));
     if rounding.scales > 0 {
         if rounding.rounded == 0 {
             summary.push_str(&format!(
@@ -254,7 +256,8 @@ mod tests {
         let exact = "x".repeat(MAX_NAME_BYTES);
         assert_eq!(gguf_name(&exact), exact);
 
-        let long = format!("/model/encoder/layer.{}/attention/self/query/MatMul_weight", "0".repeat(40));
+        let long =
+            format!("/model/encoder/layer.{}/attention/self/query/MatMul_weight", "0".repeat(40));
         let short = gguf_name(&long);
         assert!(short.len() <= MAX_NAME_BYTES, "{short}");
         assert!(short.starts_with("/model/encoder/layer.000"), "{short}");

@@ -96,7 +96,11 @@ impl Pass for Export {
         let exported = gguf::export(&model)
             .map_err(|error| PassError::Model { pass: Self::NAME, reason: error.to_string() })?;
         info!("{}", exported.summary);
-        sink.add(Artifact { extension: ARTIFACT_EXTENSIONS[0], bytes: exported.bytes, summary: exported.summary });
+        sink.add(Artifact {
+            extension: ARTIFACT_EXTENSIONS[0],
+            bytes: exported.bytes,
+            summary: exported.summary,
+        });
         Ok(model)
     }
 }

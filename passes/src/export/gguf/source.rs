@@ -77,9 +77,9 @@ pub fn collect(graph: &GraphProto) -> Result<Collected, GgufError> {
                 parts.extend(used);
                 weights.entry(weight).or_insert((blocked, label));
             }
-            Some(Found::Skip(reason)) => collected
-                .notes
-                .push(format!("{label}: weight `{weight}` left out: {reason}")),
+            Some(Found::Skip(reason)) => {
+                collected.notes.push(format!("{label}: weight `{weight}` left out: {reason}"))
+            }
             None => {}
         }
     }
@@ -144,7 +144,10 @@ fn float_tensor(tensor: &TensorProto) -> Result<Result<Tensor, String>, GgufErro
         _ => return Ok(Err(format!("{} is not a float type", data_type_name(tensor.data_type())))),
     };
     if tensor.dims.len() > MAX_DIMS {
-        return Ok(Err(format!("it has {} dimensions, GGUF at most {MAX_DIMS}", tensor.dims.len())));
+        return Ok(Err(format!(
+            "it has {} dimensions, GGUF at most {MAX_DIMS}",
+            tensor.dims.len()
+        )));
     }
     if tensor.dims.contains(&0) {
         return Ok(Err("it is empty".to_string()));
@@ -229,7 +232,8 @@ fn matmul_nbits(
     for row in 0..n {
         for col in 0..k {
             let block_index = col / block;
-            let offset = ((row * k_blocks + block_index) * blob) * 8 + (col % block) * bits as usize;
+            let offset =
+                ((row * k_blocks + block_index) * blob) * 8 + (col % block) * bits as usize;
             let code = read_bits(&codes, offset, bits).map_or(0, |c| c as i16);
             let zero = match &zero_points {
                 None => middle,
@@ -338,7 +342,9 @@ fn check_len(input: &str, found: usize, expected: usize) -> Result<(), String> {
     if found == expected {
         return Ok(());
     }
-    Err(format!("`{input}` holds {found} elements or bytes where its attributes call for {expected}"))
+    Err(format!(
+        "`{input}` holds {found} elements or bytes where its attributes call for {expected}"
+    ))
 }
 
 /// A FLOAT or FLOAT16 tensor's values as f32 (float16 widens exactly).
