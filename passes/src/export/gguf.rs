@@ -31,7 +31,7 @@
 pub mod blocks;
 pub mod source;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use gguf_rs_lib::builder::GGUFBuilder;
 use gguf_rs_lib::format::metadata::{MetadataArray, MetadataValue};
@@ -134,7 +134,7 @@ pub fn export(model: &ModelProto) -> Result<Exported, GgufError> {
 
 /// The GGUF name of every tensor: its ONNX name, shortened when ggml could not load it.
 fn gguf_names(tensors: &[source::Tensor]) -> Result<Vec<String>, GgufError> {
-    let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    let mut seen: HashMap<String, &str> = HashMap::new();
     let mut names = Vec::with_capacity(tensors.len());
     for tensor in tensors {
         let name = gguf_name(&tensor.onnx_name);
@@ -147,8 +147,6 @@ fn gguf_names(tensors: &[source::Tensor]) -> Result<Vec<String>, GgufError> {
         }
         names.push(name);
     }
-    let unique: HashSet<&String> = names.iter().collect();
-    debug_assert_eq!(unique.len(), names.len());
     Ok(names)
 }
 
