@@ -9,11 +9,11 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use pipeline_passes::ir::{self, proto::ModelProto, IrError};
-use pipeline_passes::pass::{ModelRunner, PassContext, PassError, Runtime};
+use pipeline_passes::pass::{Artifact, ArtifactSink, ModelRunner, PassContext, PassError, Runtime};
 use tracing::{debug_span, info, trace_span};
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
@@ -343,10 +343,43 @@ struct Builder {
 #[derive(Debug, Clone)]
 struct Built {
     model: Arc<ModelProto>,
-    /// Whether some step changed the model; if none did, the candidate is the source.
+    /// Whether some step changed the model or made an artifact; if none did, the candidate
+    /// is the source.
     changed: bool,
     /// Why each step that changed nothing did not (`pass: reason`).
     unchanged_steps: Vec<String>,
+    /// The files steps made beside the model, one per extension (a later step's replaces an
+    /// earlier one's).
+    artifacts: Vec<Arc<Artifact>>,
+}
+
+/// Keeps the artifacts one step makes.
+#[derive(Default)]
+struct Collector(Mutex<Vec<Artifact>>);
+
+impl ArtifactSink for Collector {
+    fn add(&self, artifact: Artifact) {
+        // A poisoned lock means a pass panicked while adding; its step fails anyway.
+        if let Ok(mut artifacts) = self.0.lock() {
+            artifacts.push(artifact);
+        }
+    }
+}
+
+impl Collector {
+    fn into_artifacts(self) -> Vec<Artifact> {
+        self.0.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// `earlier` with `made` added, each replacing an earlier artifact of its extension.
+fn with_artifacts(earlier: &[Arc<Artifact>], made: Vec<Artifact>) -> Vec<Arc<Artifact>> {
+    let mut artifacts = earlier.to_vec();
+    for artifact in made {
+        artifacts.retain(|a| a.extension != artifact.extension);
+        artifacts.push(Arc::new(artifact));
+    }
+    artifacts
 }
 
 impl Builder {
@@ -362,8 +395,12 @@ impl Builder {
     /// nothing to rewrite passes the model on to the next step; the candidate is unchanged
     /// only when every step was.
     fn build(&mut self, candidate: &Candidate) -> Result<Built, StepFailure> {
-        let mut built =
-            Built { model: Arc::clone(&self.source), changed: false, unchanged_steps: Vec::new() };
+        let mut built = Built {
+            model: Arc::clone(&self.source),
+            changed: false,
+            unchanged_steps: Vec::new(),
+            artifacts: Vec::new(),
+        };
         let mut key = String::new();
         for step in &candidate.steps {
             key.push_str(&format!("/{}{}", step.pass, step.config));
@@ -371,13 +408,20 @@ impl Builder {
                 built = done.clone()?;
                 continue;
             }
+            let collector = Collector::default();
             let context = PassContext {
                 calibration: self.calibration.as_ref().map(|runner| runner as &dyn ModelRunner),
                 runtime: Runtime::OnnxRuntime,
                 optimizer: Some(&self.optimizer),
+                artifacts: Some(&collector),
             };
             let result = match run_step(&step.pass, &step.config, &built.model, &context) {
-                Ok(model) => Ok(Built { model, changed: true, ..built.clone() }),
+                Ok(model) => Ok(Built {
+                    model,
+                    changed: true,
+                    unchanged_steps: built.unchanged_steps.clone(),
+                    artifacts: with_artifacts(&built.artifacts, collector.into_artifacts()),
+                }),
                 Err(failure) if failure.unchanged => {
                     let mut next = built.clone();
                     next.unchanged_steps.push(failure.reason);
@@ -493,6 +537,15 @@ fn evaluate_candidate(
     };
     let model = built.model;
     report.notes = notes(&model);
+    let stem = Path::new(file_name).file_stem().unwrap_or(file_name);
+    report.notes.extend(built.artifacts.iter().map(|artifact| Note {
+        kind: NoteKind::Artifact,
+        message: format!(
+            "{}: {}",
+            artifact_name(stem, artifact.extension).to_string_lossy(),
+            artifact.summary
+        ),
+    }));
     report.notes.extend(
         built
             .unchanged_steps
@@ -504,6 +557,10 @@ fn evaluate_candidate(
     let path = folder.join(file_name);
     if let Err(error) = save_candidate(&model, &folder, &path, options.external_data_above) {
         report.reasons.push(format!("saving the model failed: {error}"));
+        return report;
+    }
+    if let Err(error) = save_artifacts(&built.artifacts, &folder, stem) {
+        report.reasons.push(format!("saving an exported file failed: {error}"));
         return report;
     }
     let size = match crate::inspect::stored_size(&path) {
@@ -564,6 +621,33 @@ fn save_candidate(
     ir::save(model, path, &options).map_err(|e| e.to_string())
 }
 
+/// The file name of an artifact beside the model `<stem>.onnx`: `<stem>.<extension>`.
+fn artifact_name(stem: &std::ffi::OsStr, extension: &str) -> std::ffi::OsString {
+    let mut name = stem.to_os_string();
+    name.push(".");
+    name.push(extension);
+    name
+}
+
+/// Writes each artifact beside the candidate's model as `<stem>.<extension>`, through a
+/// temporary file renamed into place so that no half-written file is ever left.
+fn save_artifacts(
+    artifacts: &[Arc<Artifact>],
+    folder: &Path,
+    stem: &std::ffi::OsStr,
+) -> Result<(), String> {
+    use std::io::Write;
+
+    for artifact in artifacts {
+        let path = folder.join(artifact_name(stem, artifact.extension));
+        let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+        let mut file = tempfile::NamedTempFile::new_in(folder).map_err(fail)?;
+        file.write_all(&artifact.bytes).map_err(fail)?;
+        file.persist(&path).map_err(|e| fail(e.error))?;
+    }
+    Ok(())
+}
+
 /// Moves a saved candidate (its model and any data file) into the output folder, data
 /// files first so that the model never points at data that is not there yet.
 fn move_model(
@@ -587,8 +671,9 @@ fn move_model(
     Ok(())
 }
 
-/// Removes the model `model_name` and its data file `<model_name>.data` that an earlier run
-/// left in `output_dir`, except the files in `keep` (which a new model replaces).
+/// Removes the model `model_name`, its data file `<model_name>.data` and the files an
+/// export wrote beside it (`<stem>.gguf`) that an earlier run left in `output_dir`, except
+/// the files in `keep` (which a new model replaces).
 fn remove_previous(
     output_dir: &Path,
     model_name: &std::ffi::OsStr,
@@ -596,7 +681,12 @@ fn remove_previous(
 ) -> Result<(), RunError> {
     let mut data_name = model_name.to_os_string();
     data_name.push(".data");
-    for name in [model_name.to_os_string(), data_name] {
+    let stem = Path::new(model_name).file_stem().unwrap_or(model_name);
+    let artifacts = pipeline_passes::export::ARTIFACT_EXTENSIONS
+        .iter()
+        .map(|extension| artifact_name(stem, extension));
+    let names = [model_name.to_os_string(), data_name].into_iter().chain(artifacts);
+    for name in names {
         let path = output_dir.join(&name);
         if keep.contains(&name) || !path.is_file() {
             continue;

@@ -5,6 +5,7 @@
 //! new model or an error that says why it could not.
 
 pub mod convert;
+pub mod export;
 pub mod fusion;
 pub mod ir;
 pub mod pass;

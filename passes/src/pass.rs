@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use crate::convert::fp16::ConvertFp16;
 use crate::convert::ort_optimize::OrtOptimize;
 use crate::convert::shapes::FixShapes;
+use crate::export::Export;
 use crate::fusion::Fuse;
 use crate::ir::proto::ModelProto;
 use crate::ir::IrError;
@@ -70,6 +71,26 @@ pub struct PassContext<'a> {
     pub runtime: Runtime,
     /// Runs the runtime's own graph optimizer; `None` where no runtime is at hand.
     pub optimizer: Option<&'a dyn GraphOptimizer>,
+    /// Takes the files a pass writes beside the model (an `export` to GGUF); `None` where
+    /// nothing would keep them.
+    pub artifacts: Option<&'a dyn ArtifactSink>,
+}
+
+/// A file a pass makes from the model besides the model itself, such as a GGUF file of its
+/// weights. The engine saves it beside the candidate's model as `<model stem>.<extension>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    /// The file extension, without the dot (`gguf`).
+    pub extension: &'static str,
+    /// The file's content.
+    pub bytes: Vec<u8>,
+    /// What the file holds, in one line, for the run's report.
+    pub summary: String,
+}
+
+/// Receives the artifacts passes make. The engine gives each step one.
+pub trait ArtifactSink: Sync {
+    fn add(&self, artifact: Artifact);
 }
 
 /// The runtime a model is optimized for, which decides the operators a pass may write.
@@ -285,6 +306,13 @@ pub fn registry() -> &'static [PassInfo] {
             calibration: CalibrationUse::Never,
             config_schema: config_schema::<<OrtOptimize as Configured>::Config>,
             build: build::<OrtOptimize>,
+        },
+        PassInfo {
+            name: Export::NAME,
+            summary: "writes the model's weights to another format beside the model (GGUF)",
+            needs_calibration: false,
+            config_schema: config_schema::<<Export as Configured>::Config>,
+            build: build::<Export>,
         },
     ];
     REGISTRY

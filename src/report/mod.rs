@@ -106,6 +106,9 @@ pub enum NoteKind {
     /// A step of the candidate found nothing to rewrite and passed the model on as it was;
     /// the other steps changed it.
     UnchangedStep,
+    /// A step wrote a file beside the model (an `export` to GGUF); the message names the
+    /// file and says what it holds.
+    Artifact,
 }
 
 impl NoteKind {
@@ -113,6 +116,7 @@ impl NoteKind {
         match self {
             NoteKind::ProviderSpecific => "provider-specific",
             NoteKind::UnchangedStep => "step unchanged",
+            NoteKind::Artifact => "exported file",
         }
     }
 }

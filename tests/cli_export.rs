@@ -1,0 +1,99 @@
+//! `pipeline run` with `export: {format: gguf}` on the digits CNN: the GGUF file lands beside
+//! the best model in the output folder, reads in llama.cpp's own reader (gguf-py) with the
+//! model's float weights exactly, the report names it, and a later run without an export
+//! removes it. A format that is not built is refused at validation.
+
+mod common;
+
+use std::process::Command as Process;
+
+use common::{outcome, Project};
+
+/// Every tensor of the GGUF file as gguf-py reads it, checked against the ONNX model's
+/// initializers by the onnx package: prints `name type` per tensor, or fails.
+const CHECK_GGUF: &str = r#"
+import sys
+import numpy as np
+import onnx
+from onnx import numpy_helper
+from gguf import GGUFReader
+from gguf.quants import dequantize
+
+reader = GGUFReader(sys.argv[1])
+model = onnx.load(sys.argv[2])
+floats = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer
+          if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)}
+assert reader.fields["general.architecture"].contents() == "onnx"
+assert reader.alignment == 32 and reader.data_offset % 32 == 0
+names = reader.fields["pipeline.onnx_names"].contents()
+assert sorted(names) == sorted(floats), (names, sorted(floats))
+for tensor, name in zip(reader.tensors, names):
+    assert (tensor.data_offset - reader.data_offset) % 32 == 0, name
+    values = dequantize(tensor.data, tensor.tensor_type)
+    expected = floats[name]
+    assert values.shape == expected.shape, (name, values.shape, expected.shape)
+    assert np.array_equal(values, expected.astype(np.float32)), name
+    print(tensor.name, tensor.tensor_type.name)
+"#;
+
+#[test]
+fn the_gguf_file_lands_beside_the_best_model_and_reads_in_gguf_py() {
+    let project = Project::digits();
+    project.edit_recipe(
+        "  - quantize_dynamic: {per_channel: [false, true]}\n",
+        "  - export: {format: gguf}\n",
+    );
+    outcome(&mut project.run()).expect_code(0).no_panic();
+
+    let gguf = project.path("out/model.gguf");
+    assert!(gguf.is_file(), "out/ holds {:?}", project.files());
+    let output = Process::new(common::venv_python())
+        .arg("-c")
+        .arg(CHECK_GGUF)
+        .arg(&gguf)
+        .arg(project.path("model.onnx"))
+        .output()
+        .expect("the venv's python starts");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "gguf-py: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.lines().count() >= 2 && stdout.contains(" F32"), "{stdout}");
+
+    let report = std::fs::read_to_string(project.path("out/report.json")).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let candidate = &report["candidates"][0];
+    let note = candidate["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["kind"] == "artifact")
+        .unwrap_or_else(|| panic!("no artifact note in {candidate}"));
+    assert!(note["message"].as_str().unwrap().starts_with("model.gguf: GGUF v3"), "{note}");
+    assert_eq!(candidate["status"], "passed", "{candidate}");
+    let markdown = std::fs::read_to_string(project.path("out/report.md")).unwrap();
+    assert!(markdown.contains("model.gguf"), "{markdown}");
+
+    // A run whose winner has no GGUF file must not leave the old one beside the new model.
+    project.edit_recipe(
+        "  - quantize_dynamic: {per_channel: [false, true]}\n",
+        "  - quantize_dynamic: {per_channel: false}\n",
+    );
+    outcome(&mut project.run()).expect_code(0).no_panic();
+    assert!(project.path("out/model.onnx").is_file());
+    assert!(!gguf.exists(), "a stale model.gguf is left: {:?}", project.files());
+}
+
+#[test]
+fn a_format_not_built_yet_is_refused_at_validation() {
+    let project = Project::digits();
+    project.edit_recipe(
+        "  - quantize_dynamic: {per_channel: [false, true]}\n",
+        "  - export: {format: onnx}\n",
+    );
+    let before = project.files();
+    outcome(project.pipeline().arg("validate").arg(project.recipe()))
+        .expect_code(2)
+        .no_panic()
+        .stderr_has(&["export", "`format: onnx` is not built yet", "gguf"]);
+    outcome(&mut project.run()).expect_code(2).stderr_has(&["not built yet"]);
+    assert_eq!(project.files(), before, "nothing was written");
+}
