@@ -310,7 +310,7 @@ pub fn registry() -> &'static [PassInfo] {
         PassInfo {
             name: Export::NAME,
             summary: "writes the model's weights to another format beside the model (GGUF)",
-            needs_calibration: false,
+            calibration: CalibrationUse::Never,
             config_schema: config_schema::<<Export as Configured>::Config>,
             build: build::<Export>,
         },
