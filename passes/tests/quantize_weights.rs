@@ -254,7 +254,7 @@ fn more_bits_follows_the_q4_k_m_rule_on_named_layers() {
         let i: usize =
             node.trim_start_matches("/blocks.").split('/').next().unwrap().parse().unwrap();
         // L = 16: L/8 = 2, 7L/8 = 14.
-        let more = i < 2 || i >= 14 || (i >= 2 && (i - 2) % 3 == 2);
+        let more = !(2..14).contains(&i) || (i - 2) % 3 == 2;
         assert_eq!(*bits, if more { 8 } else { 4 }, "{node}");
     }
     // The 8-bit layers are 0, 1, 4, 7, 10, 13, 14, 15.

@@ -23,7 +23,8 @@ pub fn layer_number(name: &str) -> Option<usize> {
 /// Whether layer `layer` of `layers` is kept at 8 bits (llama.cpp's `use_more_bits`).
 pub fn uses_more_bits(layer: usize, layers: usize) -> bool {
     let eighth = layers / 8;
-    layer < eighth || layer >= 7 * layers / 8 || (layer >= eighth && (layer - eighth) % 3 == 2)
+    // `layer - eighth` runs only once `layer < eighth` is false.
+    layer < eighth || layer >= 7 * layers / 8 || (layer - eighth) % 3 == 2
 }
 
 /// How the layers of the candidates were found, for the log.
