@@ -12,7 +12,7 @@ cd "$root"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import onnxruntime, onnx, numpy, gguf" 2>/dev/null; then
+if ! .venv/bin/python -c "import onnxruntime, onnx, numpy, gguf, onnx_ir" 2>/dev/null; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check \
     -r "$root/scripts/test-requirements.txt"
 fi

@@ -16,6 +16,7 @@ use crate::ir::proto::ModelProto;
 use crate::ir::IrError;
 use crate::quantize::dynamic::QuantizeDynamic;
 use crate::quantize::static_quant::QuantizeStatic;
+use crate::quantize::weights::QuantizeWeights;
 
 /// Why a pass could not be built or could not run.
 #[derive(Debug, thiserror::Error)]
@@ -285,6 +286,13 @@ pub fn registry() -> &'static [PassInfo] {
             calibration: CalibrationUse::Always,
             config_schema: config_schema::<<QuantizeStatic as Configured>::Config>,
             build: build::<QuantizeStatic>,
+        },
+        PassInfo {
+            name: QuantizeWeights::NAME,
+            summary: "weight-only INT4/INT8 block quantization of MatMul weights (MatMulNBits or QDQ)",
+            calibration: CalibrationUse::Never,
+            config_schema: config_schema::<<QuantizeWeights as Configured>::Config>,
+            build: build::<QuantizeWeights>,
         },
         PassInfo {
             name: ConvertFp16::NAME,

@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use regex::Regex;
 use tracing::debug;
 
 use super::super::calibrate::TensorRange;
@@ -24,6 +23,7 @@ use crate::ir::proto::attribute_proto::AttributeType;
 use crate::ir::proto::tensor_proto::DataType;
 use crate::ir::proto::{GraphProto, NodeProto};
 use crate::ir::{self, node_attr_int};
+pub(crate) use crate::quantize::filter::NodeFilter;
 
 /// The resolved settings of one static quantization.
 #[derive(Clone, Debug)]
@@ -53,45 +53,6 @@ impl Settings {
             && ops::domain_matches(op, node.domain())
             && (self.include.is_empty() || self.include.matches(node.name()))
             && !self.exclude.matches(node.name())
-    }
-}
-
-/// Node names or regular expressions, as `nodes_to_exclude` and `nodes_to_include` take
-/// them. An entry matches a node whose name equals it or matches it as a whole as a regular
-/// expression.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct NodeFilter {
-    entries: Vec<(String, Option<Regex>)>,
-}
-
-impl NodeFilter {
-    pub(crate) fn new(entries: &[String]) -> Self {
-        let entries = entries
-            .iter()
-            .map(|entry| (entry.clone(), Regex::new(&format!("^(?:{entry})$")).ok()))
-            .collect();
-        NodeFilter { entries }
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    pub(crate) fn matches(&self, name: &str) -> bool {
-        self.entries.iter().any(|(entry, regex)| Self::entry_matches(entry, regex, name))
-    }
-
-    /// The entries that match none of `names`.
-    pub(crate) fn unmatched(&self, names: &[&str]) -> Vec<&str> {
-        self.entries
-            .iter()
-            .filter(|(entry, regex)| !names.iter().any(|n| Self::entry_matches(entry, regex, n)))
-            .map(|(entry, _)| entry.as_str())
-            .collect()
-    }
-
-    fn entry_matches(entry: &str, regex: &Option<Regex>, name: &str) -> bool {
-        entry == name || regex.as_ref().is_some_and(|r| r.is_match(name))
     }
 }
 
@@ -662,20 +623,6 @@ impl Planner<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn node_filters_match_names_and_whole_regular_expressions() {
-        let entries = ["conv[0-9]".to_string(), "a(b".into(), "x.y".into()];
-        let filter = NodeFilter::new(&entries);
-
-        assert!(
-            filter.matches("conv1") && !filter.matches("conv12") && !filter.matches("my_conv1")
-        );
-        assert!(filter.matches("a(b"), "an entry that is no regular expression is a name");
-        assert!(filter.matches("x.y") && filter.matches("xzy"));
-        assert_eq!(filter.unmatched(&["conv1", "other"]), ["a(b", "x.y"]);
-        assert!(NodeFilter::new(&[]).is_empty() && !NodeFilter::new(&[]).matches("conv1"));
-    }
 
     #[test]
     fn ordered_map_keeps_first_insertion_order() {

@@ -1,0 +1,94 @@
+//! `pipeline run` with `quantize_weights: {bits: [4, 8]}` on a small MLP built here for the
+//! digits data (Flatten -> MatMul -> Relu -> MatMul, its last layer fitted by ridge regression
+//! in numpy): both candidates are built, loaded in ONNX Runtime as MatMulNBits models, measured,
+//! smaller than the float model, and about as accurate.
+
+mod common;
+
+use std::process::Command as Process;
+
+use common::{outcome, Project, DIGITS_RECIPE};
+use serde_json::Value;
+
+/// Replaces the digits CNN with an MLP of the same input and output names.
+fn write_mlp(project: &Project) {
+    let script = r#"
+import sys
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+folder = sys.argv[1]
+rng = np.random.default_rng(3)
+w1 = (rng.standard_normal((64, 128)) / 8).astype(np.float32)
+# The calibration images carry no labels: fit on the test set, with a ridge penalty so that
+# the weights stay smooth (a bare least-squares fit interpolates and is fragile).
+test = np.load(f"{folder}/test.npz")
+xt = test["input"].reshape(len(test["input"]), -1)
+ht = np.maximum(xt @ w1, 0)
+onehot = np.eye(10)[test["y"]]
+w2 = np.linalg.solve(ht.T @ ht + 10.0 * np.eye(128), ht.T @ onehot).astype(np.float32)
+graph = helper.make_graph(
+    [
+        helper.make_node("Flatten", ["input"], ["flat"], name="flatten"),
+        helper.make_node("MatMul", ["flat", "w1"], ["h"], name="fc1"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("MatMul", ["r", "w2"], ["logits"], name="fc2"),
+    ],
+    "mlp",
+    [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
+    [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+    [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+)
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+model.ir_version = 8
+onnx.checker.check_model(model)
+onnx.save(model, f"{folder}/model.onnx")
+"#;
+    let output = Process::new(common::venv_python())
+        .arg("-c")
+        .arg(script)
+        .arg(project.root())
+        .output()
+        .expect("the venv's python starts");
+    assert!(output.status.success(), "python failed:\n{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn four_and_eight_bit_candidates_are_measured() {
+    let project = Project::digits();
+    write_mlp(&project);
+    let old = "  - quantize_dynamic: {per_channel: [false, true]}\n";
+    let recipe = DIGITS_RECIPE
+        .replace(old, "  - quantize_weights: {bits: [4, 8], block_size: 32}\n")
+        .replace("max_drop: 0.01", "max_drop: 0.05");
+    project.write_recipe(&recipe);
+
+    let result = outcome(&mut project.run());
+    result.expect_code(0).no_panic();
+
+    let text = std::fs::read_to_string(project.path("out/report.json")).expect("a report");
+    let report: Value = serde_json::from_str(&text).expect("JSON");
+    let source = &report["source"];
+    let source_accuracy = source["accuracy"].as_f64().expect("a source accuracy");
+    let source_size = source["size_bytes"].as_u64().expect("a source size");
+    assert!(source_accuracy > 0.8, "the fitted MLP should classify digits: {source_accuracy}");
+
+    let candidates = report["candidates"].as_array().expect("`candidates` is a list");
+    assert_eq!(candidates.len(), 2, "{report:#}");
+    let bits: Vec<&Value> = candidates.iter().map(|c| &c["steps"][0]["config"]["bits"]).collect();
+    assert_eq!(bits, [&Value::from(4), &Value::from(8)], "{report:#}");
+    for candidate in candidates {
+        assert_eq!(candidate["status"], "passed", "{candidate:#}");
+        let measured = &candidate["measurement"];
+        let accuracy = measured["accuracy"].as_f64().expect("a measured accuracy");
+        assert!(accuracy >= source_accuracy - 0.05, "{accuracy} vs {source_accuracy}");
+        assert!(measured["latency_ms"]["p50"].as_f64().expect("a p50") > 0.0);
+        let size = measured["size_bytes"].as_u64().expect("a size");
+        assert!(size < source_size * 6 / 10, "{size} bytes against {source_size}");
+    }
+
+    let best = pipeline_passes::ir::load(&project.path("out/model.onnx")).expect("a model");
+    let ops: Vec<&str> = best.graph.as_ref().unwrap().node.iter().map(|n| n.op_type()).collect();
+    assert_eq!(ops.iter().filter(|op| **op == "MatMulNBits").count(), 2, "{ops:?}");
+}
