@@ -1,7 +1,8 @@
 //! `pipeline run` with `quantize_weights: {bits: [4, 8]}` on a small MLP built here for the
 //! digits data (Flatten -> MatMul -> Relu -> MatMul, its last layer fitted by ridge regression
 //! in numpy): both candidates are built, loaded in ONNX Runtime as MatMulNBits models, measured,
-//! smaller than the float model, and about as accurate.
+//! smaller than the float model, and about as accurate, with and without data-aware scales
+//! (which need `data.calibration`: a recipe without it is refused at validation).
 
 mod common;
 
@@ -60,7 +61,10 @@ fn four_and_eight_bit_candidates_are_measured() {
     write_mlp(&project);
     let old = "  - quantize_dynamic: {per_channel: [false, true]}\n";
     let recipe = DIGITS_RECIPE
-        .replace(old, "  - quantize_weights: {bits: [4, 8], block_size: 32}\n")
+        .replace(
+            old,
+            "  - quantize_weights: {bits: [4, 8], block_size: 32, data_aware: [false, true]}\n",
+        )
         .replace("max_drop: 0.01", "max_drop: 0.05");
     project.write_recipe(&recipe);
 
@@ -75,9 +79,15 @@ fn four_and_eight_bit_candidates_are_measured() {
     assert!(source_accuracy > 0.8, "the fitted MLP should classify digits: {source_accuracy}");
 
     let candidates = report["candidates"].as_array().expect("`candidates` is a list");
-    assert_eq!(candidates.len(), 2, "{report:#}");
-    let bits: Vec<&Value> = candidates.iter().map(|c| &c["steps"][0]["config"]["bits"]).collect();
-    assert_eq!(bits, [&Value::from(4), &Value::from(8)], "{report:#}");
+    assert_eq!(candidates.len(), 4, "{report:#}");
+    let config = |c: &Value, key: &str| c["steps"][0]["config"][key].clone();
+    let tried: Vec<(Value, Value)> =
+        candidates.iter().map(|c| (config(c, "bits"), config(c, "data_aware"))).collect();
+    let expected: Vec<(Value, Value)> = [(4, false), (4, true), (8, false), (8, true)]
+        .into_iter()
+        .map(|(bits, aware)| (Value::from(bits), Value::from(aware)))
+        .collect();
+    assert_eq!(tried, expected, "{report:#}");
     for candidate in candidates {
         assert_eq!(candidate["status"], "passed", "{candidate:#}");
         let measured = &candidate["measurement"];
@@ -91,4 +101,24 @@ fn four_and_eight_bit_candidates_are_measured() {
     let best = pipeline_passes::ir::load(&project.path("out/model.onnx")).expect("a model");
     let ops: Vec<&str> = best.graph.as_ref().unwrap().node.iter().map(|n| n.op_type()).collect();
     assert_eq!(ops.iter().filter(|op| **op == "MatMulNBits").count(), 2, "{ops:?}");
+}
+
+#[test]
+fn data_aware_without_calibration_data_is_refused_before_anything_runs() {
+    let project = Project::digits();
+    write_mlp(&project);
+    let recipe = |pass: &str| {
+        DIGITS_RECIPE
+            .replace("  - quantize_dynamic: {per_channel: [false, true]}\n", pass)
+            .replace("  calibration: {path: calib.npz}\n", "")
+    };
+    project.write_recipe(&recipe("  - quantize_weights: {data_aware: [false, true]}\n"));
+    outcome(project.pipeline().arg("validate").arg(project.recipe()))
+        .expect_code(2)
+        .no_panic()
+        .stderr_has(&["`quantize_weights` calibrates the model on data", "data.calibration"]);
+
+    // Without `data_aware`, the same recipe needs no calibration data.
+    project.write_recipe(&recipe("  - quantize_weights: {bits: 8}\n"));
+    outcome(project.pipeline().arg("validate").arg(project.recipe())).expect_code(0);
 }

@@ -290,7 +290,7 @@ pub fn registry() -> &'static [PassInfo] {
         PassInfo {
             name: QuantizeWeights::NAME,
             summary: "weight-only INT4/INT8 block quantization of MatMul weights (MatMulNBits or QDQ)",
-            calibration: CalibrationUse::Never,
+            calibration: CalibrationUse::When("data_aware"),
             config_schema: config_schema::<<QuantizeWeights as Configured>::Config>,
             build: build::<QuantizeWeights>,
         },

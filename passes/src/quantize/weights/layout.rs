@@ -41,20 +41,41 @@ impl Blocked {
         spec: BlockSpec,
         line: impl Fn(usize) -> Vec<f32>,
     ) -> Blocked {
+        let plain = |block: Block<'_>| {
+            Ok::<_, std::convert::Infallible>(block::quantize_block(block.values, &spec))
+        };
+        match Self::quantize_with(lines, length, block_size, spec, line, plain) {
+            Ok(blocked) => blocked,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Quantizes as [`Blocked::quantize`] does, each block by `quantize_block`, which returns
+    /// the block's stored scale, zero point and codes (one per value), or an error that ends
+    /// the quantization.
+    pub fn quantize_with<E>(
+        lines: usize,
+        length: usize,
+        block_size: usize,
+        spec: BlockSpec,
+        line: impl Fn(usize) -> Vec<f32>,
+        mut quantize_block: impl FnMut(Block<'_>) -> Result<block::QuantizedBlock, E>,
+    ) -> Result<Blocked, E> {
         let blocks = length.div_ceil(block_size);
         let mut scales = Vec::with_capacity(lines * blocks);
         let mut zero_points = Vec::with_capacity(lines * blocks);
         let mut codes = Vec::with_capacity(lines * length);
         for l in 0..lines {
             let values = line(l);
-            for chunk in values.chunks(block_size) {
-                let quantized = block::quantize_block(chunk, &spec);
+            for (position, chunk) in values.chunks(block_size).enumerate() {
+                let offset = position * block_size;
+                let quantized = quantize_block(Block { values: chunk, offset })?;
                 scales.push(quantized.scale);
                 zero_points.push(quantized.zero_point);
                 codes.extend(quantized.codes);
             }
         }
-        Blocked { lines, length, block_size, spec, scales, zero_points, codes }
+        Ok(Blocked { lines, length, block_size, spec, scales, zero_points, codes })
     }
 
     pub fn blocks_per_line(&self) -> usize {
@@ -71,6 +92,14 @@ impl Blocked {
         let code = self.codes[line * self.length + position];
         block::dequantize(code, self.zero_points[block], self.scales[block])
     }
+}
+
+/// One block of a line, as [`Blocked::quantize_with`] hands it out.
+pub struct Block<'a> {
+    /// The block's values (the last block of a line may be shorter than the block size).
+    pub values: &'a [f32],
+    /// The position of the block's first value in its line.
+    pub offset: usize,
 }
 
 /// The tensors of one quantized weight, unnamed.

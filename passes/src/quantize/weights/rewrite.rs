@@ -6,14 +6,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tracing::{debug, info, warn};
 
-use super::block::{BlockSpec, Rounding};
+use super::block::{BlockSpec, QuantizedBlock, Rounding};
 use super::layers::{self, LayerSource};
 use super::layout::{self, Blocked, WeightTensors};
 use super::source::{self, ConstWeight};
-use super::{NodeOptions, QuantizeWeights, WeightFormat, MS_DOMAIN};
+use super::{Importance, NodeOptions, QuantizeWeights, WeightFormat, MS_DOMAIN};
 use crate::ir::proto::{GraphProto, NodeProto, TensorProto};
 use crate::ir::{self, GraphIndex, NameGenerator};
 use crate::pass::{Configured, PassError};
+use crate::quantize::importance::{BlockSearch, ImportanceError};
 
 /// How many skipped nodes the "nothing quantized" error lists.
 const MAX_LISTED_SKIPS: usize = 8;
@@ -89,12 +90,32 @@ impl Summary {
     }
 }
 
-pub(super) fn quantize_graph(
-    graph: &mut GraphProto,
+/// The first inputs of the MatMuls [`quantize_graph`] would quantize, each once, in graph
+/// order: the activations whose column importances a data-aware run measures.
+pub(super) fn matmul_activations(
+    graph: &GraphProto,
     pass: &QuantizeWeights,
     format: WeightFormat,
-) -> Result<Summary, PassError> {
-    warn_unmatched(graph, pass);
+) -> Result<Vec<String>, PassError> {
+    let (candidates, _) = find_candidates(graph, pass, format)?;
+    let mut seen = HashSet::new();
+    let activations = candidates
+        .iter()
+        .filter(|found| !found.target.is_gather())
+        .filter_map(|found| graph.node[found.index].input.first())
+        .filter(|name| seen.insert(name.as_str()))
+        .cloned()
+        .collect();
+    Ok(activations)
+}
+
+/// Every node to quantize, in graph order, with its options; and why each other node of a
+/// type this pass rewrites stays in float.
+fn find_candidates(
+    graph: &GraphProto,
+    pass: &QuantizeWeights,
+    format: WeightFormat,
+) -> Result<(Vec<Candidate>, Vec<(String, String)>), PassError> {
     let index = GraphIndex::new(graph);
     let order = ir::topological_order(graph)?;
 
@@ -118,9 +139,28 @@ pub(super) fn quantize_graph(
     if pass.config.more_bits {
         apply_more_bits(graph, pass, &mut candidates);
     }
+    Ok((candidates, skipped))
+}
+
+/// Quantizes every candidate's weight and rewrites the nodes. With `importance`, each MatMul
+/// block's scale comes from the importance-weighted search; a weight that several MatMuls
+/// read is weighted by the sum of their importances.
+pub(super) fn quantize_graph(
+    graph: &mut GraphProto,
+    pass: &QuantizeWeights,
+    format: WeightFormat,
+    importance: Option<&Importance>,
+) -> Result<Summary, PassError> {
+    warn_unmatched(graph, pass);
+    let (candidates, skipped) = find_candidates(graph, pass, format)?;
     if candidates.is_empty() {
         return Err(nothing_quantized(graph, &skipped));
     }
+
+    let weighted = match importance {
+        Some(importance) => summed_importance(graph, &candidates, importance)?,
+        None => HashMap::new(),
+    };
 
     let mut names = NameGenerator::new(graph);
     let mut quantized: HashMap<(String, Target, NodeOptions), Quantized> = HashMap::new();
@@ -144,7 +184,9 @@ pub(super) fn quantize_graph(
         let names_of = match quantized.get(&key) {
             Some(existing) => existing.clone(),
             None => {
-                let tensors = quantize_weight(&found.weight, found.target, found.options);
+                let importance = weighted.get(&found.weight.value).map(Vec::as_slice);
+                let tensors =
+                    quantize_weight(&found.weight, found.target, found.options, importance)?;
                 let made = add_weight(
                     tensors,
                     found,
@@ -251,7 +293,51 @@ fn apply_more_bits(graph: &GraphProto, pass: &QuantizeWeights, candidates: &mut 
     info!("more_bits: {raised} of {} MatMul(s) kept at 8 bits, with {how}", matmuls.len());
 }
 
-fn quantize_weight(weight: &ConstWeight, target: Target, options: NodeOptions) -> WeightTensors {
+/// The importance of each row of every MatMul weight: the sum, over the MatMuls that read the
+/// weight, of the importances of their input columns.
+fn summed_importance(
+    graph: &GraphProto,
+    candidates: &[Candidate],
+    importance: &Importance,
+) -> Result<HashMap<String, Vec<f32>>, PassError> {
+    let mut summed: HashMap<String, Vec<f32>> = HashMap::new();
+    for found in candidates.iter().filter(|found| !found.target.is_gather()) {
+        let node = &graph.node[found.index];
+        let activation = node.input.first().map(String::as_str).unwrap_or_default();
+        let Some(columns) = importance.get(activation) else {
+            continue;
+        };
+        if columns.len() != found.weight.rows {
+            return Err(PassError::Unsupported {
+                pass: QuantizeWeights::NAME,
+                node: node_label(node, found.index),
+                reason: format!(
+                    "its input `{activation}` has {} columns on the calibration data and its \
+                     weight `{}` has {} rows",
+                    columns.len(),
+                    found.weight.value,
+                    found.weight.rows
+                ),
+            });
+        }
+        let entry = summed
+            .entry(found.weight.value.clone())
+            .or_insert_with(|| vec![0.0; found.weight.rows]);
+        for (sum, &value) in entry.iter_mut().zip(columns) {
+            *sum += value;
+        }
+    }
+    Ok(summed)
+}
+
+/// Quantizes one weight for `target`: with `importance` (one value per row of a MatMul
+/// weight), each block's scale comes from the importance-weighted search, else from min/max.
+fn quantize_weight(
+    weight: &ConstWeight,
+    target: Target,
+    options: NodeOptions,
+    importance: Option<&[f32]>,
+) -> Result<WeightTensors, PassError> {
     let rounding = match target {
         Target::MatMulNBits => Rounding::WithZeroPoint,
         _ => Rounding::BeforeZeroPoint,
@@ -265,19 +351,35 @@ fn quantize_weight(weight: &ConstWeight, target: Target, options: NodeOptions) -
     let (rows, cols, values) = (weight.rows, weight.cols, &weight.values);
     match target {
         Target::MatMulNBits | Target::QdqMatMul => {
-            let blocked = Blocked::quantize(cols, rows, options.block_size, spec, |n| {
-                (0..rows).map(|k| values[k * cols + n]).collect()
-            });
-            match target {
+            let column = |n: usize| (0..rows).map(|k| values[k * cols + n]).collect();
+            let blocked = match importance {
+                Some(importance) => {
+                    let search = BlockSearch::new(options.bits, options.symmetric)
+                        .map_err(|e| e.into_pass_error(QuantizeWeights::NAME))?;
+                    Blocked::quantize_with(cols, rows, options.block_size, spec, column, |b| {
+                        let mut codes = vec![0; b.values.len()];
+                        let weights = &importance[b.offset..b.offset + b.values.len()];
+                        let params = search.quantize(b.values, weights, &mut codes)?;
+                        let scale = spec.precision.stored(params.scale);
+                        Ok(QuantizedBlock { scale, zero_point: params.zero_point, codes })
+                    })
+                    .map_err(|e: ImportanceError| PassError::Model {
+                        pass: QuantizeWeights::NAME,
+                        reason: format!("weight `{}`: {e}", weight.value),
+                    })?
+                }
+                None => Blocked::quantize(cols, rows, options.block_size, spec, column),
+            };
+            Ok(match target {
                 Target::MatMulNBits => layout::nbits_tensors(&blocked),
                 _ => layout::qdq_tensors(&blocked, true),
-            }
+            })
         }
         Target::GatherBlockQuantized | Target::QdqGather => {
             let blocked = Blocked::quantize(rows, cols, options.block_size, spec, |v| {
                 values[v * cols..(v + 1) * cols].to_vec()
             });
-            layout::qdq_tensors(&blocked, false)
+            Ok(layout::qdq_tensors(&blocked, false))
         }
     }
 }
