@@ -562,3 +562,66 @@ fn read_with_gguf_py(bytes: &[u8], label: &str) -> (serde_json::Value, Vec<Array
     let arrays = (0..count).map(|i| npz.by_name(&format!("t{i}")).unwrap()).collect();
     (report, arrays)
 }
+
+/// A float MatMul model quantized by `quantize_weights` (as the engine runs it) and then
+/// exported: every code of each MatMulNBits weight lands in the Q4_0 / Q8_0 blocks unchanged,
+/// element by element along K, with each block's scale rounded to float16 as GGUF stores it.
+#[test]
+fn quantize_weights_output_repacks_into_q4_0_and_q8_0_code_for_code() {
+    let (k, n) = (96usize, 5usize);
+    let mut rng = Rng::new(29);
+    let w = rng.normal_array(&[k, n], 0.1);
+    let graph = GraphProto {
+        name: Some("chain".into()),
+        node: vec![ir::make_node("MatMul", &["x", "w"], &["y"], "fc")],
+        initializer: vec![ir::tensor_from_f32("w", &w)],
+        input: vec![float_value_info("x", &[1, k as i64])],
+        output: vec![float_value_info("y", &[1, n as i64])],
+        ..Default::default()
+    };
+    let source = ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
+        graph: Some(graph),
+        ..Default::default()
+    };
+    let weights = pipeline_passes::pass::find("quantize_weights").unwrap();
+
+    for (bits, kind) in [(4u32, "Q4_0"), (8, "Q8_0")] {
+        let config = serde_json::json!({"bits": bits, "block_size": 32, "symmetric": true});
+        let pass = (weights.build)(&config).unwrap();
+        let model = pass.run(source.clone(), &PassContext::default()).unwrap();
+        let graph = model.graph.as_ref().unwrap();
+        let node = graph.node.iter().find(|n| n.op_type() == "MatMulNBits").expect("MatMulNBits");
+        let initializer = |name: &str| graph.initializer.iter().find(|t| t.name() == name).unwrap();
+        let packed = initializer(&node.input[1]).raw_data().to_vec();
+        let scales = ir::tensor_to_f32(initializer(&node.input[2])).unwrap();
+        assert_eq!(node.input.len(), 3, "symmetric: no zero points");
+
+        // MatMulNBits' codes per column, in order along K (low nibble first at 4 bits).
+        let mut expected_codes = Vec::new();
+        for column in packed.chunks(k * bits as usize / 8) {
+            for &byte in column {
+                if bits == 4 {
+                    expected_codes.push(i32::from(byte & 0x0f) - 8);
+                    expected_codes.push(i32::from(byte >> 4) - 8);
+                } else {
+                    expected_codes.push(i32::from(byte) - 128);
+                }
+            }
+        }
+
+        let artifact = run_export(&model);
+        let mut reader = GGUFFileReader::new(std::io::Cursor::new(artifact.bytes)).unwrap();
+        let infos = reader.tensor_infos().to_vec();
+        assert_eq!(infos.len(), 1, "only the weight: its codes and scales are not tensors");
+        assert_eq!(infos[0].tensor_type().name(), kind);
+        let data = reader.load_tensor_data(infos[0].name()).unwrap().unwrap();
+        let (codes, gguf_scales) = block_codes(kind, data.as_slice());
+        let codes: Vec<i32> =
+            codes.iter().map(|&c| if kind == "Q4_0" { c - 8 } else { c }).collect();
+        assert_eq!(codes, expected_codes, "{kind}: the codes carry over exactly");
+        let rounded: Vec<f32> = scales.iter().map(|&s| f16::from_f32(s).to_f32()).collect();
+        assert_eq!(gguf_scales, rounded, "{kind}: each block's scale, as float16");
+    }
+}
