@@ -7,6 +7,8 @@
 #[allow(dead_code)]
 #[path = "common/paths.rs"]
 mod paths;
+#[path = "../passes/tests/common/rng.rs"]
+mod rng;
 
 use std::fs::File;
 use std::path::Path;
@@ -19,31 +21,15 @@ use pipeline::runtime::{self, Threads};
 use pipeline_passes::ir::proto::{GraphProto, ModelProto, OperatorSetIdProto};
 use pipeline_passes::ir::{self, float_value_info};
 use pipeline_passes::quantize::importance::collect;
+use rng::Rng;
 
 const SAMPLES: usize = 10;
 const ROWS: usize = 5;
 const COLUMNS: usize = 8;
 
-/// SplitMix64, for test numbers that are the same on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn normal(&mut self) -> f64 {
-        let mut uniform = || {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-        };
-        let (u, v) = (1.0 - uniform(), uniform());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-}
-
 /// `x [?, 5, 8] -> Add(shift) -> s -> Relu -> r -> MatMul(W [8, 3]) -> y`.
 fn model() -> ModelProto {
-    let mut rng = Rng(2);
+    let mut rng = Rng::new(2);
     let weights = ArrayD::from_shape_simple_fn(IxDyn(&[COLUMNS, 3]), || rng.normal() as f32);
     let shift = ArrayD::from_shape_fn(IxDyn(&[COLUMNS]), |i| i[0] as f32 * 0.1 - 0.05);
     let graph = GraphProto {
@@ -67,7 +53,7 @@ fn model() -> ModelProto {
 }
 
 fn samples() -> ArrayD<f32> {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     ArrayD::from_shape_fn(IxDyn(&[SAMPLES, ROWS, COLUMNS]), |i| {
         // Columns spread from small to large, so the means differ by orders of magnitude.
         (rng.normal() * (1.0 + i[2] as f64).powi(2) * 0.1) as f32

@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use tracing::{debug, info, info_span};
 
-use crate::ir::proto::{GraphProto, ModelProto, OperatorSetIdProto};
+use crate::ir::proto::{GraphProto, ModelProto};
 use crate::ir::{self, GraphIndex, NameGenerator};
 use crate::pass::{Configured, Pass, PassContext, PassError, Runtime};
 use pattern::{Scan, Target, View};
@@ -318,9 +318,6 @@ pub(crate) fn uses_domain(graph: &GraphProto, domain: &str) -> bool {
 
 /// Adds `domain` at `version` to the model's opset imports unless it is there.
 pub(crate) fn import_domain(model: &mut ModelProto, domain: &str, version: i64) {
-    if ir::opset_version(model, domain).is_none() {
-        model
-            .opset_import
-            .push(OperatorSetIdProto { domain: Some(domain.to_string()), version: Some(version) });
-    }
+    // An older import stays: the rules write only operators of version 1.
+    let _ = ir::import_opset(model, domain, version);
 }

@@ -376,6 +376,24 @@ pub fn opset_version(model: &ModelProto, domain: &str) -> Option<i64> {
     model.opset_import.iter().find(|o| canonical(o.domain()) == wanted).map(|o| o.version())
 }
 
+/// Imports operator set `domain` at `version` unless the model imports it already. An import
+/// of an older version is left as it is and returned as `Err(found)`, for the caller to
+/// explain what that version lacks.
+pub fn import_opset(model: &mut ModelProto, domain: &str, version: i64) -> Result<(), i64> {
+    use crate::ir::proto::OperatorSetIdProto;
+
+    match opset_version(model, domain) {
+        None => {
+            let import =
+                OperatorSetIdProto { domain: Some(domain.to_string()), version: Some(version) };
+            model.opset_import.push(import);
+            Ok(())
+        }
+        Some(found) if found >= version => Ok(()),
+        Some(found) => Err(found),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

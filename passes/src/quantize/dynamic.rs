@@ -48,7 +48,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use tracing::{debug, info, info_span, warn};
 
 use crate::ir::proto::tensor_proto::DataType;
-use crate::ir::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
+use crate::ir::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 use crate::ir::{self, NameGenerator};
 use crate::pass::{Configured, Pass, PassContext, PassError};
 
@@ -224,19 +224,12 @@ fn check_opset(model: &ModelProto) -> Result<(), PassError> {
 
 /// Adds `com.microsoft` version 1 to the model's imports unless it is there.
 fn import_ms_domain(model: &mut ModelProto) -> Result<(), PassError> {
-    match ir::opset_version(model, MS_DOMAIN) {
-        None => {
-            model
-                .opset_import
-                .push(OperatorSetIdProto { domain: Some(MS_DOMAIN.to_string()), version: Some(1) });
-            Ok(())
-        }
-        Some(version) if version >= 1 => Ok(()),
-        Some(version) => Err(model_error(format!(
+    ir::import_opset(model, MS_DOMAIN, 1).map_err(|version| {
+        model_error(format!(
             "the model imports version {version} of `{MS_DOMAIN}`, which has no \
              quantized contrib operators; hint: import version 1"
-        ))),
-    }
+        ))
+    })
 }
 
 /// What one run did.

@@ -30,7 +30,7 @@ mod source;
 use regex::Regex;
 use tracing::{info, info_span};
 
-use crate::ir::proto::{ModelProto, OperatorSetIdProto};
+use crate::ir::proto::ModelProto;
 use crate::ir::{self};
 use crate::pass::{Configured, Pass, PassContext, PassError, Runtime};
 use crate::quantize::filter::{whole_match, NodeFilter};
@@ -362,19 +362,12 @@ fn model_error(reason: impl Into<String>) -> PassError {
 
 /// Adds `com.microsoft` version 1 to the model's imports unless it is there.
 fn import_ms_domain(model: &mut ModelProto) -> Result<(), PassError> {
-    match ir::opset_version(model, MS_DOMAIN) {
-        None => {
-            model
-                .opset_import
-                .push(OperatorSetIdProto { domain: Some(MS_DOMAIN.to_string()), version: Some(1) });
-            Ok(())
-        }
-        Some(version) if version >= 1 => Ok(()),
-        Some(version) => Err(model_error(format!(
+    ir::import_opset(model, MS_DOMAIN, 1).map_err(|version| {
+        model_error(format!(
             "the model imports version {version} of `{MS_DOMAIN}`, which has no MatMulNBits; \
              hint: import version 1"
-        ))),
-    }
+        ))
+    })
 }
 
 #[cfg(test)]

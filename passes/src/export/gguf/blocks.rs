@@ -123,28 +123,38 @@ impl Blocked {
     /// The weight as Q4_0 blocks. Every `q` must lie in -8..=7 ([`Blocked::block_type`]
     /// said Q4_0); a code outside is an error naming it.
     pub fn to_q4_0(&self) -> Result<(Vec<u8>, ScaleRounding), String> {
-        let mut out = Vec::with_capacity(self.rows * self.cols / QK * 18);
-        let mut rounding = ScaleRounding::default();
-        for row in 0..self.rows {
-            let codes = &self.q[row * self.cols..(row + 1) * self.cols];
-            for (index, chunk) in codes.chunks_exact(QK).enumerate() {
-                let scale = self.scale(row, index * QK);
-                let d = f16::from_f32(scale);
-                rounding.record(scale, d);
-                out.extend_from_slice(&d.to_le_bytes());
-                for j in 0..QK / 2 {
-                    let low = nibble(chunk[j], row, index * QK + j)?;
-                    let high = nibble(chunk[j + QK / 2], row, index * QK + j + QK / 2)?;
-                    out.push(low | (high << 4));
-                }
+        self.to_blocks(18, |chunk, row, col, out| {
+            for j in 0..QK / 2 {
+                let low = nibble(chunk[j], row, col + j)?;
+                let high = nibble(chunk[j + QK / 2], row, col + j + QK / 2)?;
+                out.push(low | (high << 4));
             }
-        }
-        Ok((out, rounding))
+            Ok(())
+        })
     }
 
     /// The weight as Q8_0 blocks. Every `q` must lie in -128..=127.
     pub fn to_q8_0(&self) -> Result<(Vec<u8>, ScaleRounding), String> {
-        let mut out = Vec::with_capacity(self.rows * self.cols / QK * 34);
+        self.to_blocks(34, |chunk, row, col, out| {
+            for (j, &q) in chunk.iter().enumerate() {
+                let code = i8::try_from(q).map_err(|_| {
+                    format!("code {q} at row {row}, column {} is outside int8", col + j)
+                })?;
+                out.extend_from_slice(&code.to_le_bytes());
+            }
+            Ok(())
+        })
+    }
+
+    /// The weight as GGUF blocks of `QK` codes of `block_bytes` bytes each: the block's
+    /// scale as float16, then the codes as `pack` writes them (given the block's codes, its
+    /// row and its first column).
+    fn to_blocks(
+        &self,
+        block_bytes: usize,
+        mut pack: impl FnMut(&[i16], usize, usize, &mut Vec<u8>) -> Result<(), String>,
+    ) -> Result<(Vec<u8>, ScaleRounding), String> {
+        let mut out = Vec::with_capacity(self.rows * self.cols / QK * block_bytes);
         let mut rounding = ScaleRounding::default();
         for row in 0..self.rows {
             let codes = &self.q[row * self.cols..(row + 1) * self.cols];
@@ -153,12 +163,7 @@ impl Blocked {
                 let d = f16::from_f32(scale);
                 rounding.record(scale, d);
                 out.extend_from_slice(&d.to_le_bytes());
-                for (j, &q) in chunk.iter().enumerate() {
-                    let code = i8::try_from(q).map_err(|_| {
-                        format!("code {q} at row {row}, column {} is outside int8", index * QK + j)
-                    })?;
-                    out.extend_from_slice(&code.to_le_bytes());
-                }
+                pack(chunk, row, index * QK, &mut out)?;
             }
         }
         Ok((out, rounding))
