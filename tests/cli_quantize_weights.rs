@@ -116,7 +116,10 @@ fn data_aware_without_calibration_data_is_refused_before_anything_runs() {
     outcome(project.pipeline().arg("validate").arg(project.recipe()))
         .expect_code(2)
         .no_panic()
-        .stderr_has(&["`quantize_weights` calibrates the model on data", "data.calibration"]);
+        .stderr_has(&[
+            "`quantize_weights` with `data_aware: true` calibrates the model",
+            "data.calibration",
+        ]);
 
     // Without `data_aware`, the same recipe needs no calibration data.
     project.write_recipe(&recipe("  - quantize_weights: {bits: 8}\n"));

@@ -381,6 +381,65 @@ fn nothing_quantizable_is_unchanged_with_reasons() {
     let w = Rng::new(1).normal_array(&[64, 8], 1.0);
     let err = quantize(&matmul_model(&w, 17), json!({"nodes_to_exclude": ["f."]})).unwrap_err();
     assert!(err.to_string().contains("excluded by `nodes_to_exclude`"), "{err}");
+
+    // A model already quantized by this pass says so.
+    let once = quantize(&matmul_model(&w, 17), json!({})).unwrap();
+    let err = quantize(&once, json!({})).unwrap_err().to_string();
+    assert!(err.contains("already holds 1 weight-quantized node(s)"), "{err}");
+
+    // Gemm is not this pass's: the reason names the passes that quantize it.
+    let gemm = Builder::new(17)
+        .input("x", &[1, 64])
+        .output("y")
+        .init("w", &w)
+        .node("Gemm", &["x", "w"], &["y"], "fc")
+        .build();
+    let err = quantize(&gemm, json!({})).unwrap_err().to_string();
+    assert!(err.contains("1 Gemm node(s) are not quantized by this pass"), "{err}");
+}
+
+/// A runner that must never run: the pass refuses before it measures anything.
+struct NeverRuns;
+
+impl pipeline_passes::pass::ModelRunner for NeverRuns {
+    fn samples(&self) -> usize {
+        4
+    }
+
+    fn for_each_batch(
+        &self,
+        _: &pipeline_passes::ir::proto::ModelProto,
+        _: &[String],
+        _: &mut dyn FnMut(usize, ndarray::ArrayViewD<'_, f32>) -> Result<(), String>,
+    ) -> Result<(), pipeline_passes::pass::RunnerError> {
+        panic!("the pass ran the model although it must refuse first")
+    }
+}
+
+#[test]
+fn data_aware_on_float16_activations_is_refused_with_a_hint() {
+    let w = Rng::new(6).normal_array(&[64, 4], 1.0);
+    let raw: Vec<u8> = w.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+    let tensor = pipeline_passes::ir::proto::TensorProto {
+        name: Some("w".into()),
+        dims: vec![64, 4],
+        data_type: Some(DataType::Float16 as i32),
+        raw_data: Some(raw),
+        ..Default::default()
+    };
+    let model = Builder::new(17)
+        .typed_input("x", DataType::Float16, &[1, 64])
+        .output("y")
+        .tensor(tensor)
+        .node("MatMul", &["x", "w"], &["y"], "fc")
+        .build();
+    let info = pipeline_passes::pass::find("quantize_weights").unwrap();
+    let pass = (info.build)(&json!({"data_aware": true})).unwrap();
+    let context =
+        pipeline_passes::pass::PassContext { calibration: Some(&NeverRuns), ..Default::default() };
+    let err = pass.run(model, &context).unwrap_err().to_string();
+    assert!(err.contains("the MatMul input `x` is FLOAT16"), "{err}");
+    assert!(err.contains("before `convert_fp16`"), "{err}");
 }
 
 #[test]

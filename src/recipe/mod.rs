@@ -13,6 +13,7 @@ mod steps;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use pipeline_passes::pass::CalibrationUse;
 use schemars::JsonSchema;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -509,9 +510,14 @@ fn validate(recipe: &Recipe, tree: &Node) -> Result<(), DeError> {
     if recipe.data.calibration.is_none() {
         if let Some(spec) = first_calibrated_pass(&recipe.passes) {
             let origin = &spec.origin;
+            let because = match pipeline_passes::pass::find(&spec.name).map(|i| i.calibration) {
+                Some(CalibrationUse::When(parameter)) => format!(" with `{parameter}: true`"),
+                _ => String::new(),
+            };
             return Err(DeError {
                 message: format!(
-                    "`{}` calibrates the model on data, and `data.calibration` is missing",
+                    "`{}`{because} calibrates the model on data, and `data.calibration` is \
+                     missing",
                     spec.name
                 ),
                 hint: Some(

@@ -55,6 +55,8 @@ impl NodeFilter {
 
 /// `pattern` as a regular expression that must match a whole name.
 pub(crate) fn whole_match(pattern: &str) -> Result<Regex, regex::Error> {
+    // Compiled alone first, so that an error quotes the pattern as the user wrote it.
+    Regex::new(pattern)?;
     Regex::new(&format!("^(?:{pattern})$"))
 }
 

@@ -30,6 +30,7 @@ mod source;
 use regex::Regex;
 use tracing::{info, info_span};
 
+use crate::ir::proto::tensor_proto::DataType;
 use crate::ir::proto::ModelProto;
 use crate::ir::{self};
 use crate::pass::{Configured, Pass, PassContext, PassError, Runtime};
@@ -200,6 +201,9 @@ impl Configured for QuantizeWeights {
                 ));
             }
         }
+        if config.embeddings && config.bits == 8 && config.format == WeightFormat::MatmulNbits {
+            return Err(embeddings_at_eight_bits());
+        }
         if config.more_bits && config.bits != 4 {
             return Err(config_error(format!(
                 "`more_bits` keeps some layers at 8 bits among 4-bit ones, and `bits` is {}; \
@@ -275,6 +279,9 @@ impl Pass for QuantizeWeights {
                     .into(),
             ));
         }
+        if self.config.embeddings && self.config.bits == 8 && format == WeightFormat::MatmulNbits {
+            return Err(embeddings_at_eight_bits());
+        }
         let opset = ir::opset_version(&model, "").ok_or_else(|| {
             model_error("the model imports no opset of the default domain (ai.onnx)")
         })?;
@@ -321,6 +328,19 @@ impl QuantizeWeights {
         })?;
         let graph = model.graph.as_ref().ok_or_else(|| model_error("the model has no graph"))?;
         let activations = rewrite::matmul_activations(graph, self, format)?;
+        let shapes = ir::shapes::Shapes::infer(graph);
+        let float = DataType::Float as i32;
+        let not_float = activations.iter().find_map(|name| {
+            let data_type = shapes.elem_type(name).filter(|&t| t != float)?;
+            Some((name, ir::data_type_name(data_type)))
+        });
+        if let Some((name, data_type)) = not_float {
+            return Err(model_error(format!(
+                "`data_aware` measures float32 activations, and the MatMul input `{name}` is \
+                 {data_type}; hint: run `quantize_weights` before `convert_fp16`, or remove \
+                 `data_aware`"
+            )));
+        }
         info!(
             "data_aware: measuring {} MatMul input(s) on {} calibration sample(s)",
             activations.len(),
@@ -350,6 +370,17 @@ fn check_block_size(block_size: usize, field: &str) -> Result<(), PassError> {
         "{field} is {block_size}; allowed values are {} (powers of two from 16 to 256)",
         BLOCK_SIZES.map(|s| s.to_string()).join(", ")
     )))
+}
+
+/// GatherBlockQuantized takes 4-bit tables only: an 8-bit run with `embeddings` would leave
+/// every table in float and make the same model as one without.
+fn embeddings_at_eight_bits() -> PassError {
+    config_error(
+        "`embeddings` with `bits: 8`: ONNX Runtime's GatherBlockQuantized takes 4-bit tables \
+         only, so the tables would stay in float; hint: use `bits: 4`, `format: qdq`, or an \
+         override that sets the MatMuls to 8 bits"
+            .into(),
+    )
 }
 
 fn config_error(message: String) -> PassError {

@@ -83,7 +83,7 @@ impl Summary {
             _ => "MatMulNBits",
         };
         text.push_str(&format!(
-            " as {format}; weights {} -> {} bytes; {} candidate(s) left in float",
+            " as {format}; weights {} -> {} bytes; {} MatMul/Gather node(s) left in float",
             self.bytes_before, self.bytes_after, self.skipped
         ));
         text
@@ -550,6 +550,7 @@ fn node_label(node: &NodeProto, index: usize) -> String {
 }
 
 fn nothing_quantized(graph: &GraphProto, skipped: &[(String, String)]) -> PassError {
+    let count = |op: &str| graph.node.iter().filter(|n| n.op_type() == op).count();
     let mut reason = format!(
         "no weight was quantized: the graph has {} nodes, {} of them MatMuls (or Gathers with \
          `embeddings`) whose weight could not be quantized",
@@ -561,6 +562,20 @@ fn nothing_quantized(graph: &GraphProto, skipped: &[(String, String)]) -> PassEr
     }
     if skipped.len() > MAX_LISTED_SKIPS {
         reason.push_str(&format!("; and {} more", skipped.len() - MAX_LISTED_SKIPS));
+    }
+    let quantized = count("MatMulNBits") + count("GatherBlockQuantized");
+    if quantized > 0 {
+        reason.push_str(&format!(
+            "; the model already holds {quantized} weight-quantized node(s) (MatMulNBits, \
+             GatherBlockQuantized)"
+        ));
+    }
+    let gemms = count("Gemm");
+    if gemms > 0 {
+        reason.push_str(&format!(
+            "; its {gemms} Gemm node(s) are not quantized by this pass (`quantize_dynamic` and \
+             `quantize_static` quantize Gemm)"
+        ));
     }
     PassError::Unchanged { pass: QuantizeWeights::NAME, reason }
 }
