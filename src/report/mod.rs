@@ -28,6 +28,9 @@ pub struct Report {
     pub candidates: Vec<CandidateReport>,
     /// The id of the winning candidate, if any met every goal.
     pub best: Option<String>,
+    /// The ids of the candidates that met every goal and that no other such candidate beats
+    /// on every objective (as good on all, better on one), best first.
+    pub pareto_front: Vec<String>,
     /// Why the winner won, or why nothing did.
     pub verdict: String,
     /// Candidates the plan held but the search budget left out.
