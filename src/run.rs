@@ -23,8 +23,8 @@ use crate::goals;
 use crate::plan::{self, Candidate, PlanError};
 use crate::recipe::{self, LatencyStat, Objective, Recipe, RecipeError};
 use crate::report::{
-    self, CandidateReport, Latency, Measurement, Note, NoteKind, Report, RuntimeSummary, Status,
-    StepReport,
+    self, CandidateReport, Dominated, Latency, Measurement, Note, NoteKind, Report, RuntimeSummary,
+    Status, StepReport,
 };
 use crate::runtime::{self, IoInfo, ModelSession, OrtOptimizer, RuntimeError, Threads};
 
@@ -198,6 +198,7 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
     let best = rank(&recipe.objective, &reports, recipe.latency_stat());
     let front = goals::pareto_front(&recipe.objective, &reports, recipe.latency_stat());
     let pareto_front = front.iter().map(|i| reports[*i].id.clone()).collect();
+    let dominated = dominated(&recipe, &reports, &front);
     let verdict = verdict(&recipe, &source, &reports, best);
     let best_id = best.map(|i| reports[i].id.clone());
 
@@ -235,6 +236,7 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
         candidates: reports,
         best: best_id,
         pareto_front,
+        dominated,
         verdict,
         candidates_not_run: plan.dropped(),
         output_model: written,
@@ -705,6 +707,20 @@ fn remove_previous(
 /// Each goal the candidate missed, in words with the numbers; empty when it met them all.
 fn missed_goals(recipe: &Recipe, source: &Measurement, candidate: &Measurement) -> Vec<String> {
     goals::missed_goals(&recipe.metrics, source, candidate)
+}
+
+/// Each candidate that met every goal but is off the front, with a front candidate that
+/// beats it.
+fn dominated(recipe: &Recipe, reports: &[CandidateReport], front: &[usize]) -> Vec<Dominated> {
+    let (objective, stat) = (&recipe.objective, recipe.latency_stat());
+    reports
+        .iter()
+        .filter(|r| r.status == Status::Passed)
+        .filter_map(|r| {
+            let by = goals::dominated_by(objective, reports, front, r, stat)?;
+            Some(Dominated { id: r.id.clone(), by: by.to_string() })
+        })
+        .collect()
 }
 
 /// The index of the best passing candidate under the objective, if any passed.

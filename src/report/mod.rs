@@ -31,6 +31,9 @@ pub struct Report {
     /// The ids of the candidates that met every goal and that no other such candidate beats
     /// on every objective (as good on all, better on one), best first.
     pub pareto_front: Vec<String>,
+    /// The candidates that met every goal but are off the front, each with one front
+    /// candidate that beats it.
+    pub dominated: Vec<Dominated>,
     /// Why the winner won, or why nothing did.
     pub verdict: String,
     /// Candidates the plan held but the search budget left out.
@@ -38,6 +41,14 @@ pub struct Report {
     /// Where the best model was written.
     pub output_model: Option<PathBuf>,
     pub wall_time_s: f64,
+}
+
+/// A candidate that met every goal, and a candidate of the Pareto front that is as good on
+/// every objective and better on one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dominated {
+    pub id: String,
+    pub by: String,
 }
 
 /// The runtime that measured every model.
