@@ -231,6 +231,7 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
             inter_op_threads: threads.inter_op,
         },
         objective: recipe.objective.iter().map(|o| objective_name(*o).to_string()).collect(),
+        latency_stat: recipe.latency_stat().to_string(),
         goals: recipe.goal_descriptions(),
         source,
         candidates: reports,

@@ -174,4 +174,28 @@ fn the_pareto_front_is_the_undominated_candidates() {
     for id in &front {
         assert!(section.contains(&format!("\n| {id} ")), "{id} not in:\n{section}");
     }
+
+    // The chart: well-formed SVG, linked from report.md, naming the source, the winner and
+    // every other measured candidate, with its axes and their units.
+    assert!(markdown.contains("](report.svg)"), "{markdown}");
+    let svg = std::fs::read_to_string(out.join("report.svg")).expect("report.svg was written");
+    let document = roxmltree::Document::parse(&svg).expect("report.svg is well-formed XML");
+    assert!(document.root_element().has_tag_name("svg"));
+    let texts: Vec<&str> = document
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text().map(str::trim))
+        .collect();
+    let winner = format!("{best} (best)");
+    let mut wanted = vec![
+        "source",
+        winner.as_str(),
+        "latency p50 (ms, lower is better)",
+        "top-1 accuracy (%, higher is better)",
+        "Pareto front (latency, size)",
+    ];
+    wanted.extend(candidates.iter().filter_map(|c| c["id"].as_str()).filter(|id| *id != best));
+    for text in wanted {
+        assert!(texts.contains(&text), "no `{text}` in the chart's texts {texts:?}");
+    }
 }

@@ -45,6 +45,14 @@ pub fn render_markdown(report: &Report) -> String {
         let _ = writeln!(out, "- best model written to `{}`", path.display());
     }
     let _ = writeln!(out, "- wall time: {:.1} s\n", report.wall_time_s);
+    if super::has_chart(report) {
+        let _ = writeln!(
+            out,
+            "![Every measured model: the source, the Pareto front joined, the best \
+             highlighted]({})\n",
+            super::CHART_FILE
+        );
+    }
 
     let _ =
         writeln!(out, "| id | candidate | accuracy | latency p50 | latency p90 | size | result |");

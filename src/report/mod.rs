@@ -2,6 +2,7 @@
 //!
 //! A [`Report`] is plain data filled in by the run; this module only renders and writes it.
 
+mod chart;
 mod markdown;
 mod table;
 
@@ -9,8 +10,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+pub use chart::{has_chart, render_chart};
 pub use markdown::render_markdown;
 pub use table::render_table;
+
+/// The chart's file name, beside `report.md`.
+pub const CHART_FILE: &str = "report.svg";
 
 /// Everything a run found out, in the order a reader needs it.
 #[derive(Debug, Clone, Serialize)]
@@ -22,6 +27,8 @@ pub struct Report {
     pub runtime: RuntimeSummary,
     /// What the candidates are ranked by, in order.
     pub objective: Vec<String>,
+    /// The latency statistic that goals and ranking use: `p50`, `p90`, `p99` or `mean`.
+    pub latency_stat: String,
     /// The goals every candidate must meet, in words.
     pub goals: Vec<String>,
     pub source: Measurement,
@@ -169,10 +176,18 @@ impl Status {
 }
 
 impl Report {
-    /// Writes `report.json` and `report.md` into `dir`, each through a temporary file.
+    /// Writes `report.json`, `report.svg` and `report.md` into `dir`, each through a
+    /// temporary file. A report with no chart (only size measured) removes the chart an
+    /// earlier run left there.
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         write_atomically(&dir.join("report.json"), json.as_bytes())?;
+        let chart = dir.join(CHART_FILE);
+        match render_chart(self)? {
+            Some(svg) => write_atomically(&chart, svg.as_bytes())?,
+            None if chart.is_file() => std::fs::remove_file(&chart)?,
+            None => {}
+        }
         write_atomically(&dir.join("report.md"), render_markdown(self).as_bytes())
     }
 
