@@ -199,3 +199,23 @@ fn the_pareto_front_is_the_undominated_candidates() {
         assert!(texts.contains(&text), "no `{text}` in the chart's texts {texts:?}");
     }
 }
+
+#[test]
+fn a_report_with_only_size_has_no_chart_and_removes_an_earlier_one() {
+    let project = Project::digits();
+    outcome(&mut project.run()).expect_code(0).no_panic();
+    let chart = project.path("out/report.svg");
+    assert!(chart.is_file(), "the first run drew no chart");
+
+    // Size alone gives no plane to draw on: the old chart must not stand beside the new report.
+    project.write_recipe(
+        &common::DIGITS_RECIPE
+            .replace("  accuracy: {kind: top1, output: logits, max_drop: 0.01}\n", "")
+            .replace("  latency: {warmup: 2, runs: 5, stat: p50}\n", "")
+            .replace("objective: [latency]", "objective: [size]"),
+    );
+    outcome(&mut project.run()).expect_code(0).no_panic();
+    assert!(!chart.exists(), "a chart from the earlier run was left");
+    let markdown = std::fs::read_to_string(project.path("out/report.md")).expect("report.md");
+    assert!(!markdown.contains("report.svg"), "{markdown}");
+}
