@@ -177,7 +177,7 @@ pub struct LatencyMetric {
     #[serde(default)]
     pub stat: LatencyStat,
     /// The highest latency, in milliseconds of `stat`, a candidate may have.
-    #[schemars(range(min = 0))]
+    #[schemars(extend("exclusiveMinimum" = 0))]
     pub max: Option<f64>,
     /// How much faster than the source model a candidate must be, on `stat`: milliseconds
     /// (`2`), or a share of the source's latency (`"20%"`: at most 80% of it).
@@ -832,6 +832,8 @@ mod tests {
         let goals = [
             ("metrics: {latency: {min_improvement: \"20%\", max: 3}}\n", true),
             ("metrics: {latency: {min_improvement: 2.5}}\n", true),
+            ("metrics: {latency: {max: 0}}\n", false),
+            ("metrics: {latency: {max: 0.5}}\n", true),
             ("metrics: {latency: {min_improvement: \"1000%\"}}\n", false),
             ("metrics: {latency: {min_improvement: \"100%\"}}\n", false),
             ("metrics: {latency: {min_improvement: -1}}\n", false),
