@@ -4,6 +4,7 @@
 
 pub mod calibrate;
 pub mod evaluate;
+pub mod goals;
 pub mod inspect;
 pub mod plan;
 pub mod recipe;

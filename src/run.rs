@@ -19,11 +19,12 @@ use tracing_indicatif::span_ext::IndicatifSpanExt;
 
 use crate::calibrate::OrtRunner;
 use crate::evaluate::{self, DataError, Dataset, EvalError};
+use crate::goals;
 use crate::plan::{self, Candidate, PlanError};
 use crate::recipe::{self, LatencyStat, Objective, Recipe, RecipeError};
 use crate::report::{
-    self, CandidateReport, Latency, Measurement, Note, NoteKind, Report, RuntimeSummary, Status,
-    StepReport,
+    self, CandidateReport, Dominated, Latency, Measurement, Note, NoteKind, Report, RuntimeSummary,
+    Status, StepReport,
 };
 use crate::runtime::{self, IoInfo, ModelSession, OrtOptimizer, RuntimeError, Threads};
 
@@ -195,6 +196,9 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
     }
 
     let best = rank(&recipe.objective, &reports, recipe.latency_stat());
+    let front = goals::pareto_front(&recipe.objective, &reports, recipe.latency_stat());
+    let pareto_front = front.iter().map(|i| reports[*i].id.clone()).collect();
+    let dominated = dominated(&recipe, &reports, &front);
     let verdict = verdict(&recipe, &source, &reports, best);
     let best_id = best.map(|i| reports[i].id.clone());
 
@@ -227,10 +231,13 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
             inter_op_threads: threads.inter_op,
         },
         objective: recipe.objective.iter().map(|o| objective_name(*o).to_string()).collect(),
+        latency_stat: recipe.latency_stat().to_string(),
         goals: recipe.goal_descriptions(),
         source,
         candidates: reports,
         best: best_id,
+        pareto_front,
+        dominated,
         verdict,
         candidates_not_run: plan.dropped(),
         output_model: written,
@@ -698,43 +705,28 @@ fn remove_previous(
     Ok(())
 }
 
-/// Each goal the candidate missed, in words; empty when it met them all.
+/// Each goal the candidate missed, in words with the numbers; empty when it met them all.
 fn missed_goals(recipe: &Recipe, source: &Measurement, candidate: &Measurement) -> Vec<String> {
-    let mut missed = Vec::new();
+    goals::missed_goals(&recipe.metrics, source, candidate)
+}
 
-    if let Some(spec) = &recipe.metrics.accuracy {
-        if let (Some(max_drop), Some(base), Some(got)) =
-            (&spec.max_drop, source.accuracy, candidate.accuracy)
-        {
-            let allowed = max_drop.allowed(base);
-            let drop = base - got;
-            if drop > allowed + 1e-12 {
-                missed.push(format!(
-                    "accuracy dropped by {:.4} ({} -> {}), more than the {max_drop} allowed",
-                    drop,
-                    report::percent(Some(base)),
-                    report::percent(Some(got))
-                ));
-            }
-        }
-    }
-
-    if let Some(max) = recipe.metrics.size.as_ref().and_then(|s| s.max_bytes) {
-        if candidate.size_bytes > max {
-            missed.push(format!(
-                "size {} is above the maximum of {}",
-                report::human_bytes(candidate.size_bytes),
-                report::human_bytes(max)
-            ));
-        }
-    }
-    missed
+/// Each candidate that met every goal but is off the front, with a front candidate that
+/// beats it.
+fn dominated(recipe: &Recipe, reports: &[CandidateReport], front: &[usize]) -> Vec<Dominated> {
+    let (objective, stat) = (&recipe.objective, recipe.latency_stat());
+    reports
+        .iter()
+        .filter(|r| r.status == Status::Passed)
+        .filter_map(|r| {
+            let by = goals::dominated_by(objective, reports, front, r, stat)?;
+            Some(Dominated { id: r.id.clone(), by: by.to_string() })
+        })
+        .collect()
 }
 
 /// The index of the best passing candidate under the objective, if any passed.
 fn rank(objective: &[Objective], reports: &[CandidateReport], stat: LatencyStat) -> Option<usize> {
-    let passing = reports.iter().enumerate().filter(|(_, r)| r.status == Status::Passed);
-    passing.min_by(|(_, a), (_, b)| compare(objective, a, b, stat)).map(|(index, _)| index)
+    goals::rank(objective, reports, stat)
 }
 
 /// Orders two measured candidates by the objective: the first key that differs decides.
@@ -744,28 +736,7 @@ fn compare(
     b: &CandidateReport,
     stat: LatencyStat,
 ) -> Ordering {
-    let (Some(a), Some(b)) = (&a.measurement, &b.measurement) else { return Ordering::Equal };
-    for key in objective {
-        let order = match key {
-            Objective::Latency => {
-                let value = |m: &Measurement| m.latency_ms.as_ref().map(|l| pick(stat, l));
-                total(value(a)).total_cmp(&total(value(b)))
-            }
-            Objective::Size => a.size_bytes.cmp(&b.size_bytes),
-            Objective::Accuracy => {
-                total(b.accuracy.map(|v| -v)).total_cmp(&total(a.accuracy.map(|v| -v))).reverse()
-            }
-        };
-        if order != Ordering::Equal {
-            return order;
-        }
-    }
-    Ordering::Equal
-}
-
-/// A missing value sorts last.
-fn total(value: Option<f64>) -> f64 {
-    value.unwrap_or(f64::INFINITY)
+    goals::compare(objective, a, b, stat)
 }
 
 fn summary_line(report: &CandidateReport) -> String {
@@ -913,12 +884,7 @@ fn check_output(
 
 /// The statistic of a latency measurement that the recipe ranks by.
 fn pick(stat: LatencyStat, latency: &Latency) -> f64 {
-    match stat {
-        LatencyStat::P50 => latency.p50,
-        LatencyStat::P90 => latency.p90,
-        LatencyStat::P99 => latency.p99,
-        LatencyStat::Mean => latency.mean,
-    }
+    goals::latency_value(stat, latency)
 }
 
 fn stat_name(stat: LatencyStat) -> &'static str {

@@ -153,7 +153,11 @@ fn run_digits_writes_the_best_model_report_and_table() {
         .collect();
     let mut left_sorted = left.clone();
     left_sorted.sort();
-    assert_eq!(left_sorted, ["model.onnx", "report.json", "report.md"], "output holds {left:?}");
+    assert_eq!(
+        left_sorted,
+        ["model.onnx", "report.json", "report.md", "report.svg"],
+        "output holds {left:?}"
+    );
 }
 
 #[test]
@@ -182,7 +186,7 @@ fn run_where_no_candidate_meets_the_goals_exits_1_with_the_reasons() {
     assert!(out.join("report.md").exists());
     assert!(!out.join("model.onnx").exists(), "a model was written though none met the goals");
     let left = std::fs::read_dir(&out).expect("the output folder is readable").count();
-    assert_eq!(left, 2, "only report.json and report.md belong in the output");
+    assert_eq!(left, 3, "only report.json, report.md and report.svg belong in the output");
 }
 
 #[test]
@@ -281,7 +285,7 @@ fn second_run_replaces_the_previous_output() {
         .map(|e| e.expect("an entry").file_name().to_string_lossy().into_owned())
         .collect();
     left.sort();
-    assert_eq!(left, ["model.onnx", "report.json", "report.md"]);
+    assert_eq!(left, ["model.onnx", "report.json", "report.md", "report.svg"]);
     let size = std::fs::metadata(project.path("out/model.onnx")).expect("the best model").len();
     let best = second["best"].as_str().expect("a winner");
     let winner = second["candidates"]

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pipeline::recipe::{self, MaxDrop, ParamSpace, PassItem, RecipeError};
+use pipeline::recipe::{self, Improvement, MaxDrop, ParamSpace, PassItem, RecipeError};
 use serde_json::json;
 
 /// A valid recipe; tests replace one line of it to make it wrong.
@@ -88,7 +88,8 @@ fn unknown_key_suggests_the_closest_one() {
     assert_eq!(
         refusal(&text),
         "<dir>/recipe.yaml:9:13: metrics.latency.wamup: unknown field `wamup`\n  \
-         hint: did you mean `warmup`? allowed: `warmup`, `runs`, `stat`"
+         hint: did you mean `warmup`? allowed: `warmup`, `runs`, `stat`, `max`, \
+         `min_improvement`"
     );
 
     let text = replace("output: out/\n", "outptu: out/\n");
@@ -203,6 +204,130 @@ fn max_drop_takes_a_number_or_a_percentage() {
     let message = refusal(&replace("max_drop: 0.01", "max_drop: 5"));
     assert!(message.contains("larger than the whole accuracy range"), "{message}");
     assert!(message.contains("hint: write an absolute drop like `0.01`"), "{message}");
+}
+
+#[test]
+fn goals_on_every_metric_load_with_their_values() {
+    let text = replace("max_drop: 0.01}", "max_drop: 0.01, min: 0.9}")
+        .replace("stat: p50}", "stat: p90, max: 2.5, min_improvement: \"20%\"}")
+        .replace("  size: {}", "  size: {max_bytes: \"20MB\", min_improvement: 1000}");
+    let (_dir, result) = load(&text);
+    let recipe = result.expect("goals on every metric load");
+    assert_eq!(recipe.metrics.accuracy.as_ref().and_then(|a| a.min), Some(0.9));
+    let latency = recipe.metrics.latency.as_ref().expect("latency");
+    assert_eq!(latency.max, Some(2.5));
+    assert_eq!(latency.min_improvement, Some(Improvement::Relative(0.2)));
+    let size = recipe.metrics.size.as_ref().expect("size");
+    assert_eq!(size.max_bytes, Some(20_000_000));
+    assert_eq!(size.min_improvement, Some(Improvement::Absolute(1000.0)));
+    assert_eq!(
+        recipe.goal_descriptions(),
+        [
+            "accuracy drop <= 0.01",
+            "accuracy >= 0.9",
+            "latency p90 <= 2.5 ms",
+            "latency p90 at least 20% below the source's",
+            "size <= 20000000 bytes",
+            "size at least 1000 bytes below the source's",
+        ]
+    );
+
+    let text = replace("stat: p50}", "stat: p50, min_improvement: 1.5}")
+        .replace("  size: {}", "  size: {max_bytes: 4096, min_improvement: \"1.5 MiB\"}");
+    let recipe = load(&text).1.expect("absolute improvements load");
+    let latency = recipe.metrics.latency.as_ref().expect("latency");
+    assert_eq!(latency.min_improvement, Some(Improvement::Absolute(1.5)));
+    let size = recipe.metrics.size.as_ref().expect("size");
+    assert_eq!(size.max_bytes, Some(4096));
+    assert_eq!(size.min_improvement, Some(Improvement::Absolute(1_572_864.0)));
+
+    let text = replace("  size: {}", "  size: {min_improvement: \"50%\"}");
+    let recipe = load(&text).1.expect("a relative size improvement loads");
+    let size = recipe.metrics.size.as_ref().expect("size");
+    assert_eq!(size.min_improvement, Some(Improvement::Relative(0.5)));
+}
+
+#[test]
+fn goals_that_make_no_sense_are_refused_where_they_are_written() {
+    let latency = |goal: &str| refusal(&replace("stat: p50}", &format!("stat: p50, {goal}}}")));
+    let size = |goal: &str| refusal(&replace("  size: {}", &format!("  size: {{{goal}}}")));
+
+    assert_eq!(
+        latency("min_improvement: \"1000%\""),
+        "<dir>/recipe.yaml:9:64: metrics.latency.min_improvement: an improvement of 1000% makes \
+         no sense: it must be at least 0% and below 100% (100% would be a latency of zero)\n  \
+         hint: write milliseconds like `2`, or a share of the source's latency like `\"20%\"`"
+    );
+    let message = size("min_improvement: 100%");
+    assert!(
+        message.starts_with(
+            "<dir>/recipe.yaml:10:27: metrics.size.min_improvement: an improvement of 100% \
+             makes no sense"
+        ),
+        "{message}"
+    );
+    assert!(message.contains("would be a size of zero"), "{message}");
+    assert!(latency("min_improvement: -2").contains(
+        "metrics.latency.min_improvement: expected an improvement of 0 or more, found -2"
+    ));
+    assert!(latency("min_improvement: -5%").contains("an improvement of -5% makes no sense"));
+    // A size with a unit is bytes, and no latency.
+    assert!(latency("min_improvement: 2MB").contains(
+        "metrics.latency.min_improvement: expected a number or a percentage, found \
+                   string `2MB`"
+    ));
+
+    assert_eq!(
+        latency("max: 0"),
+        "<dir>/recipe.yaml:9:52: metrics.latency.max: a latency of at most 0 ms is not a goal \
+         any model can meet\n  hint: write the highest latency allowed in milliseconds, more \
+         than 0, like `5`"
+    );
+    assert!(latency("max: -1").contains("metrics.latency.max: a latency of at most -1 ms"));
+
+    let message = size("max_bytes: 20 megabytes");
+    assert!(
+        message.starts_with(
+            "<dir>/recipe.yaml:10:21: metrics.size.max_bytes: `20 megabytes` is not a size"
+        ),
+        "{message}"
+    );
+    assert!(message.contains("hint: write bytes like `20000000`, or a size like `\"20MB\"`"));
+    assert!(size("max_bytes: -5").contains("expected a size of 0 bytes or more, found -5"));
+    assert!(size("max_bytes: 1.5").contains("expected a whole number of bytes, found 1.5"));
+
+    let message = refusal(&replace("max_drop: 0.01}", "max_drop: 0.01, min: 95}"));
+    assert_eq!(
+        message,
+        "<dir>/recipe.yaml:8:63: metrics.accuracy.min: an accuracy of 95 is outside the \
+         accuracy range 0..1\n  hint: write the lowest accuracy as a fraction: `0.95` for 95%"
+    );
+}
+
+#[test]
+fn goals_and_objectives_on_metrics_that_are_not_measured_are_refused() {
+    // A goal written under another metric is an unknown field that names the allowed goals.
+    let message = refusal(&replace("stat: p50}", "stat: p50, max_drop: 0.1}"));
+    assert!(message.starts_with("<dir>/recipe.yaml:9:47: metrics.latency.max_drop: unknown field"));
+    assert!(message.contains("`max`, `min_improvement`"), "{message}");
+
+    // A goal on a metric the recipe does not measure: `memory` is not a metric.
+    let message = refusal(&replace("  size: {}", "  memory: {max_bytes: 100}"));
+    assert!(message.contains("metrics.memory: unknown field `memory`"), "{message}");
+    assert!(message.contains("allowed: `accuracy`, `latency`, `size`"), "{message}");
+
+    // An accuracy goal cannot be measured without labels.
+    let text = replace("labels: y, ", "");
+    assert!(refusal(&text).contains("metrics.accuracy: accuracy needs labeled evaluation data"));
+
+    // An objective with no metric behind it.
+    let text = replace("  latency: {warmup: 10, runs: 100, stat: p50}\n", "")
+        .replace("objective: [latency]", "objective: [size, latency]");
+    assert_eq!(
+        refusal(&text),
+        "<dir>/recipe.yaml:10:19: objective[1]: `latency` ranks candidates but is not \
+         measured\n  hint: add `latency` under `metrics` (e.g. `latency: {}`)"
+    );
 }
 
 #[test]

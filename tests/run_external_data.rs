@@ -51,5 +51,5 @@ fn a_large_winner_is_written_with_its_external_data() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["model.onnx", "model.onnx.data", "report.json", "report.md"]);
+    assert_eq!(names, ["model.onnx", "model.onnx.data", "report.json", "report.md", "report.svg"]);
 }

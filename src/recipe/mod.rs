@@ -6,6 +6,7 @@
 //! field path. The pass list is checked against the pass registry as it is read. Last, the
 //! checks that span several fields run, each naming the field it is about.
 
+mod amounts;
 mod check;
 mod node;
 mod steps;
@@ -19,6 +20,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use serde_saphyr::MessageFormatter;
 
+pub use amounts::{parse_bytes, Improvement};
 use node::{render_path, DeError, Kind, Node, NodeDeserializer, Pos, Segment};
 pub use steps::{Origin, ParamSpace, PassItem, PassSpec, ONE_OF};
 
@@ -129,6 +131,9 @@ pub struct AccuracyMetric {
     /// absolute drop (`0.01` is one point of a 0..1 accuracy), `"1%"` is relative to the
     /// source model's accuracy.
     pub max_drop: Option<MaxDrop>,
+    /// The lowest accuracy a candidate may have, from 0 to 1 (`0.95`).
+    #[schemars(range(min = 0, max = 1))]
+    pub min: Option<f64>,
 }
 
 /// How a prediction is scored.
@@ -158,8 +163,8 @@ impl MaxDrop {
     }
 }
 
-/// How latency is measured.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+/// How latency is measured, and the goals on it.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LatencyMetric {
     /// Untimed runs before timing starts.
@@ -172,11 +177,25 @@ pub struct LatencyMetric {
     /// The statistic of the timed runs that is compared.
     #[serde(default)]
     pub stat: LatencyStat,
+    /// The highest latency, in milliseconds of `stat`, a candidate may have.
+    #[schemars(extend("exclusiveMinimum" = 0))]
+    pub max: Option<f64>,
+    /// How much faster than the source model a candidate must be, on `stat`: milliseconds
+    /// (`2`), or a share of the source's latency (`"20%"`: at most 80% of it).
+    #[serde(default, deserialize_with = "amounts::latency_improvement")]
+    #[schemars(with = "Option<amounts::LatencyImprovement>")]
+    pub min_improvement: Option<Improvement>,
 }
 
 impl Default for LatencyMetric {
     fn default() -> Self {
-        LatencyMetric { warmup: default_warmup(), runs: default_runs(), stat: LatencyStat::P50 }
+        LatencyMetric {
+            warmup: default_warmup(),
+            runs: default_runs(),
+            stat: LatencyStat::P50,
+            max: None,
+            min_improvement: None,
+        }
     }
 }
 
@@ -195,12 +214,21 @@ pub enum LatencyStat {
     Mean,
 }
 
-/// How model size is measured: the bytes of the model file and its external data.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+/// How model size is measured (the bytes of the model file and its external data), and the
+/// goals on it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SizeMetric {
-    /// A candidate larger than this is rejected.
+    /// A candidate larger than this is rejected: bytes (`20000000`) or a size with a unit
+    /// (`"20MB"`, `"19.1MiB"`).
+    #[serde(default, deserialize_with = "amounts::byte_count")]
+    #[schemars(with = "Option<amounts::ByteCount>")]
     pub max_bytes: Option<u64>,
+    /// How much smaller than the source model a candidate must be: bytes (`1000000`,
+    /// `"1MB"`), or a share of the source's size (`"50%"`: at most half of it).
+    #[serde(default, deserialize_with = "amounts::size_improvement")]
+    #[schemars(with = "Option<amounts::SizeImprovement>")]
+    pub min_improvement: Option<Improvement>,
 }
 
 /// A metric that ranks candidates.
@@ -302,11 +330,42 @@ impl Recipe {
     /// Each goal a candidate must meet, in words, like `accuracy drop <= 1%`.
     pub fn goal_descriptions(&self) -> Vec<String> {
         let mut goals = Vec::new();
-        if let Some(max_drop) = self.metrics.accuracy.as_ref().and_then(|a| a.max_drop) {
-            goals.push(format!("accuracy drop <= {max_drop}"));
+        if let Some(accuracy) = &self.metrics.accuracy {
+            if let Some(max_drop) = accuracy.max_drop {
+                goals.push(format!("accuracy drop <= {max_drop}"));
+            }
+            if let Some(min) = accuracy.min {
+                goals.push(format!("accuracy >= {min}"));
+            }
         }
-        if let Some(max_bytes) = self.metrics.size.as_ref().and_then(|s| s.max_bytes) {
-            goals.push(format!("size <= {max_bytes} bytes"));
+        if let Some(latency) = &self.metrics.latency {
+            let stat = latency.stat;
+            if let Some(max) = latency.max {
+                goals.push(format!("latency {stat} <= {max} ms"));
+            }
+            match latency.min_improvement {
+                Some(Improvement::Absolute(ms)) => {
+                    goals.push(format!("latency {stat} at least {ms} ms below the source's"))
+                }
+                Some(relative) => {
+                    goals.push(format!("latency {stat} at least {relative} below the source's"))
+                }
+                None => {}
+            }
+        }
+        if let Some(size) = &self.metrics.size {
+            if let Some(max_bytes) = size.max_bytes {
+                goals.push(format!("size <= {max_bytes} bytes"));
+            }
+            match size.min_improvement {
+                Some(Improvement::Absolute(bytes)) => {
+                    goals.push(format!("size at least {bytes} bytes below the source's"))
+                }
+                Some(relative) => {
+                    goals.push(format!("size at least {relative} below the source's"))
+                }
+                None => {}
+            }
         }
         goals
     }
@@ -542,6 +601,13 @@ fn validate(recipe: &Recipe, tree: &Node) -> Result<(), DeError> {
                 "set `data.evaluation.labels` to the name of the labels array in the .npz file",
             ));
         }
+        if let Some(min) = accuracy.min.filter(|min| !(0.0..=1.0).contains(min)) {
+            return Err(at(
+                &[key("metrics"), key("accuracy"), key("min")],
+                format!("an accuracy of {min} is outside the accuracy range 0..1"),
+                "write the lowest accuracy as a fraction: `0.95` for 95%",
+            ));
+        }
         if let Some(MaxDrop::Absolute(drop)) = accuracy.max_drop {
             if drop > 1.0 {
                 return Err(at(
@@ -550,6 +616,16 @@ fn validate(recipe: &Recipe, tree: &Node) -> Result<(), DeError> {
                     "write an absolute drop like `0.01`, or a relative one like `\"1%\"`",
                 ));
             }
+        }
+    }
+
+    if let Some(max) = recipe.metrics.latency.as_ref().and_then(|l| l.max) {
+        if !(max.is_finite() && max > 0.0) {
+            return Err(at(
+                &[key("metrics"), key("latency"), key("max")],
+                format!("a latency of at most {max} ms is not a goal any model can meet"),
+                "write the highest latency allowed in milliseconds, more than 0, like `5`",
+            ));
         }
     }
 
@@ -755,6 +831,36 @@ mod tests {
             let by_schema = check::check(&value, &schema, &schema);
             let by_loader = parse(&text, Path::new("r.yaml"));
             assert_eq!(by_schema.is_ok(), valid, "schema on {tail}: {by_schema:?}");
+            assert_eq!(by_loader.is_ok(), valid, "loader on {tail}: {:?}", by_loader.err());
+        }
+
+        let base = "name: x\nmodel: m.onnx\nobjective: [latency]\npasses: [quantize_dynamic: {}]\n";
+        let goals = [
+            ("metrics: {latency: {min_improvement: \"20%\", max: 3}}\n", true),
+            ("metrics: {latency: {min_improvement: 2.5}}\n", true),
+            ("metrics: {latency: {max: 0}}\n", false),
+            ("metrics: {latency: {max: 0.5}}\n", true),
+            ("metrics: {latency: {min_improvement: \"1000%\"}}\n", false),
+            ("metrics: {latency: {min_improvement: \"100%\"}}\n", false),
+            ("metrics: {latency: {min_improvement: -1}}\n", false),
+            ("metrics: {latency: {}, size: {max_bytes: \"20MB\"}}\n", true),
+            ("metrics: {latency: {}, size: {max_bytes: \"1.5 MiB\"}}\n", true),
+            ("metrics: {latency: {}, size: {max_bytes: \"20 megabytes\"}}\n", false),
+            ("metrics: {latency: {}, size: {min_improvement: \"50%\"}}\n", true),
+            ("metrics: {latency: {}, size: {min_improvement: \"1MB\"}}\n", true),
+            ("metrics: {latency: {}, size: {min_improvement: \"150%\"}}\n", false),
+        ];
+        // The checker here ignores `pattern`, which editors apply, so a goal refused only by
+        // its pattern (a percentage of 100 or more, a size without a known unit) is checked
+        // against the loader alone.
+        for (tail, valid) in goals {
+            let text = format!("{base}{tail}");
+            let (schema, value) = schema_and(&text);
+            let by_schema = check::check(&value, &schema, &schema);
+            let by_loader = parse(&text, Path::new("r.yaml"));
+            if valid || !tail.contains('"') {
+                assert_eq!(by_schema.is_ok(), valid, "schema on {tail}: {by_schema:?}");
+            }
             assert_eq!(by_loader.is_ok(), valid, "loader on {tail}: {:?}", by_loader.err());
         }
     }

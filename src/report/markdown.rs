@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{human_bytes, millis, percent, Report, Status};
+use super::{human_bytes, millis, percent, CandidateReport, Report, Status};
 
 /// Renders the report as Markdown: the verdict, the goals, one row per candidate, and the
 /// notes on candidates' models (a provider-specific model, for one) under the table.
@@ -45,6 +45,14 @@ pub fn render_markdown(report: &Report) -> String {
         let _ = writeln!(out, "- best model written to `{}`", path.display());
     }
     let _ = writeln!(out, "- wall time: {:.1} s\n", report.wall_time_s);
+    if super::has_chart(report) {
+        let _ = writeln!(
+            out,
+            "![Every measured model: the source, the Pareto front joined, the best \
+             highlighted]({})\n",
+            super::CHART_FILE
+        );
+    }
 
     let _ =
         writeln!(out, "| id | candidate | accuracy | latency p50 | latency p90 | size | result |");
@@ -85,6 +93,9 @@ pub fn render_markdown(report: &Report) -> String {
         );
     }
 
+    write_front(&mut out, report);
+    write_rejected(&mut out, report);
+
     let noted: Vec<_> = report.candidates.iter().filter(|c| !c.notes.is_empty()).collect();
     if !noted.is_empty() {
         let _ = writeln!(out, "\n## Notes\n");
@@ -102,6 +113,73 @@ pub fn render_markdown(report: &Report) -> String {
         }
     }
     out
+}
+
+/// The Pareto front: the candidates that met every goal and that no other beats on every
+/// objective, with their numbers, and which front candidate beats each of the others.
+fn write_front(out: &mut String, report: &Report) {
+    let _ = writeln!(out, "\n## Pareto front\n");
+    if report.pareto_front.is_empty() {
+        let _ = writeln!(out, "No candidate met every goal, so the front is empty.");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "The candidates that met every goal and that no other such candidate beats on every \
+         objective ({}: as good on all, better on one), best first:\n",
+        report.objective.join(", ")
+    );
+    let _ = writeln!(out, "| id | candidate | accuracy | latency p50 | latency p90 | size |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for candidate in report.pareto_front.iter().filter_map(|id| report.candidate(id)) {
+        let m = candidate.measurement.as_ref();
+        let latency = m.and_then(|m| m.latency_ms.as_ref());
+        let mut id = candidate.id.clone();
+        if report.best.as_deref() == Some(candidate.id.as_str()) {
+            id = format!("{id} (best)");
+        }
+        let _ = writeln!(
+            out,
+            "| {id} | `{}` | {} | {} | {} | {} |",
+            candidate.label,
+            percent(m.and_then(|m| m.accuracy)),
+            millis(latency.map(|l| l.p50)),
+            millis(latency.map(|l| l.p90)),
+            m.map_or_else(|| "-".to_string(), |m| human_bytes(m.size_bytes)),
+        );
+    }
+    if !report.dominated.is_empty() {
+        let _ = writeln!(out, "\nMet every goal, but off the front:\n");
+        for dominated in &report.dominated {
+            let _ = writeln!(
+                out,
+                "- {}: {} is as good on every objective and better on one",
+                dominated.id, dominated.by
+            );
+        }
+    }
+}
+
+/// Every candidate that did not meet the goals, with each reason.
+fn write_rejected(out: &mut String, report: &Report) {
+    let rejected: Vec<&CandidateReport> =
+        report.candidates.iter().filter(|c| c.status != Status::Passed).collect();
+    if rejected.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n## Rejected candidates\n");
+    for candidate in rejected {
+        let _ = writeln!(
+            out,
+            "- {} `{}`: {}",
+            candidate.id,
+            candidate.label,
+            candidate.status.as_str()
+        );
+        for reason in &candidate.reasons {
+            let _ = writeln!(out, "  - {reason}");
+        }
+    }
 }
 
 /// Zero threads means the runtime chose the number itself.

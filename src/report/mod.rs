@@ -2,6 +2,7 @@
 //!
 //! A [`Report`] is plain data filled in by the run; this module only renders and writes it.
 
+mod chart;
 mod markdown;
 mod table;
 
@@ -9,8 +10,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+pub use chart::{has_chart, render_chart};
 pub use markdown::render_markdown;
 pub use table::render_table;
+
+/// The chart's file name, beside `report.md`.
+pub const CHART_FILE: &str = "report.svg";
 
 /// Everything a run found out, in the order a reader needs it.
 #[derive(Debug, Clone, Serialize)]
@@ -22,12 +27,20 @@ pub struct Report {
     pub runtime: RuntimeSummary,
     /// What the candidates are ranked by, in order.
     pub objective: Vec<String>,
+    /// The latency statistic that goals and ranking use: `p50`, `p90`, `p99` or `mean`.
+    pub latency_stat: String,
     /// The goals every candidate must meet, in words.
     pub goals: Vec<String>,
     pub source: Measurement,
     pub candidates: Vec<CandidateReport>,
     /// The id of the winning candidate, if any met every goal.
     pub best: Option<String>,
+    /// The ids of the candidates that met every goal and that no other such candidate beats
+    /// on every objective (as good on all, better on one), best first.
+    pub pareto_front: Vec<String>,
+    /// The candidates that met every goal but are off the front, each with one front
+    /// candidate that beats it.
+    pub dominated: Vec<Dominated>,
     /// Why the winner won, or why nothing did.
     pub verdict: String,
     /// Candidates the plan held but the search budget left out.
@@ -35,6 +48,14 @@ pub struct Report {
     /// Where the best model was written.
     pub output_model: Option<PathBuf>,
     pub wall_time_s: f64,
+}
+
+/// A candidate that met every goal, and a candidate of the Pareto front that is as good on
+/// every objective and better on one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dominated {
+    pub id: String,
+    pub by: String,
 }
 
 /// The runtime that measured every model.
@@ -155,10 +176,18 @@ impl Status {
 }
 
 impl Report {
-    /// Writes `report.json` and `report.md` into `dir`, each through a temporary file.
+    /// Writes `report.json`, `report.svg` and `report.md` into `dir`, each through a
+    /// temporary file. A report with no chart (only size measured) removes the chart an
+    /// earlier run left there.
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         write_atomically(&dir.join("report.json"), json.as_bytes())?;
+        let chart = dir.join(CHART_FILE);
+        match render_chart(self)? {
+            Some(svg) => write_atomically(&chart, svg.as_bytes())?,
+            None if chart.is_file() => std::fs::remove_file(&chart)?,
+            None => {}
+        }
         write_atomically(&dir.join("report.md"), render_markdown(self).as_bytes())
     }
 

@@ -1,0 +1,310 @@
+//! The values goals are written in: an improvement over the source model (absolute or a
+//! percentage of the source's value) and a byte count (`1048576`, `"20MB"`, `"1.5 MiB"`).
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use super::node::HINT;
+
+/// How much better than the source model a candidate must be.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Improvement {
+    /// In the metric's unit: milliseconds for latency, bytes for size.
+    Absolute(f64),
+    /// A fraction of the source model's value: `"20%"` is `Relative(0.2)`.
+    Relative(f64),
+}
+
+impl Improvement {
+    /// The least improvement, in the metric's unit, for a source model of value `baseline`.
+    pub fn required(&self, baseline: f64) -> f64 {
+        match self {
+            Improvement::Absolute(amount) => *amount,
+            Improvement::Relative(fraction) => fraction * baseline,
+        }
+    }
+}
+
+impl fmt::Display for Improvement {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Improvement::Absolute(amount) => write!(f, "{amount}"),
+            Improvement::Relative(fraction) => write!(f, "{}%", fraction * 100.0),
+        }
+    }
+}
+
+/// Reads a percentage such as `"20%"` or `" 1.5 %"` as a number of percent.
+pub(super) fn parse_percent(text: &str) -> Option<f64> {
+    text.trim().strip_suffix('%').and_then(|n| n.trim().parse::<f64>().ok())
+}
+
+/// Reads a byte count: a plain number of bytes, or a number with a unit, decimal
+/// (`kB`/`KB`, `MB`, `GB`: powers of 1000) or binary (`KiB`, `MiB`, `GiB`: powers of 1024).
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = (number * scale).round();
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+/// Which metric an improvement belongs to: it decides the absolute unit and what the
+/// messages say.
+#[derive(Clone, Copy)]
+enum Unit {
+    Milliseconds,
+    Bytes,
+}
+
+impl Unit {
+    fn hint(self) -> &'static str {
+        match self {
+            Unit::Milliseconds => {
+                "write milliseconds like `2`, or a share of the source's latency like `\"20%\"`"
+            }
+            Unit::Bytes => {
+                "write bytes like `1000000` or `\"1MB\"`, or a share of the source's \
+                            size like `\"20%\"`"
+            }
+        }
+    }
+
+    fn metric(self) -> &'static str {
+        match self {
+            Unit::Milliseconds => "latency",
+            Unit::Bytes => "size",
+        }
+    }
+}
+
+struct ImprovementVisitor(Unit);
+
+impl ImprovementVisitor {
+    fn absolute<E: de::Error>(&self, amount: f64, written: &str) -> Result<Improvement, E> {
+        if amount.is_finite() && amount >= 0.0 {
+            return Ok(Improvement::Absolute(amount));
+        }
+        Err(E::custom(format!(
+            "expected an improvement of 0 or more, found {written}{HINT}{}",
+            self.0.hint()
+        )))
+    }
+}
+
+impl<'de> Visitor<'de> for ImprovementVisitor {
+    type Value = Improvement;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number, or a percentage like `\"20%\"`")
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Improvement, E> {
+        self.absolute(v, &v.to_string())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Improvement, E> {
+        self.absolute(v as f64, &v.to_string())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Improvement, E> {
+        self.absolute(v as f64, &v.to_string())
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Improvement, E> {
+        let unit = self.0;
+        if let Some(percent) = parse_percent(v) {
+            if !(0.0..100.0).contains(&percent) {
+                return Err(E::custom(format!(
+                    "an improvement of {v} makes no sense: it must be at least 0% and below \
+                     100% (100% would be a {} of zero){HINT}{}",
+                    unit.metric(),
+                    unit.hint()
+                )));
+            }
+            return Ok(Improvement::Relative(percent / 100.0));
+        }
+        if let (Unit::Bytes, Some(bytes)) = (unit, parse_bytes(v)) {
+            return Ok(Improvement::Absolute(bytes as f64));
+        }
+        Err(E::custom(format!(
+            "expected a number or a percentage, found string `{v}`{HINT}{}",
+            unit.hint()
+        )))
+    }
+}
+
+/// An improvement in milliseconds or percent, as a recipe writes `metrics.latency`'s.
+pub(super) struct LatencyImprovement(Improvement);
+
+/// An improvement in bytes (a number or a size like `"1MB"`) or percent, as a recipe writes
+/// `metrics.size`'s.
+pub(super) struct SizeImprovement(Improvement);
+
+/// A byte count written as a number or a size like `"20MB"`.
+pub(super) struct ByteCount(u64);
+
+impl<'de> Deserialize<'de> for LatencyImprovement {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ImprovementVisitor(Unit::Milliseconds)).map(LatencyImprovement)
+    }
+}
+
+impl<'de> Deserialize<'de> for SizeImprovement {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ImprovementVisitor(Unit::Bytes)).map(SizeImprovement)
+    }
+}
+
+/// Reads `metrics.latency.min_improvement`.
+pub(super) fn latency_improvement<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Improvement>, D::Error> {
+    Option::<LatencyImprovement>::deserialize(d).map(|v| v.map(|v| v.0))
+}
+
+/// Reads `metrics.size.min_improvement`.
+pub(super) fn size_improvement<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Improvement>, D::Error> {
+    Option::<SizeImprovement>::deserialize(d).map(|v| v.map(|v| v.0))
+}
+
+/// Reads `metrics.size.max_bytes`.
+pub(super) fn byte_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Option::<ByteCount>::deserialize(d).map(|v| v.map(|v| v.0))
+}
+
+const BYTES_HINT: &str = "write bytes like `20000000`, or a size like `\"20MB\"` or `\"1.5GiB\"`";
+
+struct ByteCountVisitor;
+
+impl<'de> Visitor<'de> for ByteCountVisitor {
+    type Value = ByteCount;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number of bytes, or a size like `\"20MB\"`")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteCount, E> {
+        Ok(ByteCount(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteCount, E> {
+        u64::try_from(v).map(ByteCount).map_err(|_| {
+            E::custom(format!("expected a size of 0 bytes or more, found {v}{HINT}{BYTES_HINT}"))
+        })
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<ByteCount, E> {
+        Err(E::custom(format!("expected a whole number of bytes, found {v}{HINT}{BYTES_HINT}")))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteCount, E> {
+        parse_bytes(v)
+            .map(ByteCount)
+            .ok_or_else(|| E::custom(format!("`{v}` is not a size{HINT}{BYTES_HINT}")))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteCount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ByteCountVisitor)
+    }
+}
+
+/// The pattern of a size with a unit, for the schema.
+const SIZE_PATTERN: &str = "^\\s*[0-9]+(\\.[0-9]+)?\\s*([kKmMgG][iI]?[bB]|[bB])?\\s*$";
+
+/// The pattern of a percentage below 100, for the schema.
+const PERCENT_PATTERN: &str = "^\\s*[0-9]{1,2}(\\.[0-9]+)?\\s*%\\s*$";
+
+impl JsonSchema for ByteCount {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ByteCount".into()
+    }
+
+    fn json_schema(_generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A number of bytes, or a size with a unit: kB, MB, GB (powers of \
+                            1000) or KiB, MiB, GiB (powers of 1024), like \"20MB\"",
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": SIZE_PATTERN},
+            ],
+        })
+    }
+}
+
+impl JsonSchema for LatencyImprovement {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "LatencyImprovement".into()
+    }
+
+    fn json_schema(_generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Milliseconds, like 2, or a share of the source model's latency \
+                            below 100%, like \"20%\"",
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": PERCENT_PATTERN},
+            ],
+        })
+    }
+}
+
+impl JsonSchema for SizeImprovement {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SizeImprovement".into()
+    }
+
+    fn json_schema(_generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Bytes, like 1000000 or \"1MB\", or a share of the source model's \
+                            size below 100%, like \"20%\"",
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": SIZE_PATTERN},
+                {"type": "string", "pattern": PERCENT_PATTERN},
+            ],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_with_units() {
+        assert_eq!(parse_bytes("123"), Some(123));
+        assert_eq!(parse_bytes("20MB"), Some(20_000_000));
+        assert_eq!(parse_bytes(" 1.5 MiB "), Some(1_572_864));
+        assert_eq!(parse_bytes("2kb"), Some(2000));
+        assert_eq!(parse_bytes("1GiB"), Some(1 << 30));
+        assert_eq!(parse_bytes("20 megabytes"), None);
+        assert_eq!(parse_bytes("MB"), None);
+        assert_eq!(parse_bytes("-3MB"), None);
+    }
+
+    #[test]
+    fn improvements_scale_with_the_source() {
+        assert_eq!(Improvement::Relative(0.2).required(10.0), 2.0);
+        assert_eq!(Improvement::Absolute(3.0).required(10.0), 3.0);
+        assert_eq!(Improvement::Relative(0.25).to_string(), "25%");
+    }
+}
