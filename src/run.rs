@@ -232,7 +232,7 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
         candidates: reports,
         best: best_id,
         verdict,
-        candidates_not_run: plan.dropped(),
+        candidates_not_run: plan.candidates().len().saturating_sub(recipe.search.max_candidates),
         output_model: written,
         wall_time_s: started.elapsed().as_secs_f64(),
     };
