@@ -460,6 +460,12 @@ impl Plan {
         self.paths.get(&coords).copied().flatten()
     }
 
+    /// Each enumerated path's coordinates with the candidate it makes (the earlier candidate
+    /// for a repeated path), or `None` when a pass refused it.
+    pub fn paths(&self) -> impl Iterator<Item = (&[Option<usize>], Option<usize>)> {
+        self.paths.iter().map(|(coords, candidate)| (coords.as_slice(), *candidate))
+    }
+
     /// The children of `node`, in the order candidates first reach them.
     pub fn children(&self, node: NodeIndex) -> Vec<NodeIndex> {
         let mut children: Vec<NodeIndex> = self.graph.neighbors(node).collect();
