@@ -849,6 +849,10 @@ mod tests {
             ("passes: []\n", false),
             ("passes: [quantize_dynamic: {}]\nsearch: {max_candidates: 0}\n", false),
             ("passes: [quantize_dynamic: {}]\nsurch: {}\n", false),
+            ("passes: [quantize_dynamic: {}]\nsearch: {strategy: tpe, max_time: 10m}\n", true),
+            ("passes: [quantize_dynamic: {}]\nsearch: {max_time: 90, seed: 3}\n", true),
+            ("passes: [quantize_dynamic: {}]\nsearch: {max_time: 0}\n", false),
+            ("passes: [quantize_dynamic: {}]\nsearch: {strategy: bayes}\n", false),
         ];
         for (tail, valid) in cases {
             let text = format!("{base}{tail}");
