@@ -490,7 +490,8 @@ impl Plan {
         out.push('\n');
         let skipped = self.skipped_invalid();
         if skipped > 0 {
-            let _ = write!(out, "{skipped} skipped as invalid:{}\n", render_reasons(&self.invalid));
+            let reasons = render_reasons(&self.invalid);
+            let _ = writeln!(out, "{skipped} skipped as invalid:{reasons}");
         }
         if self.duplicates > 0 {
             let paths = if self.duplicates == 1 { "path" } else { "paths" };

@@ -162,7 +162,8 @@ fn each_list_and_one_of_is_a_dimension_and_candidates_record_their_values() {
          quantize_dynamic: {reduce_range: [true, false]}\n      - quantize_dynamic: {}\n",
     )
     .expect("plans");
-    let dims: Vec<(&str, usize, Option<(usize, usize)>)> =
+    type Row<'a> = (&'a str, usize, Option<(usize, usize)>);
+    let dims: Vec<Row> =
         plan.dimensions().iter().map(|d| (d.label.as_str(), d.size, d.parent)).collect();
     assert_eq!(
         dims,
