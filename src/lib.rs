@@ -11,3 +11,4 @@ pub mod recipe;
 pub mod report;
 pub mod run;
 pub mod runtime;
+pub mod search;

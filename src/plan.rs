@@ -1,24 +1,33 @@
 //! Turns a recipe's passes into a DAG of steps and enumerates the candidates.
 //!
 //! Every list of parameter values expands as a cartesian product, a list of items is a chain,
-//! and `one_of` makes branches. Candidates are numbered in a stable order: the first item of
-//! the pass list varies slowest, and within a pass the first parameter varies slowest. The
-//! DAG is a trie of steps rooted at the source model, so candidates with an equal prefix share
-//! its nodes and a search can run that prefix once. Every concrete configuration is built with
-//! the pass's own constructor before anything runs, so a bad one is reported up front.
+//! and `one_of` makes branches. Paths through the space are numbered in a stable order: the
+//! first item of the pass list varies slowest, and within a pass the first parameter varies
+//! slowest. Each list of values and each `one_of` is a search dimension, and every candidate
+//! records which value of each dimension it took, for the search strategies.
+//!
+//! Every concrete configuration is built with the pass's own constructor before anything
+//! runs. A configuration the pass refuses is an error when the recipe wrote it as is; when it
+//! only exists because a parameter of that step is searched, the path is skipped and counted
+//! with its reason. In a searched step, parameters the pass declares inapplicable for the
+//! values of another one (`percentile` without `calibration: percentile`) are left out, so
+//! that equal configurations collapse into one candidate. The DAG is a trie of steps rooted at
+//! the source model, so candidates with an equal prefix share its nodes and a search can run
+//! that prefix once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use petgraph::graph::{DiGraph, NodeIndex};
+use pipeline_passes::pass::PassInfo;
 use serde_json::{Map, Value};
 
-use crate::recipe::{Origin, PassItem, PassSpec, Recipe};
+use crate::recipe::{Origin, ParamSpace, PassItem, PassSpec, Recipe, Search, Strategy};
 
-/// The most configurations of one pass that are each built to check them; beyond that only
-/// those the kept candidates use are checked.
-const CHECK_LIMIT_PER_PASS: usize = 10_000;
+/// The most paths of the search space that are enumerated; beyond that the plan says how
+/// many it left out.
+pub const ENUMERATE_LIMIT: usize = 100_000;
 
 /// One concrete step: a pass and a configuration for it.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,6 +82,9 @@ pub struct Candidate {
     pub steps: Vec<StepRef>,
     /// The plan node whose output is this candidate.
     pub node: NodeIndex,
+    /// For each search dimension of the plan, the index of the value this candidate takes;
+    /// `None` for a dimension inside a `one_of` branch it does not take.
+    pub coords: Vec<Option<usize>>,
 }
 
 impl Candidate {
@@ -80,6 +92,29 @@ impl Candidate {
     pub fn label(&self) -> String {
         self.steps.iter().map(StepRef::label).collect::<Vec<_>>().join(" -> ")
     }
+}
+
+/// A search dimension: a parameter given a list of values, or a `one_of`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dimension {
+    /// Where it is written: `passes[0].quantize_static.calibration`, `passes[1].one_of`.
+    pub label: String,
+    /// How many values (or branches) it has.
+    pub size: usize,
+    /// The `one_of` dimension and branch this dimension lies in, if any: it only counts for
+    /// candidates that take that branch.
+    pub parent: Option<(usize, usize)>,
+}
+
+/// Paths of the search space that the pass refused for the same reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidGroup {
+    /// The pass's message.
+    pub reason: String,
+    /// How many paths it refused.
+    pub count: usize,
+    /// The step of the first refused path, as a label.
+    pub example: String,
 }
 
 /// The DAG of steps and the candidates a recipe makes.
@@ -90,16 +125,21 @@ pub struct Plan {
     candidates: Vec<Candidate>,
     source: PathBuf,
     space: usize,
-    dropped: usize,
+    enumerated: usize,
     duplicates: usize,
-    max_candidates: usize,
+    invalid: Vec<InvalidGroup>,
+    dimensions: Vec<Dimension>,
+    /// Each enumerated path's coordinates: the candidate it makes (the earlier one for a
+    /// repeated path), or `None` when a pass refused it.
+    paths: HashMap<Vec<Option<usize>>, Option<usize>>,
+    search: Search,
 }
 
 /// Why a plan could not be made from a recipe.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PlanError {
-    /// A concrete configuration was refused by its pass.
+    /// A configuration the recipe wrote as is was refused by its pass.
     #[error(
         "{}:{}:{}: {}: {message} (configuration {config})\n  hint: `pipeline passes` describes \
          each pass's parameters",
@@ -117,66 +157,247 @@ pub enum PlanError {
     /// The recipe's passes make no candidate at all.
     #[error("{}: the passes make no candidate\n  hint: list at least one pass", file.display())]
     Empty { file: PathBuf },
+
+    /// Every combination of the searched values was refused by a pass.
+    #[error(
+        "{}: no valid candidate: the passes refuse all {skipped} combinations of the searched \
+         values:{}\n  hint: change the lists of values so that at least one combination is \
+         valid; `pipeline passes` describes each pass's parameters",
+        file.display(), render_reasons(reasons)
+    )]
+    NoValidCandidate { file: PathBuf, skipped: usize, reasons: Vec<InvalidGroup> },
 }
 
-/// Expands the recipe's passes into candidates and their DAG, keeping at most
-/// `search.max_candidates` of them.
+fn render_reasons(groups: &[InvalidGroup]) -> String {
+    let mut out = String::new();
+    for group in groups {
+        let _ = write!(out, "\n  {} x {} (e.g. {})", group.count, group.reason, group.example);
+    }
+    out
+}
+
+/// The structure of the pass list with each search dimension numbered, in recipe order.
+enum Shape<'r> {
+    Pass { spec: &'r PassSpec, dims: Vec<Option<usize>>, searched: bool },
+    OneOf { dim: usize, branches: Vec<Vec<Shape<'r>>> },
+}
+
+fn shape_chain<'r>(
+    items: &'r [PassItem],
+    parent: Option<(usize, usize)>,
+    dims: &mut Vec<Dimension>,
+) -> Vec<Shape<'r>> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| shape_item(item, parent.is_none().then_some(index), 0, parent, dims))
+        .collect()
+}
+
+/// `top` is the item's index in the recipe's `passes` when it is a top-level item; `depth`
+/// counts the `one_of`s around it.
+fn shape_item<'r>(
+    item: &'r PassItem,
+    top: Option<usize>,
+    depth: usize,
+    parent: Option<(usize, usize)>,
+    dims: &mut Vec<Dimension>,
+) -> Shape<'r> {
+    match item {
+        PassItem::Pass(spec) => {
+            let mut ids = Vec::with_capacity(spec.params.len());
+            for (name, space) in &spec.params {
+                ids.push(match space {
+                    ParamSpace::Choices(values) => {
+                        let at = if spec.origin.field.is_empty() {
+                            spec.name.as_str()
+                        } else {
+                            spec.origin.field.as_str()
+                        };
+                        dims.push(Dimension {
+                            label: format!("{at}.{name}"),
+                            size: values.len(),
+                            parent,
+                        });
+                        Some(dims.len() - 1)
+                    }
+                    ParamSpace::Fixed(_) => None,
+                });
+            }
+            let searched = spec.params.iter().any(|(_, space)| space.values().len() > 1);
+            Shape::Pass { spec, dims: ids, searched }
+        }
+        PassItem::OneOf(branches) => {
+            let dim = dims.len();
+            let label = one_of_label(branches, depth)
+                .or_else(|| top.map(|index| format!("passes[{index}].one_of")))
+                .unwrap_or_else(|| "one_of".to_owned());
+            dims.push(Dimension { label, size: branches.len(), parent });
+            let branches = branches
+                .iter()
+                .enumerate()
+                .map(|(branch, chain)| {
+                    chain
+                        .iter()
+                        .map(|item| shape_item(item, None, depth + 1, Some((dim, branch)), dims))
+                        .collect()
+                })
+                .collect();
+            Shape::OneOf { dim, branches }
+        }
+    }
+}
+
+/// `passes[1].one_of`, read from the recorded place of the first pass in the first branch of
+/// a `one_of` inside `depth` others.
+fn one_of_label(branches: &[Vec<PassItem>], depth: usize) -> Option<String> {
+    let first = first_spec(branches.first()?)?;
+    let field = &first.origin.field;
+    let (end, _) = field.match_indices(".one_of[").nth(depth)?;
+    Some(format!("{}.one_of", &field[..end]))
+}
+
+fn first_spec(chain: &[PassItem]) -> Option<&PassSpec> {
+    match chain.first()? {
+        PassItem::Pass(spec) => Some(spec),
+        PassItem::OneOf(branches) => first_spec(branches.first()?),
+    }
+}
+
+/// One decoded path: its steps, whether each step's pass has a searched parameter, and the
+/// path's coordinates.
+struct Path {
+    steps: Vec<StepRef>,
+    searched: Vec<bool>,
+    coords: Vec<Option<usize>>,
+}
+
+/// Expands the recipe's passes into candidates and their DAG.
 pub fn build(recipe: &Recipe) -> Result<Plan, PlanError> {
     let space = chain_count(&recipe.passes);
     if space == 0 {
         return Err(PlanError::Empty { file: recipe.path.clone() });
     }
 
-    let max_candidates = recipe.search.max_candidates.max(1);
+    let mut dimensions = Vec::new();
+    let top_level = shape_chain(&recipe.passes, None, &mut dimensions);
+
     let mut graph = DiGraph::new();
     let root = graph.add_node(PlanNode::Source);
     let mut children: HashMap<(NodeIndex, (String, String)), NodeIndex> = HashMap::new();
-    let mut seen_leaves = HashSet::new();
+    let mut leaves: HashMap<NodeIndex, usize> = HashMap::new();
+    let mut checked: HashMap<(String, String), Result<(), String>> = HashMap::new();
+    let mut paths = HashMap::new();
     let mut candidates = Vec::new();
+    let mut invalid: Vec<InvalidGroup> = Vec::new();
     let mut duplicates = 0;
-    let mut index = 0;
+    let enumerated = space.min(ENUMERATE_LIMIT);
 
-    while index < space && candidates.len() < max_candidates {
-        let mut steps = Vec::new();
-        decode_chain(&recipe.passes, index, &mut steps);
-        index += 1;
+    for index in 0..enumerated {
+        let mut path =
+            Path { steps: Vec::new(), searched: Vec::new(), coords: vec![None; dimensions.len()] };
+        decode_shape_chain(&top_level, &recipe.passes, index, &mut path);
+
+        if let Some((reason, example)) = refusal(recipe, &path, &mut checked)? {
+            match invalid.iter_mut().find(|group| group.reason == reason) {
+                Some(group) => group.count += 1,
+                None => invalid.push(InvalidGroup { reason, count: 1, example }),
+            }
+            paths.insert(path.coords, None);
+            continue;
+        }
 
         let mut node = root;
-        for step in &steps {
+        for step in &path.steps {
             node = *children.entry((node, step.key())).or_insert_with(|| {
                 let child = graph.add_node(PlanNode::Step(step.clone()));
                 graph.add_edge(node, child, ());
                 child
             });
         }
-        if !seen_leaves.insert(node) {
+        if let Some(&earlier) = leaves.get(&node) {
             duplicates += 1;
+            paths.insert(path.coords, Some(earlier));
             continue;
         }
+        leaves.insert(node, candidates.len());
+        paths.insert(path.coords.clone(), Some(candidates.len()));
         let id = format!("c{}", candidates.len() + 1);
-        candidates.push(Candidate { id, steps, node });
+        candidates.push(Candidate { id, steps: path.steps, node, coords: path.coords });
     }
 
-    let plan = Plan {
+    let skipped: usize = invalid.iter().map(|group| group.count).sum();
+    if candidates.is_empty() {
+        return Err(PlanError::NoValidCandidate {
+            file: recipe.path.clone(),
+            skipped,
+            reasons: invalid,
+        });
+    }
+    if skipped > 0 {
+        tracing::info!(skipped, "combinations the passes refuse are skipped");
+    }
+    if enumerated < space {
+        // TODO: a space larger than the enumeration limit is searched only in its first paths;
+        // sampling coordinates directly would reach the rest.
+        tracing::warn!(
+            space,
+            enumerated,
+            "the search space is larger than the engine enumerates; only its first paths are \
+             searched"
+        );
+    }
+
+    Ok(Plan {
         graph,
         root,
         candidates,
         source: recipe.model.clone(),
         space,
-        dropped: space - index,
+        enumerated,
         duplicates,
-        max_candidates,
-    };
-    check_configs(recipe, &plan)?;
+        invalid,
+        dimensions,
+        paths,
+        search: recipe.search.clone(),
+    })
+}
 
-    if plan.dropped > 0 {
-        tracing::warn!(
-            kept = plan.candidates.len(),
-            dropped = plan.dropped,
-            "search.max_candidates keeps only the first candidates of the search space"
-        );
+/// Why a pass refuses one of the path's steps: `Some((reason, step label))` for a step whose
+/// configuration comes from a search, an error for a step the recipe wrote as is.
+fn refusal(
+    recipe: &Recipe,
+    path: &Path,
+    checked: &mut HashMap<(String, String), Result<(), String>>,
+) -> Result<Option<(String, String)>, PlanError> {
+    for (step, &searched) in path.steps.iter().zip(&path.searched) {
+        let result = match checked.get(&step.key()) {
+            Some(result) => result.clone(),
+            None => {
+                let Some(info) = pipeline_passes::pass::find(&step.pass) else {
+                    return Err(PlanError::UnknownPass {
+                        file: recipe.path.clone(),
+                        origin: step.origin.clone(),
+                        name: step.pass.clone(),
+                    });
+                };
+                let result = (info.build)(&step.config).map(|_| ()).map_err(|e| e.to_string());
+                checked.insert(step.key(), result.clone());
+                result
+            }
+        };
+        let Err(message) = result else { continue };
+        if !searched {
+            return Err(PlanError::InvalidConfig {
+                file: recipe.path.clone(),
+                origin: step.origin.clone(),
+                config: step.config.clone(),
+                message,
+            });
+        }
+        return Ok(Some((message, step.label())));
     }
-    Ok(plan)
+    Ok(None)
 }
 
 impl Plan {
@@ -195,20 +416,54 @@ impl Plan {
         self.root
     }
 
-    /// How many candidates the recipe's search space holds, before `search.max_candidates`
-    /// (saturating at `usize::MAX`).
+    /// How many paths the recipe's search space holds (saturating at `usize::MAX`).
     pub fn space_size(&self) -> usize {
         self.space
     }
 
-    /// How many candidates of the space were left out because of `search.max_candidates`.
-    pub fn dropped(&self) -> usize {
-        self.dropped
+    /// How many paths of the space lie beyond [`ENUMERATE_LIMIT`] and were not considered.
+    pub fn not_enumerated(&self) -> usize {
+        self.space - self.enumerated
     }
 
-    /// How many paths of the space repeated an earlier candidate's steps and were merged.
+    /// How many paths repeated an earlier candidate's steps and were merged.
     pub fn duplicates(&self) -> usize {
         self.duplicates
+    }
+
+    /// How many paths were skipped because a pass refuses their combination of values.
+    pub fn skipped_invalid(&self) -> usize {
+        self.invalid.iter().map(|group| group.count).sum()
+    }
+
+    /// The reasons paths were skipped, grouped, in the order first met.
+    pub fn invalid_reasons(&self) -> &[InvalidGroup] {
+        &self.invalid
+    }
+
+    /// The search dimensions, in recipe order.
+    pub fn dimensions(&self) -> &[Dimension] {
+        &self.dimensions
+    }
+
+    /// The recipe's search settings.
+    pub fn search(&self) -> &Search {
+        &self.search
+    }
+
+    /// The candidate a full assignment of values (one index per dimension) makes: the index
+    /// of the candidate, or `None` when a pass refuses that combination or it lies beyond the
+    /// enumerated paths. Values of dimensions in branches the assignment does not take do not
+    /// matter.
+    pub fn lookup(&self, assignment: &[usize]) -> Option<usize> {
+        let coords = project(&self.dimensions, assignment);
+        self.paths.get(&coords).copied().flatten()
+    }
+
+    /// Each enumerated path's coordinates with the candidate it makes (the earlier candidate
+    /// for a repeated path), or `None` when a pass refused it.
+    pub fn paths(&self) -> impl Iterator<Item = (&[Option<usize>], Option<usize>)> {
+        self.paths.iter().map(|(coords, candidate)| (coords.as_slice(), *candidate))
     }
 
     /// The children of `node`, in the order candidates first reach them.
@@ -218,8 +473,8 @@ impl Plan {
         children
     }
 
-    /// The DAG as an indented tree, each candidate marked at its last step, and a summary of
-    /// the candidate count.
+    /// The DAG as an indented tree, each candidate marked at its last step, and a summary:
+    /// the candidate count, the paths skipped or merged, and the search settings.
     pub fn render(&self) -> String {
         let mut out = format!("{}\n", self.source.display());
         let ids: HashMap<NodeIndex, &str> =
@@ -229,14 +484,15 @@ impl Plan {
         let count = self.candidates.len();
         let noun = if count == 1 { "candidate" } else { "candidates" };
         let _ = write!(out, "{count} {noun}");
-        if self.dropped > 0 {
-            let _ = write!(
-                out,
-                " of {} in the search space; {} dropped by search.max_candidates = {}",
-                self.space, self.dropped, self.max_candidates
-            );
+        if self.space != count {
+            let _ = write!(out, " in a search space of {}", self.space);
         }
         out.push('\n');
+        let skipped = self.skipped_invalid();
+        if skipped > 0 {
+            let reasons = render_reasons(&self.invalid);
+            let _ = writeln!(out, "{skipped} skipped as invalid:{reasons}");
+        }
         if self.duplicates > 0 {
             let paths = if self.duplicates == 1 { "path" } else { "paths" };
             let _ = writeln!(
@@ -245,7 +501,39 @@ impl Plan {
                 self.duplicates
             );
         }
+        if self.enumerated < self.space {
+            let _ = writeln!(
+                out,
+                "{} paths beyond the first {} not considered",
+                self.space - self.enumerated,
+                self.enumerated
+            );
+        }
+        let _ = writeln!(out, "{}", self.search_line());
         out
+    }
+
+    /// `search: random (seed 3), max_candidates 5 (7 candidates will not run), max_time 10m`.
+    pub fn search_line(&self) -> String {
+        let search = &self.search;
+        let mut line = format!("search: {}", search.strategy);
+        if matches!(search.strategy, Strategy::Random | Strategy::Tpe) {
+            let _ = write!(line, " (seed {})", search.seed);
+        }
+        let _ = write!(line, ", max_candidates {}", search.max_candidates);
+        let count = self.candidates.len();
+        if count > search.max_candidates {
+            let left = count - search.max_candidates;
+            let noun = if left == 1 { "candidate" } else { "candidates" };
+            let _ = write!(line, " ({left} {noun} will not run)");
+        }
+        match search.max_time {
+            Some(max_time) => {
+                let _ = write!(line, ", max_time {max_time}");
+            }
+            None => line.push_str(", no time limit"),
+        }
+        line
     }
 
     fn render_children(
@@ -274,6 +562,21 @@ impl Plan {
     }
 }
 
+/// The coordinates `assignment` has in the space of `dimensions`: a dimension inside a branch
+/// the assignment does not take gets `None`.
+pub fn project(dimensions: &[Dimension], assignment: &[usize]) -> Vec<Option<usize>> {
+    let mut coords: Vec<Option<usize>> = Vec::with_capacity(dimensions.len());
+    for (dim, dimension) in dimensions.iter().enumerate() {
+        // A parent always comes before its children, so its coordinate is known.
+        let active = match dimension.parent {
+            None => true,
+            Some((parent, branch)) => coords[parent] == Some(branch),
+        };
+        coords.push(active.then(|| assignment.get(dim).copied().unwrap_or(0)));
+    }
+    coords
+}
+
 fn chain_count(items: &[PassItem]) -> usize {
     items.iter().map(item_count).fold(1, usize::saturating_mul)
 }
@@ -291,101 +594,121 @@ fn pass_count(spec: &PassSpec) -> usize {
     spec.params.iter().map(|(_, space)| space.values().len()).fold(1, usize::saturating_mul)
 }
 
-/// Appends the steps of the `index`-th path through `items` (first item most significant).
-fn decode_chain(items: &[PassItem], mut index: usize, steps: &mut Vec<StepRef>) {
+/// Decodes the `index`-th path through `items` (first item most significant) into `path`.
+fn decode_shape_chain(shapes: &[Shape], items: &[PassItem], mut index: usize, path: &mut Path) {
     let mut digits = vec![0; items.len()];
     for (digit, item) in digits.iter_mut().zip(items).rev() {
         let count = item_count(item).max(1);
         *digit = index % count;
         index /= count;
     }
-    for (item, digit) in items.iter().zip(digits) {
-        decode_item(item, digit, steps);
+    for ((shape, item), digit) in shapes.iter().zip(items).zip(digits) {
+        decode_shape_item(shape, item, digit, path);
     }
 }
 
-fn decode_item(item: &PassItem, mut index: usize, steps: &mut Vec<StepRef>) {
-    match item {
-        PassItem::Pass(spec) => steps.push(decode_pass(spec, index)),
-        PassItem::OneOf(branches) => {
-            for chain in branches {
+fn decode_shape_item(shape: &Shape, item: &PassItem, mut index: usize, path: &mut Path) {
+    match (shape, item) {
+        (Shape::Pass { spec, dims, searched }, _) => {
+            let (step, digits) = decode_pass(spec, index);
+            for (dim, digit) in dims.iter().zip(digits) {
+                if let Some(dim) = dim {
+                    path.coords[*dim] = Some(digit);
+                }
+            }
+            let step = if *searched { drop_inapplicable(step) } else { step };
+            path.steps.push(step);
+            path.searched.push(*searched);
+        }
+        (Shape::OneOf { dim, branches: shapes }, PassItem::OneOf(branches)) => {
+            for (branch, (chain, chain_shape)) in branches.iter().zip(shapes).enumerate() {
                 let count = chain_count(chain);
                 if index < count {
-                    decode_chain(chain, index, steps);
+                    path.coords[*dim] = Some(branch);
+                    decode_shape_chain(chain_shape, chain, index, path);
                     return;
                 }
                 index -= count;
             }
         }
+        // The shape is built from the same items, so the kinds always agree.
+        (Shape::OneOf { .. }, PassItem::Pass(_)) => {}
     }
 }
 
-/// The `index`-th configuration of a pass (first parameter most significant).
-fn decode_pass(spec: &PassSpec, mut index: usize) -> StepRef {
+/// Appends the steps of the `index`-th path through `items` (first item most significant).
+#[cfg(test)]
+fn decode_chain(items: &[PassItem], index: usize, steps: &mut Vec<StepRef>) {
+    let mut dims = Vec::new();
+    let shapes = shape_chain(items, None, &mut dims);
+    let mut path = Path { steps: Vec::new(), searched: Vec::new(), coords: vec![None; dims.len()] };
+    decode_shape_chain(&shapes, items, index, &mut path);
+    steps.extend(path.steps);
+}
+
+/// The `index`-th configuration of a pass (first parameter most significant), and the index
+/// of the value each parameter took, in parameter order.
+fn decode_pass(spec: &PassSpec, mut index: usize) -> (StepRef, Vec<usize>) {
     let mut config = Map::new();
-    for (name, space) in spec.params.iter().rev() {
+    let mut digits = vec![0; spec.params.len()];
+    for ((name, space), digit) in spec.params.iter().zip(digits.iter_mut()).rev() {
         let values = space.values();
         let count = values.len().max(1);
-        if let Some(value) = values.get(index % count) {
+        *digit = index % count;
+        if let Some(value) = values.get(*digit) {
             config.insert(name.clone(), value.clone());
         }
         index /= count;
     }
-    StepRef { pass: spec.name.clone(), config: Value::Object(config), origin: spec.origin.clone() }
+    let step = StepRef {
+        pass: spec.name.clone(),
+        config: Value::Object(config),
+        origin: spec.origin.clone(),
+    };
+    (step, digits)
 }
 
-/// Builds every distinct configuration once with its pass's constructor: each configuration
-/// of each pass in the recipe (up to [`CHECK_LIMIT_PER_PASS`]) and each one a candidate uses.
-fn check_configs(recipe: &Recipe, plan: &Plan) -> Result<(), PlanError> {
-    let mut steps = Vec::new();
-    collect_pass_configs(&recipe.passes, &mut steps);
-    steps.extend(plan.candidates.iter().flat_map(|c| c.steps.iter().cloned()));
-
-    let mut checked = HashSet::new();
-    for step in steps {
-        if !checked.insert(step.key()) {
-            continue;
-        }
-        let Some(info) = pipeline_passes::pass::find(&step.pass) else {
-            return Err(PlanError::UnknownPass {
-                file: recipe.path.clone(),
-                origin: step.origin,
-                name: step.pass,
-            });
-        };
-        if let Err(error) = (info.build)(&step.config) {
-            return Err(PlanError::InvalidConfig {
-                file: recipe.path.clone(),
-                origin: step.origin,
-                config: step.config,
-                message: error.to_string(),
-            });
+/// Leaves out the parameters the pass declares inapplicable for the values of the others
+/// (or their defaults), repeating until none is left to drop, since dropping one parameter
+/// can make another inapplicable.
+fn drop_inapplicable(mut step: StepRef) -> StepRef {
+    let Some(info) = pipeline_passes::pass::find(&step.pass) else { return step };
+    if info.applies_when.is_empty() {
+        return step;
+    }
+    let Value::Object(config) = &mut step.config else { return step };
+    loop {
+        let inapplicable = info.applies_when.iter().find(|rule| {
+            config.contains_key(rule.parameter) && {
+                let controlling = config
+                    .get(rule.depends_on)
+                    .cloned()
+                    .or_else(|| default_of(info, rule.depends_on));
+                // Without a value or a default to decide, the parameter is kept.
+                controlling.is_some_and(|value| !rule.values.contains(&show(&value).as_str()))
+            }
+        });
+        match inapplicable {
+            Some(rule) => {
+                tracing::debug!(
+                    pass = info.name,
+                    parameter = rule.parameter,
+                    "left out: it applies only when `{}` is one of {:?}",
+                    rule.depends_on,
+                    rule.values
+                );
+                config.remove(rule.parameter);
+            }
+            None => return step,
         }
     }
-    Ok(())
 }
 
-fn collect_pass_configs(items: &[PassItem], steps: &mut Vec<StepRef>) {
-    for item in items {
-        match item {
-            PassItem::Pass(spec) => {
-                let count = pass_count(spec);
-                if count > CHECK_LIMIT_PER_PASS {
-                    // TODO: configurations of a pass beyond the limit are checked only when a
-                    // kept candidate uses them, so a bad one may surface only with a larger cap.
-                    tracing::warn!(
-                        pass = %spec.origin.field,
-                        configurations = count,
-                        "too many configurations to check each one up front"
-                    );
-                }
-                steps.extend((0..count.min(CHECK_LIMIT_PER_PASS)).map(|i| decode_pass(spec, i)));
-            }
-            PassItem::OneOf(branches) => {
-                branches.iter().for_each(|chain| collect_pass_configs(chain, steps))
-            }
-        }
-    }
+/// The default of a pass parameter, from its config schema.
+fn default_of(info: &PassInfo, parameter: &str) -> Option<Value> {
+    let mut generator = schemars::SchemaGenerator::default();
+    let schema = (info.config_schema)(&mut generator);
+    schema.get("properties")?.get(parameter)?.get("default").cloned()
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Runs a recipe: measures the source, builds and measures every candidate, ranks them.
+//! Runs a recipe: measures the source, builds and measures the candidates the search picks
+//! within its budgets, ranks them.
 //!
 //! Everything the user gave is checked before anything is written: the recipe and its plan,
 //! the model, the runtime, the data against the model's inputs, and the output folder.
@@ -27,6 +28,7 @@ use crate::report::{
     Status, StepReport,
 };
 use crate::runtime::{self, IoInfo, ModelSession, OrtOptimizer, RuntimeError, Threads};
+use crate::search::{self, Search};
 
 /// How to run, beyond what the recipe says.
 #[derive(Debug, Clone)]
@@ -168,9 +170,10 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
         .map_err(|source| RunError::Write { path: output_dir.clone(), source })?;
 
     let candidates = plan.candidates();
+    let mut search = Search::new(&plan);
     // A trace-level span: only the progress bar layer sees it, the log lines stay short.
     let span = trace_span!("candidates", "indicatif.pb_show" = true);
-    span.pb_set_length(candidates.len() as u64);
+    span.pb_set_length(search.planned() as u64);
     span.pb_set_message("building and measuring candidates");
     let _entered = span.enter();
 
@@ -178,8 +181,9 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
     let optimizer =
         OrtOptimizer::new(threads).with_external_data_above(options.external_data_above);
     let mut builder = Builder::new(Arc::new(source_model), calibration, optimizer);
-    let mut reports = Vec::with_capacity(candidates.len());
-    for candidate in candidates {
+    let mut evaluated = Vec::with_capacity(search.planned());
+    while let Some(index) = search.next(started.elapsed()) {
+        let candidate = &candidates[index];
         let bench = Bench {
             recipe: &recipe,
             evaluation: &evaluation,
@@ -191,9 +195,15 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
         };
         let outcome = evaluate_candidate(&bench, candidate, &mut builder);
         info!("{} {}: {}", candidate.id, candidate.label(), summary_line(&outcome));
-        reports.push(outcome);
+        let scored = search::Outcome::of(&outcome, &recipe.objective, recipe.latency_stat());
+        search.tell(index, scored, started.elapsed());
+        evaluated.push((index, outcome));
         span.pb_inc(1);
     }
+    // The report lists candidates in plan order; the search history keeps the run order.
+    evaluated.sort_by_key(|(index, _)| *index);
+    let reports: Vec<CandidateReport> = evaluated.into_iter().map(|(_, report)| report).collect();
+    let search_report = search.report(&plan);
 
     let best = rank(&recipe.objective, &reports, recipe.latency_stat());
     let front = goals::pareto_front(&recipe.objective, &reports, recipe.latency_stat());
@@ -239,7 +249,8 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
         pareto_front,
         dominated,
         verdict,
-        candidates_not_run: plan.dropped(),
+        candidates_not_run: search_report.not_run,
+        search: search_report,
         output_model: written,
         wall_time_s: started.elapsed().as_secs_f64(),
     };

@@ -1,5 +1,7 @@
 //! How a recipe's passes become candidates: chains, cartesian products, `one_of` branches,
-//! shared prefixes in the DAG, the `max_candidates` cap, and configurations refused up front.
+//! shared prefixes in the DAG, search dimensions and coordinates, configurations refused up
+//! front (an error when written as is, skipped and counted when a search makes them), and
+//! parameters that do not apply left out of searched configurations.
 
 use std::path::Path;
 
@@ -129,27 +131,64 @@ fn render_shows_the_tree_and_the_count() {
          └── quantize_dynamic(per_channel=true)\n    \
              ├── quantize_dynamic(reduce_range=true)  [c3]\n    \
              └── quantize_dynamic()  [c4]\n\
-         4 candidates\n"
+         4 candidates\n\
+         search: exhaustive, max_candidates 64, no time limit\n"
     );
 }
 
 #[test]
-fn max_candidates_keeps_the_first_and_says_how_many_were_dropped() {
+fn max_candidates_is_a_budget_the_plan_states() {
     let plan = plan_for(
         "passes:\n  - quantize_dynamic: {per_channel: [false, true], reduce_range: [false, true]}\n\
-         search: {max_candidates: 3}\n",
+         search: {strategy: random, seed: 9, max_candidates: 3, max_time: 90s}\n",
     )
     .expect("plans");
-    assert_eq!(plan.candidates().len(), 3);
-    assert_eq!((plan.space_size(), plan.dropped()), (4, 1));
-    assert_eq!(labels(&plan)[2], "c3 quantize_dynamic(per_channel=true, reduce_range=false)");
+    assert_eq!(plan.candidates().len(), 4);
+    assert_eq!(plan.space_size(), 4);
     let rendered = plan.render();
     assert!(
         rendered.ends_with(
-            "3 candidates of 4 in the search space; 1 dropped by search.max_candidates = 3\n"
+            "4 candidates\nsearch: random (seed 9), max_candidates 3 (1 candidate will not run), \
+             max_time 1m 30s\n"
         ),
         "{rendered}"
     );
+}
+
+#[test]
+fn each_list_and_one_of_is_a_dimension_and_candidates_record_their_values() {
+    let plan = plan_for(
+        "passes:\n  - quantize_dynamic: {per_channel: [false, true]}\n  - one_of:\n      - \
+         quantize_dynamic: {reduce_range: [true, false]}\n      - quantize_dynamic: {}\n",
+    )
+    .expect("plans");
+    type Row<'a> = (&'a str, usize, Option<(usize, usize)>);
+    let dims: Vec<Row> =
+        plan.dimensions().iter().map(|d| (d.label.as_str(), d.size, d.parent)).collect();
+    assert_eq!(
+        dims,
+        [
+            ("passes[0].quantize_dynamic.per_channel", 2, None),
+            ("passes[1].one_of", 2, None),
+            ("passes[1].one_of[0].quantize_dynamic.reduce_range", 2, Some((1, 0))),
+        ]
+    );
+    let coords: Vec<_> = plan.candidates().iter().map(|c| c.coords.clone()).collect();
+    assert_eq!(
+        coords,
+        [
+            vec![Some(0), Some(0), Some(0)],
+            vec![Some(0), Some(0), Some(1)],
+            vec![Some(0), Some(1), None],
+            vec![Some(1), Some(0), Some(0)],
+            vec![Some(1), Some(0), Some(1)],
+            vec![Some(1), Some(1), None],
+        ]
+    );
+    // A dimension in a branch not taken does not matter.
+    assert_eq!(plan.lookup(&[1, 1, 0]), Some(5));
+    assert_eq!(plan.lookup(&[1, 1, 1]), Some(5));
+    assert_eq!(plan.lookup(&[0, 0, 1]), Some(1));
 }
 
 #[test]
@@ -160,8 +199,9 @@ fn repeated_paths_are_merged_and_counted() {
     assert_eq!(plan.duplicates(), 1);
     assert_eq!(
         plan.render(),
-        "model.onnx\n└── quantize_dynamic()  [c1]\n1 candidate\n\
-         1 repeated path (the same steps as an earlier candidate) merged\n"
+        "model.onnx\n└── quantize_dynamic()  [c1]\n1 candidate in a search space of 2\n\
+         1 repeated path (the same steps as an earlier candidate) merged\n\
+         search: exhaustive, max_candidates 64, no time limit\n"
     );
 }
 
@@ -182,14 +222,119 @@ fn a_configuration_the_pass_refuses_is_reported_before_anything_runs() {
     );
     assert!(message.contains("Relu"), "{message}");
     assert!(message.contains("(configuration {\"op_types\":[\"Relu\"]})"), "{message}");
+}
 
-    // Also when the refused configuration is beyond the candidate cap.
-    let error = plan_for(
-        "passes:\n  - quantize_dynamic: {op_types: [[MatMul], [Relu]]}\n\
-         search: {max_candidates: 1}\n",
+#[test]
+fn a_combination_a_search_makes_and_the_pass_refuses_is_skipped_and_counted() {
+    let plan = plan_for(
+        "passes:\n  - quantize_weights: {bits: [4, 8], block_size: [32, 64], more_bits: true}\n",
     )
-    .expect_err("the second configuration is refused");
-    assert!(error.to_string().contains("Relu"), "{error}");
+    .expect("plans");
+    assert_eq!(
+        labels(&plan),
+        [
+            "c1 quantize_weights(bits=4, block_size=32, more_bits=true)",
+            "c2 quantize_weights(bits=4, block_size=64, more_bits=true)",
+        ]
+    );
+    assert_eq!(plan.skipped_invalid(), 2);
+    let groups = plan.invalid_reasons();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(groups[0].count, 2);
+    assert!(groups[0].reason.contains("`more_bits`"), "{}", groups[0].reason);
+    assert_eq!(groups[0].example, "quantize_weights(bits=8, block_size=32, more_bits=true)");
+    let rendered = plan.render();
+    assert!(
+        rendered.contains("2 candidates in a search space of 4\n2 skipped as invalid:\n  2 x "),
+        "{rendered}"
+    );
+    // The refused path maps to no candidate.
+    assert_eq!(plan.lookup(&[1, 0]), None);
+    assert_eq!(plan.lookup(&[0, 1]), Some(1));
+
+    // Refusals for different reasons are grouped apart.
+    let plan = plan_for(
+        "passes:\n  - quantize_weights: {bits: [4, 8], more_bits: true, accuracy_level: [4, 7]}\n",
+    )
+    .expect("plans");
+    assert_eq!(labels(&plan), ["c1 quantize_weights(accuracy_level=4, bits=4, more_bits=true)"]);
+    let counts: Vec<usize> = plan.invalid_reasons().iter().map(|g| g.count).collect();
+    assert_eq!(counts, [2, 1], "{:?}", plan.invalid_reasons());
+}
+
+#[test]
+fn a_refused_configuration_written_as_is_stays_an_error() {
+    let error = plan_for("passes:\n  - quantize_weights: {bits: 8, more_bits: true}\n")
+        .expect_err("more_bits needs 4 bits");
+    let message = error.to_string();
+    assert!(message.starts_with("dir/recipe.yaml:6:5: passes[0].quantize_weights:"), "{message}");
+    assert!(message.contains("`more_bits`"), "{message}");
+}
+
+#[test]
+fn a_space_with_no_valid_candidate_is_an_error_that_gives_the_reasons() {
+    let error = plan_for("passes:\n  - quantize_dynamic: {op_types: [[Relu], [Sigmoid]]}\n")
+        .expect_err("neither op type can be quantized");
+    assert!(matches!(error, plan::PlanError::NoValidCandidate { skipped: 2, .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.starts_with("dir/recipe.yaml: no valid candidate"), "{message}");
+    assert!(message.contains("Relu") && message.contains("Sigmoid"), "{message}");
+}
+
+#[test]
+fn parameters_that_do_not_apply_are_left_out_and_collapse() {
+    // `percentile` only applies to the percentile method: the two minmax paths are one.
+    let plan = plan_for(
+        "passes:\n  - quantize_static: {calibration: [minmax, percentile], \
+         percentile: [99.9, 99.99]}\ndata: {calibration: {path: c.npz}}\n",
+    )
+    .expect("plans");
+    assert_eq!(
+        labels(&plan),
+        [
+            "c1 quantize_static(calibration=minmax)",
+            "c2 quantize_static(calibration=percentile, percentile=99.9)",
+            "c3 quantize_static(calibration=percentile, percentile=99.99)",
+        ]
+    );
+    assert_eq!(plan.duplicates(), 1);
+    assert_eq!(plan.lookup(&[0, 1]), Some(0));
+
+    // Without `calibration`, its default (minmax) decides; dropping `moving_average` for
+    // entropy also drops `averaging_constant`, which only weighs a moving average.
+    let plan = plan_for(
+        "passes:\n  - quantize_static: {calibration: [minmax, entropy], moving_average: true, \
+         averaging_constant: [0.01, 0.1], num_quantized_bins: 64}\n\
+         data: {calibration: {path: c.npz}}\n",
+    )
+    .expect("plans");
+    assert_eq!(
+        labels(&plan),
+        [
+            "c1 quantize_static(averaging_constant=0.01, calibration=minmax, moving_average=true)",
+            "c2 quantize_static(averaging_constant=0.1, calibration=minmax, moving_average=true)",
+            "c3 quantize_static(calibration=entropy, num_quantized_bins=64)",
+        ]
+    );
+
+    // `accuracy_level` is dropped for qdq in a search instead of refused.
+    let plan = plan_for(
+        "passes:\n  - quantize_weights: {format: [qdq, matmul_nbits], accuracy_level: 4}\n",
+    )
+    .expect("plans");
+    assert_eq!(
+        labels(&plan),
+        [
+            "c1 quantize_weights(format=qdq)",
+            "c2 quantize_weights(accuracy_level=4, format=matmul_nbits)",
+        ]
+    );
+    assert_eq!(plan.skipped_invalid(), 0);
+
+    // Written as is, nothing is dropped and the pass decides.
+    let error = plan_for("passes:\n  - quantize_weights: {format: qdq, accuracy_level: 4}\n")
+        .expect_err("accuracy_level is refused with qdq");
+    assert!(error.to_string().contains("`accuracy_level`"), "{error}");
 }
 
 #[test]

@@ -463,3 +463,37 @@ fn unknown_fusion_rule_lists_the_rules_and_suggests_the_closest() {
     assert!(message.contains("passes[0].fuse.rules: value 1 to try: item 1:"), "{message}");
     assert!(message.contains("(did you mean `attention`?)"), "{message}");
 }
+
+#[test]
+fn search_takes_a_strategy_a_seed_and_a_time_budget() {
+    use std::time::Duration;
+    let line = "search: {strategy: exhaustive, max_candidates: 64}";
+    for (written, strategy, seed, seconds) in [
+        ("search: {strategy: random, seed: 42, max_time: 10m}", "random", 42, Some(600.0)),
+        ("search: {strategy: greedy, max_time: \"1h 30m\"}", "greedy", 0, Some(5400.0)),
+        ("search: {strategy: tpe, max_time: 90}", "tpe", 0, Some(90.0)),
+        ("search: {max_time: 2.5}", "exhaustive", 0, Some(2.5)),
+        ("search: {}", "exhaustive", 0, None),
+    ] {
+        let (_dir, result) = load(&replace(line, written));
+        let recipe = result.unwrap_or_else(|e| panic!("{written}: {e}"));
+        assert_eq!(recipe.search.strategy.to_string(), strategy, "{written}");
+        assert_eq!(recipe.search.seed, seed, "{written}");
+        let max_time = recipe.search.max_time.map(|t| t.0);
+        assert_eq!(max_time, seconds.map(Duration::from_secs_f64), "{written}");
+    }
+
+    for (written, expected) in [
+        ("search: {max_time: soon}", "search.max_time: `soon` is not a duration"),
+        ("search: {max_time: 0}", "search.max_time: expected a time above 0, found 0"),
+        ("search: {max_time: -5}", "search.max_time: expected a time above 0, found -5"),
+        ("search: {max_time: 0s}", "search.max_time: expected a time above 0, found 0s"),
+        ("search: {strategy: bayes}", "search.strategy: unknown"),
+    ] {
+        let message = refusal(&replace(line, written));
+        assert!(message.starts_with("<dir>/recipe.yaml:14:"), "{written}: {message}");
+        assert!(message.contains(expected), "{written}: {message}");
+    }
+    let message = refusal(&replace(line, "search: {max_time: soon}"));
+    assert!(message.contains("hint: write a duration like `\"90s\"`"), "{message}");
+}

@@ -221,6 +221,29 @@ pub struct PassInfo {
     pub config_schema: fn(&mut SchemaGenerator) -> Schema,
     /// Builds the pass from its configuration object.
     pub build: fn(&serde_json::Value) -> Result<Box<dyn Pass>, PassError>,
+    /// Parameters that only mean something for some values of another parameter; the
+    /// planner leaves them out of a searched configuration where they do not apply, so that
+    /// they make no duplicate candidates.
+    pub applies_when: &'static [AppliesWhen],
+}
+
+/// `parameter` applies only when `depends_on` has one of `values` (as a recipe writes them:
+/// `percentile`, `true`); when `depends_on` is not set, its default decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppliesWhen {
+    pub parameter: &'static str,
+    pub depends_on: &'static str,
+    pub values: &'static [&'static str],
+}
+
+impl AppliesWhen {
+    pub const fn new(
+        parameter: &'static str,
+        depends_on: &'static str,
+        values: &'static [&'static str],
+    ) -> Self {
+        AppliesWhen { parameter, depends_on, values }
+    }
 }
 
 /// When a pass needs calibration data, so that a recipe without it is refused before anything
@@ -263,6 +286,22 @@ impl PassInfo {
     }
 }
 
+/// quantize_static's calibration settings that only one calibration method reads (minmax is
+/// the default method; `averaging_constant` only weighs a moving average).
+const QUANTIZE_STATIC_APPLIES: &[AppliesWhen] = &[
+    AppliesWhen::new("moving_average", "calibration", &["minmax"]),
+    AppliesWhen::new("averaging_constant", "calibration", &["minmax"]),
+    AppliesWhen::new("averaging_constant", "moving_average", &["true"]),
+    AppliesWhen::new("num_bins", "calibration", &["entropy", "percentile"]),
+    AppliesWhen::new("num_quantized_bins", "calibration", &["entropy"]),
+    AppliesWhen::new("percentile", "calibration", &["percentile"]),
+];
+
+/// quantize_weights' `accuracy_level` is an attribute of MatMulNBits, which `auto` writes for
+/// ONNX Runtime.
+const QUANTIZE_WEIGHTS_APPLIES: &[AppliesWhen] =
+    &[AppliesWhen::new("accuracy_level", "format", &["matmul_nbits", "auto"])];
+
 /// Every pass the engine knows, in the order `pipeline passes` lists them.
 pub fn registry() -> &'static [PassInfo] {
     static REGISTRY: &[PassInfo] = &[
@@ -272,6 +311,7 @@ pub fn registry() -> &'static [PassInfo] {
             calibration: CalibrationUse::Never,
             config_schema: config_schema::<<Fuse as Configured>::Config>,
             build: build::<Fuse>,
+            applies_when: &[],
         },
         PassInfo {
             name: QuantizeDynamic::NAME,
@@ -279,6 +319,7 @@ pub fn registry() -> &'static [PassInfo] {
             calibration: CalibrationUse::Never,
             config_schema: config_schema::<<QuantizeDynamic as Configured>::Config>,
             build: build::<QuantizeDynamic>,
+            applies_when: &[],
         },
         PassInfo {
             name: QuantizeStatic::NAME,
@@ -286,6 +327,7 @@ pub fn registry() -> &'static [PassInfo] {
             calibration: CalibrationUse::Always,
             config_schema: config_schema::<<QuantizeStatic as Configured>::Config>,
             build: build::<QuantizeStatic>,
+            applies_when: QUANTIZE_STATIC_APPLIES,
         },
         PassInfo {
             name: QuantizeWeights::NAME,
@@ -293,6 +335,7 @@ pub fn registry() -> &'static [PassInfo] {
             calibration: CalibrationUse::When("data_aware"),
             config_schema: config_schema::<<QuantizeWeights as Configured>::Config>,
             build: build::<QuantizeWeights>,
+            applies_when: QUANTIZE_WEIGHTS_APPLIES,
         },
         PassInfo {
             name: ConvertFp16::NAME,
@@ -300,6 +343,7 @@ pub fn registry() -> &'static [PassInfo] {
             calibration: CalibrationUse::Never,
             config_schema: config_schema::<<ConvertFp16 as Configured>::Config>,
             build: build::<ConvertFp16>,
+            applies_when: &[],
         },
         PassInfo {
             name: FixShapes::NAME,
@@ -307,6 +351,7 @@ pub fn registry() -> &'static [PassInfo] {
             calibration: CalibrationUse::Never,
             config_schema: config_schema::<<FixShapes as Configured>::Config>,
             build: build::<FixShapes>,
+            applies_when: &[],
         },
         PassInfo {
             name: OrtOptimize::NAME,
@@ -314,6 +359,7 @@ pub fn registry() -> &'static [PassInfo] {
             calibration: CalibrationUse::Never,
             config_schema: config_schema::<<OrtOptimize as Configured>::Config>,
             build: build::<OrtOptimize>,
+            applies_when: &[],
         },
         PassInfo {
             name: Export::NAME,
@@ -321,6 +367,7 @@ pub fn registry() -> &'static [PassInfo] {
             calibration: CalibrationUse::Never,
             config_schema: config_schema::<<Export as Configured>::Config>,
             build: build::<Export>,
+            applies_when: &[],
         },
     ];
     REGISTRY

@@ -243,23 +243,39 @@ pub enum Objective {
     Accuracy,
 }
 
-/// How the space of candidates is searched.
+/// How the space of candidates is searched, and the budgets that stop the search.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Search {
-    /// The search strategy.
+    /// The order candidates are tried in: `exhaustive` (plan order), `random` (a seeded
+    /// shuffle), `greedy` (one search dimension at a time, keeping the best value of each) or
+    /// `tpe` (a model of which values did well picks the next candidate).
     #[serde(default)]
     pub strategy: Strategy,
-    /// The most candidates to build and measure; the plan keeps the first ones and says how
-    /// many it dropped.
+    /// The seed of `random` and `tpe`: the same seed tries the same candidates in the same
+    /// order.
+    #[serde(default)]
+    pub seed: u64,
+    /// The most candidates to build and measure; the search stops starting new ones when it
+    /// is reached and the report says how many were not run.
     #[serde(default = "default_max_candidates")]
     #[schemars(range(min = 1))]
     pub max_candidates: usize,
+    /// The longest the run may take, counted from its start: no candidate starts after it
+    /// (the one running when it passes finishes). A duration like `"90s"`, `"10m"`, `"1h"` or
+    /// a number of seconds; no limit when absent.
+    #[serde(default)]
+    pub max_time: Option<MaxTime>,
 }
 
 impl Default for Search {
     fn default() -> Self {
-        Search { strategy: Strategy::Exhaustive, max_candidates: default_max_candidates() }
+        Search {
+            strategy: Strategy::Exhaustive,
+            seed: 0,
+            max_candidates: default_max_candidates(),
+            max_time: None,
+        }
     }
 }
 
@@ -270,7 +286,21 @@ pub enum Strategy {
     /// Every candidate of the plan, in order.
     #[default]
     Exhaustive,
+    /// The plan's candidates in an order shuffled by `seed`.
+    Random,
+    /// One search dimension at a time, in recipe order: each value is tried with the
+    /// dimensions already decided at their best value and the later ones at their first;
+    /// the best is kept.
+    Greedy,
+    /// Tree-structured Parzen estimator: after a few random candidates, the next one is the
+    /// untried candidate whose values are most frequent among the best candidates so far
+    /// relative to the rest.
+    Tpe,
 }
+
+/// A time budget, read from `"10m"`, `"90s"`, `"1h 30m"` or a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxTime(pub std::time::Duration);
 
 fn default_output() -> PathBuf {
     PathBuf::from("out/")
@@ -396,7 +426,7 @@ display_as_written! {
     AccuracyKind { Top1 => "top1" }
     LatencyStat { P50 => "p50", P90 => "p90", P99 => "p99", Mean => "mean" }
     Objective { Latency => "latency", Size => "size", Accuracy => "accuracy" }
-    Strategy { Exhaustive => "exhaustive" }
+    Strategy { Exhaustive => "exhaustive", Random => "random", Greedy => "greedy", Tpe => "tpe" }
 }
 
 /// Why a recipe could not be loaded. The message names the file, line, column and field.
@@ -748,6 +778,83 @@ impl JsonSchema for MaxDrop {
     }
 }
 
+impl<'de> Deserialize<'de> for MaxTime {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(MaxTimeVisitor)
+    }
+}
+
+struct MaxTimeVisitor;
+
+const MAX_TIME_HINT: &str = "write a duration like `\"90s\"`, `\"10m\"` or `\"1h\"`, or seconds \
+                             like `600`";
+
+impl MaxTimeVisitor {
+    fn seconds<E: de::Error>(seconds: f64, written: &str) -> Result<MaxTime, E> {
+        if seconds.is_finite() && seconds > 0.0 {
+            return Ok(MaxTime(std::time::Duration::from_secs_f64(seconds)));
+        }
+        Err(E::custom(format!(
+            "expected a time above 0, found {written}{}{MAX_TIME_HINT}",
+            node::HINT
+        )))
+    }
+}
+
+impl<'de> Visitor<'de> for MaxTimeVisitor {
+    type Value = MaxTime;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a duration like `\"10m\"` or a number of seconds")
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<MaxTime, E> {
+        Self::seconds(v, &v.to_string())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<MaxTime, E> {
+        Self::seconds(v as f64, &v.to_string())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<MaxTime, E> {
+        Self::seconds(v as f64, &v.to_string())
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<MaxTime, E> {
+        match humantime::parse_duration(v.trim()) {
+            Ok(duration) if !duration.is_zero() => Ok(MaxTime(duration)),
+            Ok(_) => Self::seconds(0.0, v),
+            Err(error) => Err(E::custom(format!(
+                "`{v}` is not a duration: {error}{}{MAX_TIME_HINT}",
+                node::HINT
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for MaxTime {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl JsonSchema for MaxTime {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "MaxTime".into()
+    }
+
+    fn json_schema(_generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A duration like \"90s\", \"10m\", \"1h 30m\", or a number of \
+                            seconds",
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "minLength": 2},
+            ],
+        })
+    }
+}
+
 /// The JSON Schema of a recipe, as pretty JSON, for editors (`yaml-language-server`).
 pub fn schema_json() -> String {
     let mut schema = schemars::schema_for!(Recipe);
@@ -824,6 +931,10 @@ mod tests {
             ("passes: []\n", false),
             ("passes: [quantize_dynamic: {}]\nsearch: {max_candidates: 0}\n", false),
             ("passes: [quantize_dynamic: {}]\nsurch: {}\n", false),
+            ("passes: [quantize_dynamic: {}]\nsearch: {strategy: tpe, max_time: 10m}\n", true),
+            ("passes: [quantize_dynamic: {}]\nsearch: {max_time: 90, seed: 3}\n", true),
+            ("passes: [quantize_dynamic: {}]\nsearch: {max_time: 0}\n", false),
+            ("passes: [quantize_dynamic: {}]\nsearch: {strategy: bayes}\n", false),
         ];
         for (tail, valid) in cases {
             let text = format!("{base}{tail}");

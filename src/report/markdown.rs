@@ -37,8 +37,9 @@ pub fn render_markdown(report: &Report) -> String {
     if report.candidates_not_run > 0 {
         let _ = writeln!(
             out,
-            "- {} candidate(s) of the plan were not run: the search budget left them out",
-            report.candidates_not_run
+            "- {} candidate(s) of the plan were not run: {}",
+            report.candidates_not_run,
+            report.search.not_run_reason.as_deref().unwrap_or("the search left them out")
         );
     }
     if let Some(path) = &report.output_model {

@@ -43,8 +43,10 @@ pub struct Report {
     pub dominated: Vec<Dominated>,
     /// Why the winner won, or why nothing did.
     pub verdict: String,
-    /// Candidates the plan held but the search budget left out.
+    /// Candidates the plan held but the search did not run (see `search.not_run_reason`).
     pub candidates_not_run: usize,
+    /// The search: strategy, budgets, what ran in what order, what did not and why.
+    pub search: crate::search::SearchReport,
     /// Where the best model was written.
     pub output_model: Option<PathBuf>,
     pub wall_time_s: f64,
