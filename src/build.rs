@@ -425,3 +425,101 @@ fn run_step(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Threads;
+
+    /// The digits model and a plan of four candidates: fuse, then one of dynamic quantization
+    /// (two ways) or float16, then float16 again or not; no step needs ONNX Runtime.
+    fn digits_plan(dir: &std::path::Path) -> (Arc<ModelProto>, crate::plan::Plan) {
+        let model = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/digits/model.onnx");
+        let recipe = format!(
+            "name: t\nmodel: {model}\ntarget: cpu\nmetrics: {{size: {{}}}}\nobjective: [size]\npasses:\n  - fuse: {{}}\n  \
+             - one_of:\n      - quantize_dynamic: {{per_channel: [false, true]}}\n      \
+             - convert_fp16: {{keep_io_types: [false, true]}}\n"
+        );
+        let path = dir.join("recipe.yaml");
+        std::fs::write(&path, recipe).unwrap();
+        let recipe = crate::recipe::load(&path).unwrap();
+        let plan = crate::plan::build(&recipe).unwrap();
+        let source = pipeline_passes::ir::load(std::path::Path::new(model)).unwrap();
+        (Arc::new(source), plan)
+    }
+
+    fn builder(source: &Arc<ModelProto>) -> Builder {
+        Builder::new(Arc::clone(source), None, OrtOptimizer::new(Threads::default()))
+    }
+
+    /// Each candidate's model bytes, or its failure.
+    fn bytes(builder: &mut Builder, candidates: &[Candidate]) -> Vec<Result<Vec<u8>, String>> {
+        let build = |c| builder.build(c).map(|b| b.model.encode_to_vec()).map_err(|f| f.reason);
+        candidates.iter().map(build).collect()
+    }
+
+    #[test]
+    fn parallel_build_equals_sequential_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, plan) = digits_plan(dir.path());
+        let candidates = plan.candidates();
+        assert_eq!(candidates.len(), 4, "{}", plan.render());
+
+        let sequential = bytes(&mut builder(&source), candidates);
+        let mut parallel = builder(&source);
+        parallel.build_all(&candidates.iter().collect::<Vec<_>>());
+        assert_eq!(parallel.built.len(), 5, "fuse once, then four branches");
+        let parallel = bytes(&mut parallel, candidates);
+        assert_eq!(parallel, sequential);
+        assert!(sequential.iter().all(|r| r.is_ok()), "{sequential:?}");
+        // The candidates differ, so equal lists are no accident of one model.
+        let distinct: HashSet<_> = sequential.iter().map(|r| r.as_ref().unwrap()).collect();
+        assert_eq!(distinct.len(), 4);
+    }
+
+    #[test]
+    fn a_second_builder_reads_every_step_from_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, plan) = digits_plan(dir.path());
+        let store = StepCache {
+            cache: Cache::open(&dir.path().join("cache")).unwrap(),
+            calibration: None,
+            ort_version: "test".into(),
+        };
+        let candidates = plan.candidates();
+        let mut first = builder(&source).with_cache(store.clone());
+        first.build_all(&candidates.iter().collect::<Vec<_>>());
+        let expected = bytes(&mut first, candidates);
+        assert_eq!(store.cache.list().unwrap().len(), 5);
+
+        let mut second = builder(&source).with_cache(store.clone());
+        for candidate in candidates {
+            let built = second.build(candidate).unwrap();
+            assert_eq!(built.cached, vec![true, true], "{}", candidate.label());
+            assert_eq!(built.hash, Some(blake3::hash(&built.model.encode_to_vec())));
+        }
+        assert_eq!(bytes(&mut second, candidates), expected);
+
+        // Another weight is another input: nothing is found.
+        let mut changed = ModelProto::clone(&source);
+        let graph = changed.graph.as_mut().unwrap();
+        let weight = graph.initializer.iter_mut().find(|t| !t.raw_data().is_empty()).unwrap();
+        weight.raw_data.as_mut().unwrap()[0] ^= 0x40;
+        let mut third = builder(&Arc::new(changed)).with_cache(store);
+        let built = third.build(&candidates[0]).unwrap();
+        assert_eq!(built.cached, vec![false, false]);
+    }
+
+    #[test]
+    fn a_stopped_builder_starts_no_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, plan) = digits_plan(dir.path());
+        let stop = Arc::new(AtomicBool::new(true));
+        let mut stopped = builder(&source).with_stop(stop);
+        stopped.build_all(&plan.candidates().iter().collect::<Vec<_>>());
+        assert!(stopped.built.is_empty());
+        let failure = stopped.build(&plan.candidates()[0]).unwrap_err();
+        assert!(failure.reason.contains("stopped"), "{}", failure.reason);
+        assert!(stopped.built.is_empty());
+    }
+}
