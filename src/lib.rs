@@ -2,6 +2,8 @@
 //!
 //! The binary in `main.rs` is a thin command line over this library.
 
+pub mod build;
+pub mod cache;
 pub mod calibrate;
 pub mod evaluate;
 pub mod goals;

@@ -26,6 +26,15 @@ struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
 
+    /// The cache of pass outputs and accuracies [default: $PIPELINE_CACHE_DIR, else
+    /// $XDG_CACHE_HOME/pipeline, else ~/.cache/pipeline].
+    #[arg(long, value_name = "DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+
+    /// Run without reading or writing the cache (also when PIPELINE_NO_CACHE=1).
+    #[arg(long, global = true, conflicts_with = "cache_dir")]
+    no_cache: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -54,14 +63,30 @@ enum Command {
     },
     /// List every pass and its parameters.
     Passes,
+    /// Show or empty the cache of pass outputs and accuracies.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// List the entries: key, pass, size and age, and the total size.
+    Ls {
+        /// Print the entries as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every entry, and the temporary files of runs that were stopped.
+    Clear,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
 
+    let cache_dir = cache_dir(cli.cache_dir, cli.no_cache);
     let result = match cli.command {
-        Command::Run { recipe, ort_lib } => run(&recipe, ort_lib),
+        Command::Run { recipe, ort_lib } => run(&recipe, ort_lib, cache_dir),
         Command::Plan { recipe } => plan(&recipe),
         Command::Validate { recipe } => validate(&recipe),
         Command::Schema => {
@@ -69,6 +94,7 @@ fn main() -> ExitCode {
         }
         Command::Inspect { model, json } => inspect(&model, json),
         Command::Passes => passes(),
+        Command::Cache(command) => cache(command, cache_dir),
     };
 
     result.unwrap_or_else(|error| {
@@ -158,8 +184,38 @@ fn exit_code_for(error: &anyhow::Error) -> ExitCode {
     ExitCode::from(if user_error { 2 } else { 1 })
 }
 
-fn run(recipe_path: &Path, ort_lib: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let options = RunOptions { ort_lib, ..RunOptions::default() };
+/// The cache folder the flags and the environment choose; `None` when caching is off.
+fn cache_dir(flag: Option<PathBuf>, no_cache: bool) -> Option<PathBuf> {
+    let off = std::env::var_os("PIPELINE_NO_CACHE").is_some_and(|v| !v.is_empty() && v != "0");
+    if no_cache || (off && flag.is_none()) {
+        return None;
+    }
+    flag.or_else(pipeline::cache::default_dir)
+}
+
+/// Sets `stop` on the first Ctrl-C, so that the run stops between candidates, cleans up and
+/// exits with 130; a second Ctrl-C exits at once.
+fn stop_on_ctrl_c(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::Ordering;
+
+    let installed = ctrlc::set_handler(move || {
+        if stop.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("stopping after the current step (Ctrl-C again to quit at once)");
+    });
+    if let Err(error) = installed {
+        tracing::warn!("Ctrl-C will stop the run at once, without cleaning up: {error}");
+    }
+}
+
+fn run(
+    recipe_path: &Path,
+    ort_lib: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let options = RunOptions { ort_lib, cache_dir, ..RunOptions::default() };
+    stop_on_ctrl_c(options.stop.clone());
     let report = pipeline::run::run(recipe_path, &options)?;
 
     outln!("{}", report::render_table(&report));
@@ -216,4 +272,63 @@ fn passes() -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn cache(command: CacheCommand, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let Some(dir) = dir else {
+        anyhow::bail!(
+            "no cache folder: --no-cache or PIPELINE_NO_CACHE is set, or HOME is not\n\
+             hint: name one with --cache-dir DIR"
+        );
+    };
+    let cache = pipeline::cache::Cache::at(&dir);
+    match command {
+        CacheCommand::Ls { json } => {
+            let entries = cache.list()?;
+            let total: u64 = entries.iter().map(|e| e.size).sum();
+            if json {
+                let listing = serde_json::json!({
+                    "dir": dir, "entries": entries, "total_bytes": total
+                });
+                outln!("{}", serde_json::to_string_pretty(&listing).context("serializing")?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            for entry in &entries {
+                outln!(
+                    "{}  {:<18} {:>10}  {}",
+                    &entry.key[..16],
+                    entry.label,
+                    report::human_bytes(entry.size),
+                    age(entry.age_s)
+                );
+            }
+            outln!(
+                "{} entries, {} in {}",
+                entries.len(),
+                report::human_bytes(total),
+                dir.display()
+            );
+        }
+        CacheCommand::Clear => {
+            let cleared = cache.clear()?;
+            outln!(
+                "removed {} entries and {} temporary files ({}) from {}",
+                cleared.entries,
+                cleared.temporary,
+                report::human_bytes(cleared.bytes),
+                dir.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An age in seconds as a reader says it: `42s`, `5m`, `3h`, `2d`.
+fn age(seconds: u64) -> String {
+    match seconds {
+        0..60 => format!("{seconds}s ago"),
+        60..3600 => format!("{}m ago", seconds / 60),
+        3600..86400 => format!("{}h ago", seconds / 3600),
+        _ => format!("{}d ago", seconds / 86400),
+    }
 }

@@ -8,16 +8,18 @@
 //! run goes on.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use pipeline_passes::ir::{self, proto::ModelProto, IrError};
-use pipeline_passes::pass::{Artifact, ArtifactSink, ModelRunner, PassContext, PassError, Runtime};
+use pipeline_passes::pass::Artifact;
 use tracing::{debug_span, info, trace_span};
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
+use crate::build::{Builder, StepCache};
+use crate::cache::{self, AccuracyCache, Cache, CacheError};
 use crate::calibrate::OrtRunner;
 use crate::evaluate::{self, DataError, Dataset, EvalError};
 use crate::goals;
@@ -38,11 +40,21 @@ pub struct RunOptions {
     /// Models whose protobuf would be larger than this many bytes are saved with their
     /// large tensors in a data file beside the model (protobuf cannot hold 2 GiB).
     pub external_data_above: usize,
+    /// The folder of the cache of pass outputs and accuracies; `None` runs without a cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Set (by a Ctrl-C handler) to stop the run: no new candidate or step starts, and the
+    /// run returns [`RunError::Interrupted`] without writing its output.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { ort_lib: None, external_data_above: 1 << 30 }
+        RunOptions {
+            ort_lib: None,
+            external_data_above: 1 << 30,
+            cache_dir: None,
+            stop: Arc::default(),
+        }
     }
 }
 
@@ -77,6 +89,16 @@ pub enum RunError {
 
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+
+    /// The run was stopped (Ctrl-C) before it ranked the candidates.
+    #[error(
+        "stopped: {done} of {total} candidates were built and measured; {output} was left as \
+         it was\n  hint: run again to resume: steps already built are read from the cache"
+    )]
+    Interrupted { done: usize, total: usize, output: PathBuf },
 }
 
 impl From<DataError> for RunError {
@@ -90,6 +112,8 @@ impl RunError {
     pub fn exit_code(&self) -> u8 {
         match self {
             RunError::Measure(_) | RunError::Write { .. } => 1,
+            // 128 + SIGINT, as shells report a command stopped by Ctrl-C.
+            RunError::Interrupted { .. } => 130,
             _ => 2,
         }
     }
@@ -156,10 +180,45 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
     let mut session = ModelSession::load(&model_path, threads)
         .map_err(|source| RunError::SourceLoad { path: model_path.clone(), source })?;
 
+    let cache = options.cache_dir.as_deref().map(Cache::open).transpose()?;
+    let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name.as_str()).collect();
+    let output = accuracy_output(&recipe, &outputs);
+    let accuracy_cache = match &cache {
+        Some(cache) => {
+            AccuracyCache::for_recipe(cache.clone(), &recipe, &output, &runtime.version, threads)?
+        }
+        None => None,
+    };
+    let calibration_hash = match (&cache, &recipe.data.calibration) {
+        (Some(_), Some(spec)) => {
+            let path = recipe.resolve(&spec.path);
+            let hash = cache::hash_file(&path)
+                .map_err(|source| CacheError::Entry { path: path.clone(), source })?;
+            Some((hash, spec.samples))
+        }
+        _ => None,
+    };
+
+    let calibration = calibration.map(|data| OrtRunner::new(data, threads));
+    let optimizer =
+        OrtOptimizer::new(threads).with_external_data_above(options.external_data_above);
+    let mut builder = Builder::new(Arc::new(source_model), calibration, optimizer)
+        .with_stop(Arc::clone(&options.stop));
+    if let Some(cache) = &cache {
+        let ort_version = runtime.version.clone();
+        builder = builder.with_cache(StepCache {
+            cache: cache.clone(),
+            calibration: calibration_hash,
+            ort_version,
+        });
+    }
+
     info!("measuring the source model {}", model_path.display());
     let source_size = crate::inspect::stored_size(&model_path).map_err(RunError::Model)?;
-    let source =
-        measure(&recipe, &mut session, &evaluation, source_size).map_err(RunError::Measure)?;
+    let known = known_accuracy(accuracy_cache.as_ref(), builder.source_hash());
+    let source = measure(&recipe, &mut session, &evaluation, source_size, known)
+        .map_err(RunError::Measure)?;
+    remember_accuracy(accuracy_cache.as_ref(), builder.source_hash(), known, &source);
     drop(session);
 
     std::fs::create_dir_all(&output_dir)
@@ -177,12 +236,16 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
     span.pb_set_message("building and measuring candidates");
     let _entered = span.enter();
 
-    let calibration = calibration.map(|data| OrtRunner::new(data, threads));
-    let optimizer =
-        OrtOptimizer::new(threads).with_external_data_above(options.external_data_above);
-    let mut builder = Builder::new(Arc::new(source_model), calibration, optimizer);
+    // Candidates whose order is known up front are all built before any is measured:
+    // independent branches at once, and nothing builds while latency is measured.
+    if let Some(order) = search.upfront() {
+        builder.build_all(&order.iter().map(|&index| &candidates[index]).collect::<Vec<_>>());
+    }
     let mut evaluated = Vec::with_capacity(search.planned());
     while let Some(index) = search.next(started.elapsed()) {
+        if options.stop.load(AtomicOrdering::Relaxed) {
+            break;
+        }
         let candidate = &candidates[index];
         let bench = Bench {
             recipe: &recipe,
@@ -192,13 +255,23 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
             file_name: output_model.file_name().unwrap_or("model.onnx".as_ref()),
             threads,
             options,
+            accuracy_cache: accuracy_cache.as_ref(),
         };
         let outcome = evaluate_candidate(&bench, candidate, &mut builder);
+        // A candidate whose build or measurement Ctrl-C cut short is abandoned.
+        if options.stop.load(AtomicOrdering::Relaxed) && outcome.measurement.is_none() {
+            break;
+        }
         info!("{} {}: {}", candidate.id, candidate.label(), summary_line(&outcome));
         let scored = search::Outcome::of(&outcome, &recipe.objective, recipe.latency_stat());
         search.tell(index, scored, started.elapsed());
         evaluated.push((index, outcome));
         span.pb_inc(1);
+    }
+    if options.stop.load(AtomicOrdering::Relaxed) {
+        let output = output_dir.clone();
+        let total = search.planned();
+        return Err(RunError::Interrupted { done: evaluated.len(), total, output });
     }
     // The report lists candidates in plan order; the search history keeps the run order.
     evaluated.sort_by_key(|(index, _)| *index);
@@ -317,8 +390,10 @@ fn measure(
     session: &mut ModelSession,
     evaluation: &Dataset,
     size_bytes: u64,
+    known_accuracy: Option<f64>,
 ) -> Result<Measurement, EvalError> {
     let accuracy = match &recipe.metrics.accuracy {
+        Some(_) if known_accuracy.is_some() => known_accuracy,
         Some(_) => {
             let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name.as_str()).collect();
             let output = accuracy_output(recipe, &outputs);
@@ -347,163 +422,6 @@ fn measure(
     Ok(Measurement { accuracy, latency_ms: latency, size_bytes })
 }
 
-/// Runs passes, remembering the model after each distinct prefix of steps so that
-/// candidates that share a prefix build it once. Passes that calibrate run models on
-/// `calibration`; passes that call ONNX Runtime's graph optimizer use `optimizer`.
-struct Builder {
-    source: Arc<ModelProto>,
-    calibration: Option<OrtRunner>,
-    optimizer: OrtOptimizer,
-    built: HashMap<String, Result<Built, StepFailure>>,
-}
-
-/// A candidate's model after some of its steps.
-#[derive(Debug, Clone)]
-struct Built {
-    model: Arc<ModelProto>,
-    /// Whether some step changed the model or made an artifact; if none did, the candidate
-    /// is the source.
-    changed: bool,
-    /// Why each step that changed nothing did not (`pass: reason`).
-    unchanged_steps: Vec<String>,
-    /// The files steps made beside the model, one per extension (a later step's replaces an
-    /// earlier one's).
-    artifacts: Vec<Arc<Artifact>>,
-}
-
-/// Keeps the artifacts one step makes.
-#[derive(Default)]
-struct Collector(Mutex<Vec<Artifact>>);
-
-impl ArtifactSink for Collector {
-    fn add(&self, artifact: Artifact) {
-        // A poisoned lock means a pass panicked while adding; its step fails anyway.
-        if let Ok(mut artifacts) = self.0.lock() {
-            artifacts.push(artifact);
-        }
-    }
-}
-
-impl Collector {
-    fn into_artifacts(self) -> Vec<Artifact> {
-        self.0.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// `earlier` with `made` added, each replacing an earlier artifact of its extension.
-fn with_artifacts(earlier: &[Arc<Artifact>], made: Vec<Artifact>) -> Vec<Arc<Artifact>> {
-    let mut artifacts = earlier.to_vec();
-    for artifact in made {
-        artifacts.retain(|a| a.extension != artifact.extension);
-        artifacts.push(Arc::new(artifact));
-    }
-    artifacts
-}
-
-impl Builder {
-    fn new(
-        source: Arc<ModelProto>,
-        calibration: Option<OrtRunner>,
-        optimizer: OrtOptimizer,
-    ) -> Self {
-        Self { source, calibration, optimizer, built: HashMap::new() }
-    }
-
-    /// The model after all of `candidate`'s steps, or why a step failed. A step that finds
-    /// nothing to rewrite passes the model on to the next step; the candidate is unchanged
-    /// only when every step was.
-    fn build(&mut self, candidate: &Candidate) -> Result<Built, StepFailure> {
-        let mut built = Built {
-            model: Arc::clone(&self.source),
-            changed: false,
-            unchanged_steps: Vec::new(),
-            artifacts: Vec::new(),
-        };
-        let mut key = String::new();
-        for step in &candidate.steps {
-            key.push_str(&format!("/{}{}", step.pass, step.config));
-            if let Some(done) = self.built.get(&key) {
-                built = done.clone()?;
-                continue;
-            }
-            let collector = Collector::default();
-            let context = PassContext {
-                calibration: self.calibration.as_ref().map(|runner| runner as &dyn ModelRunner),
-                runtime: Runtime::OnnxRuntime,
-                optimizer: Some(&self.optimizer),
-                artifacts: Some(&collector),
-            };
-            let result = match run_step(&step.pass, &step.config, &built.model, &context) {
-                Ok(model) => Ok(Built {
-                    model,
-                    changed: true,
-                    unchanged_steps: built.unchanged_steps.clone(),
-                    artifacts: with_artifacts(&built.artifacts, collector.into_artifacts()),
-                }),
-                Err(failure) if failure.unchanged => {
-                    let mut next = built.clone();
-                    next.unchanged_steps.push(failure.reason);
-                    Ok(next)
-                }
-                Err(failure) => Err(failure),
-            };
-            self.built.insert(key.clone(), result.clone());
-            built = result?;
-        }
-
-        if !built.changed {
-            return Err(StepFailure { reason: built.unchanged_steps.join("; "), unchanged: true });
-        }
-        Ok(built)
-    }
-}
-
-/// Why a step gave no model.
-#[derive(Debug, Clone)]
-struct StepFailure {
-    reason: String,
-    /// The pass found nothing to rewrite ([`PassError::Unchanged`]): not an error of the pass,
-    /// but the candidate would be the source model under another name.
-    unchanged: bool,
-}
-
-impl StepFailure {
-    fn failed(reason: String) -> Self {
-        StepFailure { reason, unchanged: false }
-    }
-}
-
-/// Runs one pass, turning an error or a panic inside it into a reason.
-fn run_step(
-    pass: &str,
-    config: &serde_json::Value,
-    model: &Arc<ModelProto>,
-    context: &PassContext,
-) -> Result<Arc<ModelProto>, StepFailure> {
-    let _span = debug_span!("pass", pass).entered();
-    let info = pipeline_passes::pass::find(pass)
-        .ok_or_else(|| StepFailure::failed(format!("unknown pass `{pass}`")))?;
-    let built = (info.build)(config).map_err(|e| StepFailure::failed(e.to_string()))?;
-    let input = ModelProto::clone(model);
-    let result =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| built.run(input, context)));
-    match result {
-        Ok(Ok(model)) => Ok(Arc::new(model)),
-        Ok(Err(error)) => Err(StepFailure {
-            unchanged: matches!(error, PassError::Unchanged { .. }),
-            reason: error.to_string(),
-        }),
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".to_string());
-            Err(StepFailure::failed(format!("pass `{pass}` crashed: {message}")))
-        }
-    }
-}
-
 /// What every candidate is measured against and with: the same for all of them.
 struct Bench<'a> {
     recipe: &'a Recipe,
@@ -515,6 +433,27 @@ struct Bench<'a> {
     file_name: &'a std::ffi::OsStr,
     threads: Threads,
     options: &'a RunOptions,
+    /// Accuracies measured before, when the cache is on.
+    accuracy_cache: Option<&'a AccuracyCache>,
+}
+
+/// The accuracy the cache holds for the model whose bytes hash to `model`.
+fn known_accuracy(cache: Option<&AccuracyCache>, model: Option<blake3::Hash>) -> Option<f64> {
+    cache.zip(model).and_then(|(cache, model)| cache.get(&model))
+}
+
+/// Caches the accuracy in `measured` when it was measured now rather than `known`.
+fn remember_accuracy(
+    cache: Option<&AccuracyCache>,
+    model: Option<blake3::Hash>,
+    known: Option<f64>,
+    measured: &Measurement,
+) {
+    if let (Some(cache), Some(model), None, Some(accuracy)) =
+        (cache, model, known, measured.accuracy)
+    {
+        cache.put(&model, accuracy);
+    }
 }
 
 fn evaluate_candidate(
@@ -522,12 +461,13 @@ fn evaluate_candidate(
     candidate: &Candidate,
     builder: &mut Builder,
 ) -> CandidateReport {
-    let Bench { recipe, evaluation, source, work, file_name, threads, options } = *bench;
+    let Bench { recipe, evaluation, source, work, file_name, threads, options, accuracy_cache } =
+        *bench;
     let _span = debug_span!("candidate", id = %candidate.id).entered();
     let steps = candidate
         .steps
         .iter()
-        .map(|s| StepReport { pass: s.pass.clone(), config: s.config.clone() })
+        .map(|s| StepReport { pass: s.pass.clone(), config: s.config.clone(), cached: false })
         .collect();
     let mut report = CandidateReport {
         id: candidate.id.clone(),
@@ -538,12 +478,10 @@ fn evaluate_candidate(
         measurement: None,
         build_s: 0.0,
         notes: Vec::new(),
+        accuracy_cached: false,
     };
 
-    let started = Instant::now();
-    let model = builder.build(candidate);
-    report.build_s = started.elapsed().as_secs_f64();
-    let built = match model {
+    let built = match builder.build(candidate) {
         Ok(built) => built,
         Err(failure) => {
             if failure.unchanged {
@@ -553,6 +491,10 @@ fn evaluate_candidate(
             return report;
         }
     };
+    report.build_s = built.seconds;
+    for (step, cached) in report.steps.iter_mut().zip(&built.cached) {
+        step.cached = *cached;
+    }
     let model = built.model;
     report.notes = notes(&model);
     let stem = Path::new(file_name).file_stem().unwrap_or(file_name);
@@ -596,8 +538,13 @@ fn evaluate_candidate(
             return report;
         }
     };
-    let measured = match measure(recipe, &mut session, evaluation, size) {
-        Ok(measured) => measured,
+    let known = known_accuracy(accuracy_cache, built.hash);
+    report.accuracy_cached = known.is_some();
+    let measured = match measure(recipe, &mut session, evaluation, size, known) {
+        Ok(measured) => {
+            remember_accuracy(accuracy_cache, built.hash, known, &measured);
+            measured
+        }
         Err(error) => {
             report.reasons.push(format!("measuring failed: {error}"));
             return report;

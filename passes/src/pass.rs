@@ -215,6 +215,9 @@ pub fn provider_specific_note(model: &ModelProto) -> Option<&str> {
 pub struct PassInfo {
     pub name: &'static str,
     pub summary: &'static str,
+    /// The version of the pass's output: bump it when the pass's output for the same input
+    /// and configuration changes, so that cached outputs of the old version are not reused.
+    pub version: u32,
     /// When the pass runs the model on calibration data (`PassContext::calibration`).
     pub calibration: CalibrationUse,
     /// The JSON Schema of the pass's configuration object.
@@ -308,6 +311,7 @@ pub fn registry() -> &'static [PassInfo] {
         PassInfo {
             name: Fuse::NAME,
             summary: "graph fusion: constant folding, no-op removal, Conv+BN, GELU, LayerNorm, attention ...",
+            version: 1,
             calibration: CalibrationUse::Never,
             config_schema: config_schema::<<Fuse as Configured>::Config>,
             build: build::<Fuse>,
@@ -316,6 +320,7 @@ pub fn registry() -> &'static [PassInfo] {
         PassInfo {
             name: QuantizeDynamic::NAME,
             summary: "dynamic INT8 quantization (MatMul, Gemm, Conv, Gather, LSTM, Attention ...)",
+            version: 1,
             calibration: CalibrationUse::Never,
             config_schema: config_schema::<<QuantizeDynamic as Configured>::Config>,
             build: build::<QuantizeDynamic>,
@@ -324,6 +329,7 @@ pub fn registry() -> &'static [PassInfo] {
         PassInfo {
             name: QuantizeStatic::NAME,
             summary: "static INT8/INT16 quantization (QDQ or QOperator), with ranges calibrated on data",
+            version: 1,
             calibration: CalibrationUse::Always,
             config_schema: config_schema::<<QuantizeStatic as Configured>::Config>,
             build: build::<QuantizeStatic>,
@@ -332,6 +338,7 @@ pub fn registry() -> &'static [PassInfo] {
         PassInfo {
             name: QuantizeWeights::NAME,
             summary: "weight-only INT4/INT8 block quantization of MatMul weights (MatMulNBits or QDQ)",
+            version: 1,
             calibration: CalibrationUse::When("data_aware"),
             config_schema: config_schema::<<QuantizeWeights as Configured>::Config>,
             build: build::<QuantizeWeights>,
@@ -340,6 +347,7 @@ pub fn registry() -> &'static [PassInfo] {
         PassInfo {
             name: ConvertFp16::NAME,
             summary: "float16 weights and computation, with Casts around the ops kept in float32",
+            version: 1,
             calibration: CalibrationUse::Never,
             config_schema: config_schema::<<ConvertFp16 as Configured>::Config>,
             build: build::<ConvertFp16>,
@@ -348,6 +356,7 @@ pub fn registry() -> &'static [PassInfo] {
         PassInfo {
             name: FixShapes::NAME,
             summary: "symbolic dimensions (batch, sequence) fixed to sizes, for static shapes",
+            version: 1,
             calibration: CalibrationUse::Never,
             config_schema: config_schema::<<FixShapes as Configured>::Config>,
             build: build::<FixShapes>,
@@ -356,6 +365,7 @@ pub fn registry() -> &'static [PassInfo] {
         PassInfo {
             name: OrtOptimize::NAME,
             summary: "ONNX Runtime's own graph optimizer; provider-specific above `basic`",
+            version: 1,
             calibration: CalibrationUse::Never,
             config_schema: config_schema::<<OrtOptimize as Configured>::Config>,
             build: build::<OrtOptimize>,
@@ -364,6 +374,7 @@ pub fn registry() -> &'static [PassInfo] {
         PassInfo {
             name: Export::NAME,
             summary: "writes the model's weights to another format beside the model (GGUF)",
+            version: 1,
             calibration: CalibrationUse::Never,
             config_schema: config_schema::<<Export as Configured>::Config>,
             build: build::<Export>,

@@ -31,6 +31,7 @@ fn candidate(id: &str, status: Status, m: Option<Measurement>) -> CandidateRepor
         measurement: m,
         build_s: 0.0,
         notes: Vec::new(),
+        accuracy_cached: false,
     }
 }
 

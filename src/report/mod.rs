@@ -103,11 +103,15 @@ pub struct CandidateReport {
     /// For a failed candidate, what failed; for one that missed a goal, each missed goal.
     pub reasons: Vec<String>,
     pub measurement: Option<Measurement>,
-    /// Seconds spent running the candidate's passes (shared prefixes counted once).
+    /// Seconds its steps took to run or to be read from the cache (a prefix shared with
+    /// other candidates counts in each).
     pub build_s: f64,
     /// What a reader must know of the model before deploying it, beyond its measurements;
     /// empty for most candidates.
     pub notes: Vec<Note>,
+    /// The accuracy was read from the cache (the same model bytes were measured on the same
+    /// data before); latency is measured in every run.
+    pub accuracy_cached: bool,
 }
 
 /// A fact about a candidate's model that its measurements do not show.
@@ -149,6 +153,8 @@ impl NoteKind {
 pub struct StepReport {
     pub pass: String,
     pub config: serde_json::Value,
+    /// The step's result was read from the cache, not run.
+    pub cached: bool,
 }
 
 /// The outcome of one candidate.

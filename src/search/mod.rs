@@ -170,6 +170,22 @@ impl Search {
         self.history.push((candidate, elapsed.as_secs_f64()));
     }
 
+    /// The candidates this search will run, in order, when the order does not depend on
+    /// outcomes (exhaustive, random), so that they can be built ahead of measuring; `None`
+    /// for strategies that pick each candidate from the ones before (greedy, tpe), and under
+    /// a time budget, which building ahead would overrun.
+    pub fn upfront(&self) -> Option<Vec<usize>> {
+        if self.max_time.is_some() {
+            return None;
+        }
+        let order: Vec<usize> = match &self.searcher {
+            Searcher::Exhaustive => (0..self.space.len()).collect(),
+            Searcher::Random { order } => order.clone(),
+            Searcher::Greedy(_) | Searcher::Tpe { .. } => return None,
+        };
+        Some(order.into_iter().take(self.planned()).collect())
+    }
+
     /// The candidates evaluated, in order.
     pub fn order(&self) -> Vec<usize> {
         self.history.iter().map(|(candidate, _)| *candidate).collect()

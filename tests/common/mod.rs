@@ -36,16 +36,19 @@ mod paths;
 pub use paths::{ort_library, root, venv_python};
 
 /// The `pipeline` binary with a clean environment: no `ORT_DYLIB_PATH` or `PIPELINE_LOG`
-/// inherited from the shell that runs the tests.
+/// inherited from the shell that runs the tests, and no cache (a [`Project`] has its own).
 pub fn pipeline() -> Command {
     let mut command = Command::cargo_bin("pipeline").expect("the pipeline binary is built");
     command.env_remove("ORT_DYLIB_PATH").env_remove("PIPELINE_LOG");
+    command.env_remove("PIPELINE_CACHE_DIR").env("PIPELINE_NO_CACHE", "1");
     command
 }
 
-/// A copy of the digits example in a fresh temporary folder, with [`DIGITS_RECIPE`].
+/// A copy of the digits example in a fresh temporary folder, with [`DIGITS_RECIPE`], and a
+/// cache folder of its own outside it.
 pub struct Project {
     dir: tempfile::TempDir,
+    cache: tempfile::TempDir,
 }
 
 impl Project {
@@ -57,7 +60,8 @@ impl Project {
             std::fs::copy(example.join(name), dir.path().join(name))
                 .unwrap_or_else(|e| panic!("copying {name} from {}: {e}", example.display()));
         }
-        let project = Project { dir };
+        let cache = tempfile::tempdir().expect("a temporary cache folder");
+        let project = Project { dir, cache };
         project.write_recipe(DIGITS_RECIPE);
         project
     }
@@ -95,10 +99,16 @@ impl Project {
         found
     }
 
-    /// `pipeline` started in the project's folder.
+    /// The project's cache folder (`PIPELINE_CACHE_DIR` of [`Project::pipeline`]).
+    pub fn cache_dir(&self) -> &Path {
+        self.cache.path()
+    }
+
+    /// `pipeline` started in the project's folder, with the project's cache.
     pub fn pipeline(&self) -> Command {
         let mut command = pipeline();
         command.current_dir(self.root());
+        command.env_remove("PIPELINE_NO_CACHE").env("PIPELINE_CACHE_DIR", self.cache_dir());
         command
     }
 
