@@ -29,6 +29,8 @@
 //! hash of the whole name, and `pipeline.onnx_names` keeps the original.
 
 pub mod blocks;
+pub mod quantized;
+pub mod roles;
 pub mod source;
 
 use std::collections::{BTreeMap, HashMap};
@@ -37,7 +39,6 @@ use gguf_rs_lib::builder::GGUFBuilder;
 use gguf_rs_lib::format::metadata::{MetadataArray, MetadataValue};
 use gguf_rs_lib::format::types::GGUFValueType;
 use gguf_rs_lib::tensor::TensorType;
-use tracing::info;
 
 use crate::ir::proto::ModelProto;
 use blocks::GgmlType;
@@ -58,6 +59,18 @@ pub enum GgufError {
     /// The model has no weight to write.
     #[error("the model has no float or quantized weights to write to GGUF{detail}")]
     Nothing { detail: String },
+
+    /// Every weight is quantized in a form GGUF has no type for, so the file would hold
+    /// nothing but biases, scales and norms.
+    #[error(
+        "every weight of the model is left out of the GGUF file, which would hold only \
+         {written} one-dimensional tensors (biases, scales, norms): {notes}. GGUF holds float \
+         weights and block-quantized ones (Q4_0, Q8_0), not the 8-bit codes of integer \
+         operators such as MatMulInteger, ConvInteger or QLinearConv: put `export` before \
+         `quantize_dynamic` / `quantize_static` in the recipe, or quantize with \
+         `quantize_weights` instead"
+    )]
+    AllLeftOut { written: usize, notes: String },
 
     /// A node or initializer the export reads holds data its own attributes contradict.
     #[error("{what}: {reason}")]
@@ -85,9 +98,15 @@ pub fn export(model: &ModelProto) -> Result<Exported, GgufError> {
     let Some(graph) = model.graph.as_ref() else {
         return Err(GgufError::Nothing { detail: " (it has no graph)".to_string() });
     };
+    // The notes reach the log once, in the summary the pass logs.
     let collected = source::collect(graph)?;
-    for note in &collected.notes {
-        info!("{note}");
+    // Biases, norms and other 1-D tensors are no model without the weights they go with.
+    let only_vectors = collected.tensors.iter().all(|t| t.ne.len() < 2);
+    if !collected.left_out.is_empty() && only_vectors {
+        return Err(GgufError::AllLeftOut {
+            written: collected.tensors.len(),
+            notes: collected.notes.join("; "),
+        });
     }
     if collected.tensors.is_empty() {
         let detail = match collected.notes.is_empty() {
