@@ -15,12 +15,12 @@ use std::collections::HashMap;
 
 use tracing::debug;
 
+use super::blocks::GgmlType;
 use super::blocks::{read_bits, Blocked};
 use super::source::{check_len, float_values, integer_values, typed_bytes, Tensor, MAX_DIMS};
 use super::GgufError;
 use crate::ir::proto::tensor_proto::DataType;
 use crate::ir::proto::{NodeProto, TensorProto};
-use super::blocks::GgmlType;
 use crate::ir::{data_type_name, node_attr_int};
 
 /// A quantized weight found at a node, or why it is not read.
@@ -434,7 +434,12 @@ fn dequantized(
     if ne.is_empty() {
         ne.push(1);
     }
-    let tensor =
-        Tensor { onnx_name: x.name().to_string(), ne, kind: GgmlType::F32, data, transposed: false };
+    let tensor = Tensor {
+        onnx_name: x.name().to_string(),
+        ne,
+        kind: GgmlType::F32,
+        data,
+        transposed: false,
+    };
     Ok(Some(Found::Dequantized(tensor)))
 }

@@ -48,13 +48,20 @@ impl<'g> Readers<'g> {
     fn quantization_parameter(&self, node: &NodeProto, index: usize) -> bool {
         let positions: &[usize] = match node.op_type() {
             "DequantizeLinear" | "QuantizeLinear" => &[1, 2],
-            "MatMulNBits" | "GatherBlockQuantized" | "MatMulInteger" | "ConvInteger"
+            "MatMulNBits"
+            | "GatherBlockQuantized"
+            | "MatMulInteger"
+            | "ConvInteger"
             | "DynamicQuantizeMatMul" => &[2, 3],
             "MatMulIntegerToFloat" => &[2, 3, 4, 5],
             "QLinearConv" | "QLinearMatMul" | "QLinearAdd" | "QLinearMul" => &[1, 2, 4, 5, 6, 7],
             "QGemm" => &[1, 2, 4, 5, 7, 8],
-            "QLinearSigmoid" | "QLinearLeakyRelu" | "QLinearSoftmax" | "QLinearAveragePool"
-            | "QLinearGlobalAveragePool" | "QLinearReduceMean" => &[1, 2, 3, 4],
+            "QLinearSigmoid"
+            | "QLinearLeakyRelu"
+            | "QLinearSoftmax"
+            | "QLinearAveragePool"
+            | "QLinearGlobalAveragePool"
+            | "QLinearReduceMean" => &[1, 2, 3, 4],
             "QLinearWhere" => &[2, 3, 5, 6, 7, 8],
             // Y_scale, Y_zero_point, then (tensor, scale, zero point) per input.
             "QLinearConcat" => return index < 2 || (index - 2) % 3 != 0,

@@ -283,15 +283,22 @@ pub(super) fn integer_values(tensor: &TensorProto) -> Result<Vec<i32>, String> {
             .collect(),
         Int8 => bytes.iter().map(|&b| i32::from(b as i8)).collect(),
         Uint8 => bytes.iter().map(|&b| i32::from(b)).collect(),
-        Int16 => bytes.chunks_exact(2).map(|c| i32::from(i16::from_le_bytes([c[0], c[1]]))).collect(),
-        Uint16 => bytes.chunks_exact(2).map(|c| i32::from(u16::from_le_bytes([c[0], c[1]]))).collect(),
+        Int16 => {
+            bytes.chunks_exact(2).map(|c| i32::from(i16::from_le_bytes([c[0], c[1]]))).collect()
+        }
+        Uint16 => {
+            bytes.chunks_exact(2).map(|c| i32::from(u16::from_le_bytes([c[0], c[1]]))).collect()
+        }
         _ => bytes.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
     };
     Ok(values)
 }
 
 /// The tensor's bytes as ONNX packs them in `raw_data`, when its type is one of `allowed`.
-pub(super) fn typed_bytes<'t>(tensor: &'t TensorProto, allowed: &[DataType]) -> Result<Cow<'t, [u8]>, String> {
+pub(super) fn typed_bytes<'t>(
+    tensor: &'t TensorProto,
+    allowed: &[DataType],
+) -> Result<Cow<'t, [u8]>, String> {
     if !allowed.iter().any(|&t| t as i32 == tensor.data_type()) {
         let allowed: Vec<_> = allowed.iter().map(|t| t.as_str_name()).collect();
         return Err(format!(
