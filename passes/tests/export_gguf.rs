@@ -731,7 +731,11 @@ fn quantized_embedding_tables_are_written_not_their_scales() {
         let mut reader = GGUFFileReader::new(std::io::Cursor::new(artifact.bytes.clone())).unwrap();
         let infos = reader.tensor_infos().to_vec();
         let names = onnx_names(&reader);
-        assert_eq!(names, [name.clone()], "{case}: the table only, no scales or zero points");
+        assert_eq!(
+            names,
+            std::slice::from_ref(&name),
+            "{case}: the table only, no scales or zero points"
+        );
         assert_eq!(infos[0].tensor_type().name(), kind, "{case}: {}", artifact.summary);
         let ne: Vec<u64> = infos[0].shape().dims().to_vec();
         assert_eq!(ne, [dim as u64, vocab as u64], "{case}: rows of dim values");
@@ -906,9 +910,13 @@ fn a_model_whose_weights_are_all_left_out_is_an_error_that_says_what_to_do() {
 }
 
 /// The `(level, message)` of every event logged while `f` runs on this thread.
+///
+/// The recorder is the global default, set once: a subscriber scoped to one thread can miss
+/// events when another test thread registers the same log site at that moment.
 fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, Vec<(tracing::Level, String)>) {
-    #[derive(Default)]
-    struct Recorder(std::sync::Arc<Mutex<Vec<(tracing::Level, String)>>>);
+    type Events = Mutex<Vec<(std::thread::ThreadId, tracing::Level, String)>>;
+    static EVENTS: std::sync::OnceLock<&'static Events> = std::sync::OnceLock::new();
+    struct Recorder(&'static Events);
     struct Text(String);
     impl tracing::field::Visit for Text {
         fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
@@ -929,16 +937,24 @@ fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, Vec<(tracing::Level, String)>) 
         fn event(&self, event: &tracing::Event<'_>) {
             let mut text = Text(String::new());
             event.record(&mut text);
-            self.0.lock().unwrap().push((*event.metadata().level(), text.0));
+            let thread = std::thread::current().id();
+            self.0.lock().unwrap().push((thread, *event.metadata().level(), text.0));
         }
         fn enter(&self, _: &tracing::span::Id) {}
         fn exit(&self, _: &tracing::span::Id) {}
     }
-    let recorder = Recorder::default();
-    let events = std::sync::Arc::clone(&recorder.0);
-    let result = tracing::subscriber::with_default(recorder, f);
-    let events = events.lock().unwrap().clone();
-    (result, events)
+    let events = *EVENTS.get_or_init(|| {
+        let events: &'static Events = Box::leak(Box::default());
+        tracing::subscriber::set_global_default(Recorder(events)).expect("no other subscriber");
+        events
+    });
+    let thread = std::thread::current().id();
+    events.lock().unwrap().retain(|(t, _, _)| *t != thread);
+    let result = f();
+    let events = events.lock().unwrap();
+    let mine = events.iter().filter(|(t, _, _)| *t == thread);
+    let mine = mine.map(|(_, level, message)| (*level, message.clone())).collect();
+    (result, mine)
 }
 
 #[test]

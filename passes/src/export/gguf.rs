@@ -6,16 +6,22 @@
 //! `serde` and `thiserror` only. `ggus` writes raw bytes with panics on bad input, and
 //! `candle-core` would bring a whole tensor framework for its GGUF module.
 //!
-//! What the file holds ([`source`] decides, [`blocks`] encodes):
-//! - each `com.microsoft.MatMulNBits` weight and each blocked `DequantizeLinear` weight along
-//!   K: as Q4_0 (4-bit) or Q8_0 (8-bit) when its zero points are the middle code, its block
-//!   size a multiple of 32 and K a multiple of 32, with the codes carried over exactly and
-//!   the scales rounded to float16; otherwise dequantized to F32. Its dimensions are
-//!   ggml's `ne = [K, N]`: N rows of K values, the transpose of ONNX's `[K, N]` weight (the
-//!   way llama.cpp stores linear layers);
+//! What the file holds ([`source`] decides, [`quantized`] reads, [`blocks`] encodes):
+//! - each block-quantized weight (`com.microsoft.MatMulNBits`, `GatherBlockQuantized`,
+//!   blocked `DequantizeLinear`): as Q4_0 (4-bit) or Q8_0 (8-bit) when its zero points are
+//!   the middle code, its block size a multiple of 32 and its row a multiple of 32, with the
+//!   codes carried over exactly and the scales rounded to float16; otherwise dequantized to
+//!   F32. A MatMul weight `[K, N]` blocked along K is written as ggml's `ne = [K, N]`: N rows
+//!   of K values, its transpose (the way llama.cpp stores linear layers); a table `[vocab,
+//!   dim]` blocked along dim keeps its layout;
+//! - each per-tensor or per-axis `DequantizeLinear` weight, dequantized to F32;
 //! - every other FLOAT or FLOAT16 initializer as F32 or F16, as stored, its ONNX dimensions
 //!   reversed into ggml's order (a reader that reverses them back, as gguf-py does, sees the
-//!   ONNX shape).
+//!   ONNX shape), but for the scales and zero points of quantized operators ([`roles`]).
+//!
+//! Weights GGUF has no type for (the INT8 codes of MatMulInteger, ConvInteger ...) are left
+//! out and named in the summary; when that leaves only 1-D tensors (biases, scales, norms),
+//! the export fails with [`GgufError::AllLeftOut`].
 //!
 //! Metadata: `general.architecture` = `onnx` (the file is no llama.cpp architecture),
 //! `general.name` (the graph's name, when it has one), `general.alignment` = 32,

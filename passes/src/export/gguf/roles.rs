@@ -64,7 +64,7 @@ impl<'g> Readers<'g> {
             | "QLinearReduceMean" => &[1, 2, 3, 4],
             "QLinearWhere" => &[2, 3, 5, 6, 7, 8],
             // Y_scale, Y_zero_point, then (tensor, scale, zero point) per input.
-            "QLinearConcat" => return index < 2 || (index - 2) % 3 != 0,
+            "QLinearConcat" => return index < 2 || !(index - 2).is_multiple_of(3),
             "DynamicQuantizeLSTM" => &[8, 9, 10, 11],
             "QAttention" => &[3, 4, 6, 7],
             "QEmbedLayerNormalization" => &[8, 9, 10, 11, 12, 13, 14, 15, 16, 17],

@@ -92,7 +92,8 @@ pub fn collect(graph: &GraphProto) -> Result<Collected, GgufError> {
                 weights.entry(weight).or_insert(Weight::Dequantized { tensor, label });
             }
             Some(Found::Skip(reason)) => {
-                if skipped.insert(weight.clone()) && !weights.contains_key(&weight) {
+                let first = skipped.insert(weight.clone());
+                if first && !weights.contains_key(&weight) {
                     collected.notes.push(format!("{label}: weight `{weight}` left out: {reason}"));
                     collected.left_out.push(weight);
                 }
