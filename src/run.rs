@@ -606,7 +606,15 @@ fn save_artifacts(
     for artifact in artifacts {
         let path = folder.join(artifact_name(stem, artifact.extension));
         let fail = |e: std::io::Error| format!("{}: {e}", path.display());
-        let mut file = tempfile::NamedTempFile::new_in(folder).map_err(fail)?;
+        // Readable like the model beside it: 0644 less the umask, as a plain create gives,
+        // not the temporary file's 0600.
+        let mut builder = tempfile::Builder::new();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o644));
+        }
+        let mut file = builder.tempfile_in(folder).map_err(fail)?;
         file.write_all(&artifact.bytes).map_err(fail)?;
         file.persist(&path).map_err(|e| fail(e.error))?;
     }

@@ -47,6 +47,16 @@ fn the_gguf_file_lands_beside_the_best_model_and_reads_in_gguf_py() {
 
     let gguf = project.path("out/model.gguf");
     assert!(gguf.is_file(), "out/ holds {:?}", project.files());
+    #[cfg(unix)]
+    {
+        // Readable like the model beside it (0644 less the umask), not a temporary 0600.
+        use std::os::unix::fs::PermissionsExt;
+        let mode =
+            |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let model = mode(&project.path("out/model.onnx"));
+        assert_eq!(mode(&gguf), model & 0o644, "model.onnx has {model:o}");
+        assert_ne!(mode(&gguf), 0o600, "the temporary file's mode leaked");
+    }
     let output = Process::new(common::venv_python())
         .arg("-c")
         .arg(CHECK_GGUF)
@@ -96,4 +106,27 @@ fn a_format_not_built_yet_is_refused_at_validation() {
         .stderr_has(&["export", "`format: onnx` is not built yet", "gguf"]);
     outcome(&mut project.run()).expect_code(2).stderr_has(&["not built yet"]);
     assert_eq!(project.files(), before, "nothing was written");
+}
+
+/// `export` after `quantize_dynamic`: every weight is the INT8 input of ConvInteger or
+/// MatMulInteger, which GGUF has no type for, so the candidate fails with a reason that says
+/// what to do instead of writing the biases and scales alone.
+#[test]
+fn export_after_int8_quantization_fails_saying_what_to_do() {
+    let project = Project::digits();
+    project.edit_recipe(
+        "  - quantize_dynamic: {per_channel: [false, true]}\n",
+        "  - quantize_dynamic: {per_channel: false}\n  - export: {format: gguf}\n",
+    );
+    outcome(&mut project.run()).expect_code(1).no_panic();
+    let report = std::fs::read_to_string(project.path("out/report.json")).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let candidate = &report["candidates"][0];
+    assert_eq!(candidate["status"], "failed", "{candidate:#}");
+    let reason = candidate["reasons"][0].as_str().unwrap_or_default();
+    for part in ["every weight of the model is left out", "read by ConvInteger", "`export` before"]
+    {
+        assert!(reason.contains(part), "{part:?} missing from {reason}");
+    }
+    assert!(!project.path("out/model.gguf").exists(), "{:?}", project.files());
 }

@@ -23,6 +23,7 @@ use ndarray::{ArrayD, IxDyn};
 use pipeline_passes::export::gguf;
 use pipeline_passes::ir::proto::tensor_proto::DataType;
 use pipeline_passes::ir::proto::{GraphProto, ModelProto, OperatorSetIdProto, TensorProto};
+use pipeline_passes::ir::shapes::Dim;
 use pipeline_passes::ir::{self, float_value_info};
 use pipeline_passes::pass::{Artifact, ArtifactSink, PassContext};
 use rng::Rng;
@@ -624,4 +625,345 @@ fn quantize_weights_output_repacks_into_q4_0_and_q8_0_code_for_code() {
         let rounded: Vec<f32> = scales.iter().map(|&s| f16::from_f32(s).to_f32()).collect();
         assert_eq!(gguf_scales, rounded, "{kind}: each block's scale, as float16");
     }
+}
+
+/// The codes of an INT4, UINT4, INT8 or UINT8 initializer, decoded here from its bytes.
+fn codes_of(tensor: &TensorProto) -> Vec<i32> {
+    let bytes = tensor.raw_data();
+    let count: i64 = tensor.dims.iter().product();
+    let kind = DataType::try_from(tensor.data_type()).unwrap();
+    (0..count as usize)
+        .map(|i| match kind {
+            DataType::Int4 => ((bytes[i / 2] >> (4 * (i % 2))) << 4) as i8 as i32 >> 4,
+            DataType::Uint4 => i32::from((bytes[i / 2] >> (4 * (i % 2))) & 0x0f),
+            DataType::Int8 => i32::from(bytes[i] as i8),
+            DataType::Uint8 => i32::from(bytes[i]),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+fn find_initializer<'m>(model: &'m ModelProto, name: &str) -> &'m TensorProto {
+    let graph = model.graph.as_ref().unwrap();
+    graph.initializer.iter().find(|t| t.name() == name).unwrap_or_else(|| panic!("{name}"))
+}
+
+/// The table `[vocab, dim]` a GatherBlockQuantized or blocked DequantizeLinear reads,
+/// dequantized here: `(code - zero point) * scale`, one scale per row and block along dim.
+fn table_values(model: &ModelProto) -> (String, Vec<f32>, Vec<i32>, Vec<f32>) {
+    let graph = model.graph.as_ref().unwrap();
+    let node = graph
+        .node
+        .iter()
+        .find(|n| matches!(n.op_type(), "GatherBlockQuantized" | "DequantizeLinear"))
+        .expect("a quantized table");
+    let gbq = node.op_type() == "GatherBlockQuantized";
+    let (scales_at, zeros_at) = if gbq { (2, 3) } else { (1, 2) };
+    let axis = ir::node_attr_int(node, if gbq { "quantize_axis" } else { "axis" }).unwrap();
+    assert_eq!(axis, 1, "blocks along dim");
+    let block = ir::node_attr_int(node, "block_size").unwrap() as usize;
+    let table = find_initializer(model, &node.input[0]);
+    let (vocab, dim) = (table.dims[0] as usize, table.dims[1] as usize);
+    let codes = codes_of(table);
+    let scales = ir::tensor_to_f32(find_initializer(model, &node.input[scales_at])).unwrap();
+    let scales: Vec<f32> = scales.iter().copied().collect();
+    let zeros = match node.input.get(zeros_at) {
+        Some(name) => codes_of(find_initializer(model, name)),
+        None => vec![0; scales.len()],
+    };
+    let blocks = dim.div_ceil(block);
+    let mut values = Vec::new();
+    let mut centred = Vec::new();
+    for row in 0..vocab {
+        for col in 0..dim {
+            let b = row * blocks + col / block;
+            centred.push(codes[row * dim + col] - zeros[b]);
+            values.push((codes[row * dim + col] - zeros[b]) as f32 * scales[b]);
+        }
+    }
+    (node.input[0].clone(), values, centred, scales)
+}
+
+/// `quantize_weights` with `embeddings` on a Gather of a `[vocab, dim]` table: as
+/// GatherBlockQuantized or as DequantizeLinear -> Gather, the table lands in the GGUF file
+/// (Q4_0 code for code when symmetric with blocks of 32, dequantized F32 with a note
+/// otherwise) and its scales and zero points are no tensors of their own.
+#[test]
+fn quantized_embedding_tables_are_written_not_their_scales() {
+    let (vocab, dim) = (40usize, 64usize);
+    let mut rng = Rng::new(31);
+    let table = rng.normal_array(&[vocab, dim], 0.5);
+    let mut gather = ir::make_node("Gather", &["table", "ids"], &["y"], "embed");
+    gather.attribute.push(ir::attr_int("axis", 0));
+    let graph = GraphProto {
+        node: vec![gather],
+        initializer: vec![ir::tensor_from_f32("table", &table)],
+        input: vec![ir::tensor_value_info("ids", DataType::Int64 as i32, Some(&[Dim::Known(2)]))],
+        output: vec![float_value_info("y", &[2, dim as i64])],
+        ..Default::default()
+    };
+    let source = ModelProto {
+        ir_version: Some(10),
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(21) }],
+        graph: Some(graph),
+        ..Default::default()
+    };
+    let weights = pipeline_passes::pass::find("quantize_weights").unwrap();
+
+    let cases = [
+        ("matmul_nbits", true, 32, "Q4_0", "GatherBlockQuantized"),
+        ("qdq", true, 32, "Q4_0", "DequantizeLinear"),
+        ("matmul_nbits", false, 32, "F32", "GatherBlockQuantized"),
+        ("qdq", true, 16, "F32", "DequantizeLinear"),
+    ];
+    for (format, symmetric, block, kind, op) in cases {
+        let config = serde_json::json!({"bits": 4, "block_size": block, "symmetric": symmetric,
+                                        "format": format, "embeddings": true});
+        let case = format!("{format} symmetric {symmetric} block {block}");
+        let model = (weights.build)(&config).unwrap().run(source.clone(), &PassContext::default());
+        let model = model.unwrap_or_else(|e| panic!("{case}: {e}"));
+        let ops: Vec<&str> =
+            model.graph.as_ref().unwrap().node.iter().map(|n| n.op_type()).collect();
+        assert!(ops.contains(&op), "{case}: {ops:?}");
+        let (name, values, centred, scales) = table_values(&model);
+
+        let artifact = run_export(&model);
+        let mut reader = GGUFFileReader::new(std::io::Cursor::new(artifact.bytes.clone())).unwrap();
+        let infos = reader.tensor_infos().to_vec();
+        let names = onnx_names(&reader);
+        assert_eq!(
+            names,
+            std::slice::from_ref(&name),
+            "{case}: the table only, no scales or zero points"
+        );
+        assert_eq!(infos[0].tensor_type().name(), kind, "{case}: {}", artifact.summary);
+        let ne: Vec<u64> = infos[0].shape().dims().to_vec();
+        assert_eq!(ne, [dim as u64, vocab as u64], "{case}: rows of dim values");
+        let transposed = reader.metadata().get("pipeline.transposed");
+        assert!(format!("{transposed:?}").contains("Bool(false)"), "{case}: {transposed:?}");
+
+        let data = reader.load_tensor_data(infos[0].name()).unwrap().unwrap();
+        if kind == "Q4_0" {
+            let (codes, gguf_scales) = block_codes(kind, data.as_slice());
+            let codes: Vec<i32> = codes.iter().map(|c| c - 8).collect();
+            assert_eq!(codes, centred, "{case}: INT4 code q is stored as q + 8");
+            let per_32: Vec<f32> = (0..vocab * dim / 32)
+                .map(|i| f16::from_f32(scales[i * 32 / block]).to_f32())
+                .collect();
+            assert_eq!(gguf_scales, per_32, "{case}");
+        } else {
+            assert!(artifact.summary.contains(&format!("weight `{name}` written as F32")));
+            let got: Vec<f32> = data
+                .as_slice()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            assert_eq!(got, values, "{case}: dequantized as ORT would");
+        }
+        // gguf-py agrees: every row of the table, dequantized, within float16 scale rounding.
+        let (_, arrays) = read_with_gguf_py(&artifact.bytes, "table");
+        assert_eq!(arrays[0].shape(), &[vocab, dim], "{case}");
+        for (i, (&got, &want)) in arrays[0].iter().zip(&values).enumerate() {
+            assert!((got - want).abs() <= want.abs() * 1e-3 + 1e-7, "{case} at {i}");
+        }
+    }
+}
+
+/// A per-axis INT8 and a per-tensor UINT8 DequantizeLinear weight (as `quantize_static`
+/// writes them) are dequantized to F32 as ONNX Runtime computes `(q - zp) * scale`; a
+/// ConvInteger weight is left out with a note; no scale or zero point becomes a tensor.
+#[test]
+fn per_channel_weights_are_dequantized_and_integer_operator_weights_named() {
+    let mut graph = GraphProto::default();
+    let int8: Vec<i8> = (0..12).map(|i| (i * 23 % 255 - 127) as i8).collect();
+    graph.initializer.push(TensorProto {
+        name: Some("w_axis".into()),
+        dims: vec![4, 3],
+        data_type: Some(DataType::Int8 as i32),
+        raw_data: Some(int8.iter().map(|&v| v as u8).collect()),
+        ..Default::default()
+    });
+    let axis_scales = [0.5f32, 0.03, 1.0 / 3.0];
+    let axis_zeros = [0i8, -3, 7];
+    graph.initializer.push(ir::tensor_from_f32("w_axis_scale", &array(&[3], axis_scales.to_vec())));
+    graph.initializer.push(TensorProto {
+        name: Some("w_axis_zero".into()),
+        dims: vec![3],
+        data_type: Some(DataType::Int8 as i32),
+        raw_data: Some(axis_zeros.iter().map(|&v| v as u8).collect()),
+        ..Default::default()
+    });
+    let mut dq = ir::make_node(
+        "DequantizeLinear",
+        &["w_axis", "w_axis_scale", "w_axis_zero"],
+        &["w_axis_f"],
+        "dq_axis",
+    );
+    dq.attribute.push(ir::attr_int("axis", 1));
+    graph.node.push(dq);
+
+    let uint8: Vec<u8> = (0..6).map(|i| (i * 41 % 256) as u8).collect();
+    graph.initializer.push(ir::tensor_from_u8("w_tensor", &array(&[2, 3], uint8.clone())));
+    graph.initializer.push(ir::tensor_from_f32("w_tensor_scale", &array(&[], vec![0.1f32])));
+    graph.initializer.push(ir::tensor_from_u8("w_tensor_zero", &array(&[], vec![128u8])));
+    graph.node.push(ir::make_node(
+        "DequantizeLinear",
+        &["w_tensor", "w_tensor_scale", "w_tensor_zero"],
+        &["w_tensor_f"],
+        "dq_tensor",
+    ));
+
+    graph.initializer.push(TensorProto {
+        name: Some("conv_w".into()),
+        dims: vec![2, 1, 3, 3],
+        data_type: Some(DataType::Int8 as i32),
+        raw_data: Some(vec![1; 18]),
+        ..Default::default()
+    });
+    graph.initializer.push(ir::tensor_from_u8("conv_w_zero", &array(&[], vec![0u8])));
+    graph.node.push(ir::make_node(
+        "ConvInteger",
+        &["x_q", "conv_w", "x_zero", "conv_w_zero"],
+        &["c"],
+        "conv_quant",
+    ));
+    let model = ModelProto { graph: Some(graph), ..Default::default() };
+
+    let artifact = run_export(&model);
+    let summary = &artifact.summary;
+    assert!(
+        summary.contains("`conv_w` (INT8 [2, 1, 3, 3], read by ConvInteger `conv_quant`)"),
+        "{summary}"
+    );
+    assert!(summary.contains("2 weights written as F32, dequantized"), "{summary}");
+    let mut reader = GGUFFileReader::new(std::io::Cursor::new(artifact.bytes.clone())).unwrap();
+    assert_eq!(onnx_names(&reader), ["w_axis", "w_tensor"], "no scales, zero points or codes");
+    let infos = reader.tensor_infos().to_vec();
+
+    let mut want_axis = Vec::new();
+    for (i, &q) in int8.iter().enumerate() {
+        let c = i % 3;
+        want_axis.push((i32::from(q) - i32::from(axis_zeros[c])) as f32 * axis_scales[c]);
+    }
+    let want_tensor: Vec<f32> = uint8.iter().map(|&q| (i32::from(q) - 128) as f32 * 0.1).collect();
+    for (info, want, shape) in [(&infos[0], want_axis, [3u64, 4]), (&infos[1], want_tensor, [3, 2])]
+    {
+        assert_eq!(info.tensor_type().name(), "F32");
+        assert_eq!(info.shape().dims(), shape, "ONNX dimensions reversed");
+        let data = reader.load_tensor_data(info.name()).unwrap().unwrap();
+        let got: Vec<f32> = data
+            .as_slice()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(got, want, "{}", info.name());
+    }
+}
+
+/// After `quantize_dynamic`, every weight is the INT8 input of MatMulInteger: the export
+/// fails, saying why and what to do, rather than write the biases and scales alone.
+#[test]
+fn a_model_whose_weights_are_all_left_out_is_an_error_that_says_what_to_do() {
+    let (k, n) = (8usize, 4usize);
+    let mut rng = Rng::new(41);
+    let graph = GraphProto {
+        node: vec![
+            ir::make_node("MatMul", &["x", "w"], &["h"], "fc"),
+            ir::make_node("Add", &["h", "b"], &["y"], "bias"),
+        ],
+        initializer: vec![
+            ir::tensor_from_f32("w", &rng.normal_array(&[k, n], 0.3)),
+            ir::tensor_from_f32("b", &rng.normal_array(&[n], 0.3)),
+        ],
+        input: vec![float_value_info("x", &[1, k as i64])],
+        output: vec![float_value_info("y", &[1, n as i64])],
+        ..Default::default()
+    };
+    let float = ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
+        graph: Some(graph),
+        ..Default::default()
+    };
+    let dynamic = pipeline_passes::pass::find("quantize_dynamic").unwrap();
+    let pass = (dynamic.build)(&serde_json::json!({})).unwrap();
+    let model = pass.run(float, &PassContext::default()).unwrap();
+    let graph = model.graph.as_ref().unwrap();
+    let integer = graph.node.iter().find(|n| n.op_type() == "MatMulInteger").expect("quantized");
+    let weight = integer.input[1].clone();
+
+    let info = pipeline_passes::pass::find("export").unwrap();
+    let export = (info.build)(&serde_json::json!({"format": "gguf"})).unwrap();
+    let sink = Sink::default();
+    let context = PassContext { artifacts: Some(&sink), ..PassContext::default() };
+    let error = export.run(model, &context).unwrap_err().to_string();
+    for part in [
+        "every weight of the model is left out",
+        &format!("`{weight}` (INT8 [{k}, {n}], read by MatMulInteger"),
+        "only 1 one-dimensional tensors",
+        "put `export` before `quantize_dynamic`",
+        "quantize_weights",
+    ] {
+        assert!(error.contains(part), "{part:?} missing from: {error}");
+    }
+    assert!(sink.0.into_inner().unwrap().is_empty());
+}
+
+/// The `(level, message)` of every event logged while `f` runs on this thread.
+///
+/// The recorder is the global default, set once: a subscriber scoped to one thread can miss
+/// events when another test thread registers the same log site at that moment.
+fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, Vec<(tracing::Level, String)>) {
+    type Events = Mutex<Vec<(std::thread::ThreadId, tracing::Level, String)>>;
+    static EVENTS: std::sync::OnceLock<&'static Events> = std::sync::OnceLock::new();
+    struct Recorder(&'static Events);
+    struct Text(String);
+    impl tracing::field::Visit for Text {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                self.0 = format!("{value:?}");
+            }
+        }
+    }
+    impl tracing::Subscriber for Recorder {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let mut text = Text(String::new());
+            event.record(&mut text);
+            let thread = std::thread::current().id();
+            self.0.lock().unwrap().push((thread, *event.metadata().level(), text.0));
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+    let events = *EVENTS.get_or_init(|| {
+        let events: &'static Events = Box::leak(Box::default());
+        tracing::subscriber::set_global_default(Recorder(events)).expect("no other subscriber");
+        events
+    });
+    let thread = std::thread::current().id();
+    events.lock().unwrap().retain(|(t, _, _)| *t != thread);
+    let result = f();
+    let events = events.lock().unwrap();
+    let mine = events.iter().filter(|(t, _, _)| *t == thread);
+    let mine = mine.map(|(_, level, message)| (*level, message.clone())).collect();
+    (result, mine)
+}
+
+#[test]
+fn each_note_is_logged_once_at_info() {
+    let Fixture { model, .. } = fixture();
+    let (artifact, logs) = capture_logs(|| run_export(&model));
+    assert!(artifact.summary.contains("weight `asym_B` written as F32"), "{}", artifact.summary);
+    let info: Vec<&String> =
+        logs.iter().filter(|(level, _)| *level == tracing::Level::INFO).map(|(_, m)| m).collect();
+    let mentions = info.iter().filter(|m| m.contains("weight `asym_B` written as F32")).count();
+    assert_eq!(mentions, 1, "{info:?}");
 }

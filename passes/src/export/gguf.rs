@@ -6,16 +6,22 @@
 //! `serde` and `thiserror` only. `ggus` writes raw bytes with panics on bad input, and
 //! `candle-core` would bring a whole tensor framework for its GGUF module.
 //!
-//! What the file holds ([`source`] decides, [`blocks`] encodes):
-//! - each `com.microsoft.MatMulNBits` weight and each blocked `DequantizeLinear` weight along
-//!   K: as Q4_0 (4-bit) or Q8_0 (8-bit) when its zero points are the middle code, its block
-//!   size a multiple of 32 and K a multiple of 32, with the codes carried over exactly and
-//!   the scales rounded to float16; otherwise dequantized to F32. Its dimensions are
-//!   ggml's `ne = [K, N]`: N rows of K values, the transpose of ONNX's `[K, N]` weight (the
-//!   way llama.cpp stores linear layers);
+//! What the file holds ([`source`] decides, [`quantized`] reads, [`blocks`] encodes):
+//! - each block-quantized weight (`com.microsoft.MatMulNBits`, `GatherBlockQuantized`,
+//!   blocked `DequantizeLinear`): as Q4_0 (4-bit) or Q8_0 (8-bit) when its zero points are
+//!   the middle code, its block size a multiple of 32 and its row a multiple of 32, with the
+//!   codes carried over exactly and the scales rounded to float16; otherwise dequantized to
+//!   F32. A MatMul weight `[K, N]` blocked along K is written as ggml's `ne = [K, N]`: N rows
+//!   of K values, its transpose (the way llama.cpp stores linear layers); a table `[vocab,
+//!   dim]` blocked along dim keeps its layout;
+//! - each per-tensor or per-axis `DequantizeLinear` weight, dequantized to F32;
 //! - every other FLOAT or FLOAT16 initializer as F32 or F16, as stored, its ONNX dimensions
 //!   reversed into ggml's order (a reader that reverses them back, as gguf-py does, sees the
-//!   ONNX shape).
+//!   ONNX shape), but for the scales and zero points of quantized operators ([`roles`]).
+//!
+//! Weights GGUF has no type for (the INT8 codes of MatMulInteger, ConvInteger ...) are left
+//! out and named in the summary; when that leaves only 1-D tensors (biases, scales, norms),
+//! the export fails with [`GgufError::AllLeftOut`].
 //!
 //! Metadata: `general.architecture` = `onnx` (the file is no llama.cpp architecture),
 //! `general.name` (the graph's name, when it has one), `general.alignment` = 32,
@@ -29,6 +35,8 @@
 //! hash of the whole name, and `pipeline.onnx_names` keeps the original.
 
 pub mod blocks;
+pub mod quantized;
+pub mod roles;
 pub mod source;
 
 use std::collections::{BTreeMap, HashMap};
@@ -37,7 +45,6 @@ use gguf_rs_lib::builder::GGUFBuilder;
 use gguf_rs_lib::format::metadata::{MetadataArray, MetadataValue};
 use gguf_rs_lib::format::types::GGUFValueType;
 use gguf_rs_lib::tensor::TensorType;
-use tracing::info;
 
 use crate::ir::proto::ModelProto;
 use blocks::GgmlType;
@@ -58,6 +65,18 @@ pub enum GgufError {
     /// The model has no weight to write.
     #[error("the model has no float or quantized weights to write to GGUF{detail}")]
     Nothing { detail: String },
+
+    /// Every weight is quantized in a form GGUF has no type for, so the file would hold
+    /// nothing but biases, scales and norms.
+    #[error(
+        "every weight of the model is left out of the GGUF file, which would hold only \
+         {written} one-dimensional tensors (biases, scales, norms): {notes}. GGUF holds float \
+         weights and block-quantized ones (Q4_0, Q8_0), not the 8-bit codes of integer \
+         operators such as MatMulInteger, ConvInteger or QLinearConv: put `export` before \
+         `quantize_dynamic` / `quantize_static` in the recipe, or quantize with \
+         `quantize_weights` instead"
+    )]
+    AllLeftOut { written: usize, notes: String },
 
     /// A node or initializer the export reads holds data its own attributes contradict.
     #[error("{what}: {reason}")]
@@ -85,9 +104,15 @@ pub fn export(model: &ModelProto) -> Result<Exported, GgufError> {
     let Some(graph) = model.graph.as_ref() else {
         return Err(GgufError::Nothing { detail: " (it has no graph)".to_string() });
     };
+    // The notes reach the log once, in the summary the pass logs.
     let collected = source::collect(graph)?;
-    for note in &collected.notes {
-        info!("{note}");
+    // Biases, norms and other 1-D tensors are no model without the weights they go with.
+    let only_vectors = collected.tensors.iter().all(|t| t.ne.len() < 2);
+    if !collected.left_out.is_empty() && only_vectors {
+        return Err(GgufError::AllLeftOut {
+            written: collected.tensors.len(),
+            notes: collected.notes.join("; "),
+        });
     }
     if collected.tensors.is_empty() {
         let detail = match collected.notes.is_empty() {

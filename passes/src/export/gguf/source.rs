@@ -1,26 +1,30 @@
 //! What of an ONNX graph goes into the GGUF file, and in which form.
 //!
-//! - The weight of every `com.microsoft.MatMulNBits` node whose packed codes, scales and
-//!   zero points are initializers, as a block-quantized weight ([`Blocked`]).
-//! - The weight of every blocked `DequantizeLinear` (`block_size` set, blocks along axis 0,
-//!   the K of a `[K, N]` MatMul weight) of a 2-D INT4, UINT4, INT8 or UINT8 initializer.
-//! - Every other FLOAT or FLOAT16 initializer of the main graph, as stored.
+//! - Every quantized weight [`quantized`] reads: block-quantized ones as [`Blocked`] codes,
+//!   per-tensor and per-channel ones dequantized to F32.
+//! - Every other FLOAT or FLOAT16 initializer of the main graph, as stored, except the
+//!   scales and zero points of quantized operators ([`roles`]): they are part of their
+//!   weight, written with it or left out with it, never apart.
 //!
-//! The codes, scales and zero points a quantized weight is made of are not written apart
-//! from it. Initializers of other element types, subgraphs' initializers and Constant nodes
-//! are left out.
+//! A weight is left out, named in a note with the reason, when it is quantized in a form
+//! GGUF has no type for: 8-bit (or 4-bit) codes read by integer operators (MatMulInteger,
+//! ConvInteger, QLinearConv ...) or by a quantized operator whose configuration is not read.
+//! Initializers of other element types (shapes, indices, INT32 biases of integer
+//! operators), subgraphs' initializers and Constant nodes are left out without a note.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use tracing::debug;
 
-use super::blocks::{read_bits, Blocked, GgmlType, ScaleRounding};
+use super::blocks::{Blocked, GgmlType, ScaleRounding};
+use super::quantized::{self, Found};
+use super::roles::{first_reader, Readers};
 use super::GgufError;
+use crate::ir::data_type_name;
 use crate::ir::proto::tensor_proto::{DataLocation, DataType};
-use crate::ir::proto::{GraphProto, NodeProto, TensorProto};
+use crate::ir::proto::{GraphProto, TensorProto};
 use crate::ir::tensor::element_count;
-use crate::ir::{data_type_name, node_attr_int};
 
 /// A tensor to write, before it gets its GGUF name.
 #[derive(Debug, Clone)]
@@ -44,65 +48,139 @@ pub struct Collected {
     pub notes: Vec<String>,
     /// How far the quantized weights' scales moved when rounded to float16.
     pub rounding: ScaleRounding,
+    /// The weights left out, each named in a note.
+    pub left_out: Vec<String>,
 }
 
 /// GGUF allows at most this many dimensions.
-const MAX_DIMS: usize = 4;
+pub const MAX_DIMS: usize = 4;
 
-/// A quantized weight found at a node, or why it is not read.
-enum Found {
-    Weight { blocked: Blocked, parts: Vec<String> },
-    Skip(String),
+/// A quantized weight as it will be written.
+enum Weight {
+    Blocked { blocked: Blocked, transposed: bool, label: String },
+    Dequantized { tensor: Tensor, label: String },
 }
 
 /// Collects the tensors of `graph` in the order of its initializers.
 pub fn collect(graph: &GraphProto) -> Result<Collected, GgufError> {
     let initializers: HashMap<&str, &TensorProto> =
         graph.initializer.iter().map(|t| (t.name(), t)).collect();
+    let readers = Readers::new(graph);
     let mut collected = Collected::default();
-    let mut weights: HashMap<String, (Blocked, String)> = HashMap::new();
-    let mut parts: HashSet<String> = HashSet::new();
+    let mut weights: HashMap<String, Weight> = HashMap::new();
+    let mut skipped: HashSet<String> = HashSet::new();
 
     for node in &graph.node {
         let found = match (node.domain(), node.op_type()) {
-            ("com.microsoft", "MatMulNBits") => matmul_nbits(node, &initializers)?,
-            ("" | "ai.onnx", "DequantizeLinear") => dequantize_linear(node, &initializers)?,
+            ("com.microsoft", "MatMulNBits") => quantized::matmul_nbits(node, &initializers)?,
+            ("com.microsoft", "GatherBlockQuantized") => {
+                quantized::gather_block_quantized(node, &initializers)?
+            }
+            ("" | "ai.onnx" | "com.microsoft", "DequantizeLinear") => {
+                quantized::dequantize_linear(node, &initializers)?
+            }
             _ => continue,
         };
         let weight = node.input.get(usize::from(node.op_type() == "MatMulNBits"));
         let weight = weight.cloned().unwrap_or_default();
         let label = format!("{} `{}`", node.op_type(), node.name());
         match found {
-            Some(Found::Weight { blocked, parts: used }) => {
-                parts.extend(used);
-                weights.entry(weight).or_insert((blocked, label));
+            Some(Found::Blocked { blocked, transposed }) => {
+                weights.entry(weight).or_insert(Weight::Blocked { blocked, transposed, label });
+            }
+            Some(Found::Dequantized(tensor)) => {
+                weights.entry(weight).or_insert(Weight::Dequantized { tensor, label });
             }
             Some(Found::Skip(reason)) => {
-                collected.notes.push(format!("{label}: weight `{weight}` left out: {reason}"))
+                let first = skipped.insert(weight.clone());
+                if first && !weights.contains_key(&weight) {
+                    collected.notes.push(format!("{label}: weight `{weight}` left out: {reason}"));
+                    collected.left_out.push(weight);
+                }
             }
             None => {}
         }
     }
 
+    let mut dequantized: Vec<String> = Vec::new();
+    let mut unread: Vec<String> = Vec::new();
     for initializer in &graph.initializer {
         let name = initializer.name();
-        if let Some((blocked, label)) = weights.remove(name) {
-            let tensor = encode(name, &blocked, &label, &mut collected)?;
-            collected.tensors.push(tensor);
-        } else if !parts.contains(name) {
-            match float_tensor(initializer)? {
-                Ok(tensor) => collected.tensors.push(tensor),
-                Err(reason) => debug!("initializer `{name}` left out: {reason}"),
+        match weights.remove(name) {
+            Some(Weight::Blocked { blocked, transposed, label }) => {
+                let tensor = encode(name, &blocked, transposed, &label, &mut collected)?;
+                collected.tensors.push(tensor);
+                continue;
             }
+            Some(Weight::Dequantized { tensor, label }) => {
+                dequantized.push(format!("`{name}` ({label})"));
+                collected.tensors.push(tensor);
+                continue;
+            }
+            None => {}
+        }
+        if skipped.contains(name) {
+            continue;
+        }
+        if readers.only_quantization_parameter(name) {
+            debug!("initializer `{name}` left out: it is a scale or zero point of a weight");
+            continue;
+        }
+        match float_tensor(initializer)? {
+            Ok(tensor) => collected.tensors.push(tensor),
+            Err(_) if quantized_codes(initializer) => {
+                let kind = data_type_name(initializer.data_type());
+                let reader = first_reader(&readers, name);
+                unread.push(format!("`{name}` ({kind} {:?}, read by {reader})", initializer.dims));
+                collected.left_out.push(name.to_string());
+            }
+            Err(reason) => debug!("initializer `{name}` left out: {reason}"),
         }
     }
+    if !dequantized.is_empty() {
+        collected.notes.push(format!(
+            "{} written as F32, dequantized as (q - zero point) * scale, since GGUF has no type \
+             for codes with one scale per tensor or per channel: {}",
+            count(dequantized.len(), "weight"),
+            dequantized.join(", ")
+        ));
+    }
+    if !unread.is_empty() {
+        collected.notes.push(format!(
+            "{} left out, since GGUF has no type for the codes of integer operators: {}",
+            count(unread.len(), "weight"),
+            unread.join(", ")
+        ));
+    }
     Ok(collected)
+}
+
+fn count(n: usize, what: &str) -> String {
+    match n {
+        1 => format!("1 {what}"),
+        _ => format!("{n} {what}s"),
+    }
+}
+
+/// Whether `tensor` holds 4-, 8- or 16-bit integer codes: a quantized weight, not shape
+/// arithmetic (INT64) or a bias of an integer operator (INT32).
+fn quantized_codes(tensor: &TensorProto) -> bool {
+    matches!(
+        DataType::try_from(tensor.data_type()),
+        Ok(DataType::Int4
+            | DataType::Uint4
+            | DataType::Int8
+            | DataType::Uint8
+            | DataType::Int16
+            | DataType::Uint16)
+    )
 }
 
 /// The weight as Q4_0 or Q8_0 when one holds it, otherwise dequantized to F32 with a note.
 fn encode(
     name: &str,
     blocked: &Blocked,
+    transposed: bool,
     label: &str,
     collected: &mut Collected,
 ) -> Result<Tensor, GgufError> {
@@ -131,7 +209,7 @@ fn encode(
         ne: vec![blocked.cols as u64, blocked.rows as u64],
         kind,
         data,
-        transposed: true,
+        transposed,
     })
 }
 
@@ -167,178 +245,7 @@ fn float_tensor(tensor: &TensorProto) -> Result<Result<Tensor, String>, GgufErro
     }))
 }
 
-/// The weight of a MatMulNBits node. `None` when its packed codes are not an initializer.
-fn matmul_nbits(
-    node: &NodeProto,
-    initializers: &HashMap<&str, &TensorProto>,
-) -> Result<Option<Found>, GgufError> {
-    let label = format!("MatMulNBits `{}`", node.name());
-    let malformed = |reason: String| GgufError::Malformed { what: label.clone(), reason };
-    let input = |i: usize| node.input.get(i).map(String::as_str).filter(|n| !n.is_empty());
-    let Some(b) = input(1).and_then(|name| initializers.get(name)) else {
-        debug!("{label}: its weight is not an initializer");
-        return Ok(None);
-    };
-    let Some(scales) = input(2).and_then(|name| initializers.get(name)) else {
-        return Ok(Some(Found::Skip("its scales are not an initializer".to_string())));
-    };
-    if input(4).is_some() {
-        return Ok(Some(Found::Skip("`g_idx` reorders its blocks, which is not read".into())));
-    }
-    let attr = |name: &str| {
-        node_attr_int(node, name)
-            .ok_or_else(|| malformed(format!("it has no integer attribute `{name}`")))
-    };
-    let (k, n, block) = (attr("K")?, attr("N")?, attr("block_size")?);
-    let bits = node_attr_int(node, "bits").unwrap_or(4);
-    let (Ok(k), Ok(n), Ok(block), Ok(bits)) =
-        (usize::try_from(k), usize::try_from(n), usize::try_from(block), u32::try_from(bits))
-    else {
-        return Err(malformed(format!("K {k}, N {n}, block_size {block}, bits {bits}")));
-    };
-    if !(2..=8).contains(&bits) || block == 0 || !(block * bits as usize).is_multiple_of(8) {
-        return Ok(Some(Found::Skip(format!("bits {bits} with block_size {block} is not read"))));
-    }
-
-    let k_blocks = k.div_ceil(block);
-    let blob = block * bits as usize / 8;
-    let codes = typed_bytes(b, &[DataType::Uint8]).map_err(&malformed)?;
-    check_len("B", codes.len(), n * k_blocks * blob).map_err(&malformed)?;
-    let scales = float_values(scales).map_err(&malformed)?;
-    check_len("scales", scales.len(), n * k_blocks).map_err(&malformed)?;
-
-    let middle = 1i16 << (bits - 1);
-    let mut parts = vec![b.name().to_string(), scales_name(node)];
-    let zero_points = match input(3) {
-        None => None,
-        Some(name) => {
-            let Some(tensor) = initializers.get(name) else {
-                return Ok(Some(Found::Skip("its zero points are not an initializer".into())));
-            };
-            if tensor.data_type() != DataType::Uint8 as i32 {
-                let found = data_type_name(tensor.data_type());
-                return Ok(Some(Found::Skip(format!("{found} zero points are not read"))));
-            }
-            let bytes = typed_bytes(tensor, &[DataType::Uint8]).map_err(&malformed)?;
-            let row_bytes = (k_blocks * bits as usize).div_ceil(8);
-            check_len("zero_points", bytes.len(), n * row_bytes).map_err(&malformed)?;
-            parts.push(name.to_string());
-            Some((bytes, row_bytes))
-        }
-    };
-
-    let mut q = Vec::with_capacity(n * k);
-    let mut symmetric = true;
-    for row in 0..n {
-        for col in 0..k {
-            let block_index = col / block;
-            let offset =
-                ((row * k_blocks + block_index) * blob) * 8 + (col % block) * bits as usize;
-            let code = read_bits(&codes, offset, bits).map_or(0, |c| c as i16);
-            let zero = match &zero_points {
-                None => middle,
-                Some((bytes, row_bytes)) => {
-                    let offset = row * row_bytes * 8 + block_index * bits as usize;
-                    read_bits(bytes, offset, bits).map_or(0, |z| z as i16)
-                }
-            };
-            symmetric &= zero == middle;
-            q.push(code - zero);
-        }
-    }
-    let blocked = Blocked { rows: n, cols: k, block, bits, symmetric, q, scales };
-    Ok(Some(Found::Weight { blocked, parts }))
-}
-
-fn scales_name(node: &NodeProto) -> String {
-    node.input.get(2).cloned().unwrap_or_default()
-}
-
-/// The weight of a blocked DequantizeLinear of a 2-D integer initializer. `None` when the
-/// node dequantizes something else.
-fn dequantize_linear(
-    node: &NodeProto,
-    initializers: &HashMap<&str, &TensorProto>,
-) -> Result<Option<Found>, GgufError> {
-    let label = format!("DequantizeLinear `{}`", node.name());
-    let malformed = |reason: String| GgufError::Malformed { what: label.clone(), reason };
-    let input = |i: usize| node.input.get(i).map(String::as_str).filter(|n| !n.is_empty());
-    let Some(x) = input(0).and_then(|name| initializers.get(name)) else { return Ok(None) };
-    let (bits, signed) = match DataType::try_from(x.data_type()) {
-        Ok(DataType::Int4) => (4, true),
-        Ok(DataType::Uint4) => (4, false),
-        Ok(DataType::Int8) => (8, true),
-        Ok(DataType::Uint8) => (8, false),
-        _ => return Ok(None),
-    };
-    let block = node_attr_int(node, "block_size").unwrap_or(0);
-    if x.dims.len() != 2 || block <= 0 {
-        debug!("{label}: not a blocked 2-D weight");
-        return Ok(None);
-    }
-    let axis = node_attr_int(node, "axis").unwrap_or(1);
-    if axis != 0 && axis != -2 {
-        return Ok(Some(Found::Skip(format!(
-            "its blocks run along axis {axis}, not along K (axis 0)"
-        ))));
-    }
-    let (Ok(k), Ok(n), Ok(block)) =
-        (usize::try_from(x.dims[0]), usize::try_from(x.dims[1]), usize::try_from(block))
-    else {
-        return Err(malformed(format!("dimensions {:?}, block_size {block}", x.dims)));
-    };
-    let Some(scale) = input(1).and_then(|name| initializers.get(name)) else {
-        return Ok(Some(Found::Skip("its scale is not an initializer".to_string())));
-    };
-    let k_blocks = k.div_ceil(block);
-    let scale_values = float_values(scale).map_err(&malformed)?;
-    check_len("x_scale", scale_values.len(), k_blocks * n).map_err(&malformed)?;
-
-    let types = [DataType::try_from(x.data_type()).unwrap_or(DataType::Undefined)];
-    let codes = typed_bytes(x, &types).map_err(&malformed)?;
-    check_len("x", codes.len(), (k * n * bits as usize).div_ceil(8)).map_err(&malformed)?;
-    let mut parts = vec![x.name().to_string(), scale.name().to_string()];
-    let zero_points = match input(2) {
-        None => None,
-        Some(name) => {
-            let Some(tensor) = initializers.get(name) else {
-                return Ok(Some(Found::Skip("its zero point is not an initializer".into())));
-            };
-            let bytes = typed_bytes(tensor, &types).map_err(&malformed)?;
-            check_len("x_zero_point", bytes.len(), (k_blocks * n * bits as usize).div_ceil(8))
-                .map_err(&malformed)?;
-            parts.push(name.to_string());
-            Some(bytes)
-        }
-    };
-
-    let value = |bytes: &[u8], index: usize| {
-        let raw = read_bits(bytes, index * bits as usize, bits).unwrap_or(0) as i16;
-        if signed && raw >= 1 << (bits - 1) {
-            raw - (1 << bits)
-        } else {
-            raw
-        }
-    };
-    let middle = if signed { 0 } else { 1i16 << (bits - 1) };
-    let mut q = Vec::with_capacity(n * k);
-    let mut scales = Vec::with_capacity(n * k_blocks);
-    let mut symmetric = true;
-    for row in 0..n {
-        for block_index in 0..k_blocks {
-            scales.push(scale_values[block_index * n + row]);
-        }
-        for col in 0..k {
-            let zero = zero_points.as_ref().map_or(middle, |z| value(z, (col / block) * n + row));
-            symmetric &= zero == middle;
-            q.push(value(&codes, col * n + row) - zero);
-        }
-    }
-    let blocked = Blocked { rows: n, cols: k, block, bits, symmetric, q, scales };
-    Ok(Some(Found::Weight { blocked, parts }))
-}
-
-fn check_len(input: &str, found: usize, expected: usize) -> Result<(), String> {
+pub(super) fn check_len(input: &str, found: usize, expected: usize) -> Result<(), String> {
     if found == expected {
         return Ok(());
     }
@@ -348,7 +255,7 @@ fn check_len(input: &str, found: usize, expected: usize) -> Result<(), String> {
 }
 
 /// A FLOAT or FLOAT16 tensor's values as f32 (float16 widens exactly).
-fn float_values(tensor: &TensorProto) -> Result<Vec<f32>, String> {
+pub(super) fn float_values(tensor: &TensorProto) -> Result<Vec<f32>, String> {
     let bytes = typed_bytes(tensor, &[DataType::Float, DataType::Float16])?;
     let values = if tensor.data_type() == DataType::Float as i32 {
         bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
@@ -358,8 +265,41 @@ fn float_values(tensor: &TensorProto) -> Result<Vec<f32>, String> {
     Ok(values)
 }
 
+/// The values of an INT4, UINT4, INT8, UINT8, INT16, UINT16 or INT32 tensor.
+pub(super) fn integer_values(tensor: &TensorProto) -> Result<Vec<i32>, String> {
+    use DataType::*;
+    let data_type = DataType::try_from(tensor.data_type()).unwrap_or(Undefined);
+    let allowed = [Int4, Uint4, Int8, Uint8, Int16, Uint16, Int32];
+    let bytes = typed_bytes(tensor, &allowed)?;
+    let count = element_count(tensor).map_err(|e| e.to_string())?;
+    let values = match data_type {
+        Int4 | Uint4 => (0..count)
+            .map(|i| {
+                let nibble = i32::from(bytes[i / 2] >> (4 * (i % 2)) & 0x0f);
+                match data_type == Int4 && nibble >= 8 {
+                    true => nibble - 16,
+                    false => nibble,
+                }
+            })
+            .collect(),
+        Int8 => bytes.iter().map(|&b| i32::from(b as i8)).collect(),
+        Uint8 => bytes.iter().map(|&b| i32::from(b)).collect(),
+        Int16 => {
+            bytes.chunks_exact(2).map(|c| i32::from(i16::from_le_bytes([c[0], c[1]]))).collect()
+        }
+        Uint16 => {
+            bytes.chunks_exact(2).map(|c| i32::from(u16::from_le_bytes([c[0], c[1]]))).collect()
+        }
+        _ => bytes.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+    };
+    Ok(values)
+}
+
 /// The tensor's bytes as ONNX packs them in `raw_data`, when its type is one of `allowed`.
-fn typed_bytes<'t>(tensor: &'t TensorProto, allowed: &[DataType]) -> Result<Cow<'t, [u8]>, String> {
+pub(super) fn typed_bytes<'t>(
+    tensor: &'t TensorProto,
+    allowed: &[DataType],
+) -> Result<Cow<'t, [u8]>, String> {
     if !allowed.iter().any(|&t| t as i32 == tensor.data_type()) {
         let allowed: Vec<_> = allowed.iter().map(|t| t.as_str_name()).collect();
         return Err(format!(
@@ -383,8 +323,8 @@ fn stored_bytes(tensor: &TensorProto) -> Result<Cow<'_, [u8]>, String> {
     let bits = match data_type {
         DataType::Int4 | DataType::Uint4 => 4,
         DataType::Int8 | DataType::Uint8 => 8,
-        DataType::Float16 => 16,
-        DataType::Float => 32,
+        DataType::Float16 | DataType::Int16 | DataType::Uint16 => 16,
+        DataType::Float | DataType::Int32 => 32,
         other => return Err(format!("{} data is not read", other.as_str_name())),
     };
     let expected = (count * bits).div_ceil(8);
@@ -395,9 +335,12 @@ fn stored_bytes(tensor: &TensorProto) -> Result<Cow<'_, [u8]>, String> {
             DataType::Float => {
                 Cow::Owned(tensor.float_data.iter().flat_map(|v| v.to_le_bytes()).collect())
             }
-            DataType::Float16 => Cow::Owned(
+            DataType::Float16 | DataType::Int16 | DataType::Uint16 => Cow::Owned(
                 tensor.int32_data.iter().flat_map(|&v| (v as u16).to_le_bytes()).collect(),
             ),
+            DataType::Int32 => {
+                Cow::Owned(tensor.int32_data.iter().flat_map(|v| v.to_le_bytes()).collect())
+            }
             DataType::Int8 | DataType::Uint8 => {
                 Cow::Owned(tensor.int32_data.iter().map(|&v| v as u8).collect())
             }
