@@ -10,3 +10,4 @@ pub mod recipe;
 pub mod report;
 pub mod run;
 pub mod runtime;
+pub mod target;

@@ -21,6 +21,8 @@ use serde_saphyr::MessageFormatter;
 use node::{render_path, DeError, Kind, Node, NodeDeserializer, Pos, Segment};
 pub use steps::{Origin, ParamSpace, PassItem, PassSpec, ONE_OF};
 
+pub use crate::target::Target;
+
 /// A recipe: which model to optimize, how to measure candidates, and which passes to try.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -29,7 +31,8 @@ pub struct Recipe {
     pub name: String,
     /// The ONNX model to optimize, relative to the recipe file.
     pub model: PathBuf,
-    /// The device to optimize for.
+    /// The device to optimize for: a profile from `pipeline targets` (`cpu`, `gpu-cuda`,
+    /// `npu-qnn`, ...); it decides the execution providers candidates are measured on.
     #[serde(default)]
     pub target: Target,
     /// The data sets used to calibrate and to evaluate candidates.
@@ -55,15 +58,6 @@ pub struct Recipe {
     #[serde(skip)]
     #[schemars(skip)]
     pub path: PathBuf,
-}
-
-/// The device a recipe optimizes for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Target {
-    /// The host CPU, through ONNX Runtime's CPU execution provider.
-    #[default]
-    Cpu,
 }
 
 /// The data sets of a recipe. Arrays are matched to model inputs by name.
@@ -332,7 +326,6 @@ macro_rules! display_as_written {
 }
 
 display_as_written! {
-    Target { Cpu => "cpu" }
     AccuracyKind { Top1 => "top1" }
     LatencyStat { P50 => "p50", P90 => "p90", P99 => "p99", Mean => "mean" }
     Objective { Latency => "latency", Size => "size", Accuracy => "accuracy" }

@@ -15,12 +15,14 @@
 
 mod discovery;
 mod optimize;
+mod providers;
 mod session;
 mod tensor;
 
 use std::path::PathBuf;
 
 pub use discovery::{init, RuntimeInfo, RuntimeSource};
+pub use providers::{available_providers, CPU_PROVIDER};
 pub use optimize::{optimize_file, OrtOptimizer};
 pub use session::{IoInfo, ModelSession, Optimization, Threads};
 pub use tensor::{ElemType, Tensor};
