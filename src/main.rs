@@ -38,6 +38,10 @@ enum Command {
         /// The ONNX Runtime shared library to use (libonnxruntime.so).
         #[arg(long, value_name = "PATH")]
         ort_lib: Option<PathBuf>,
+        /// Build and save every candidate under <output>/candidates/<id>/ without measuring
+        /// any, for a target this host cannot run; nothing is ranked.
+        #[arg(long)]
+        no_measure: bool,
     },
     /// Show the DAG of passes a recipe makes and how many candidates it holds.
     Plan { recipe: PathBuf },
@@ -54,6 +58,16 @@ enum Command {
     },
     /// List every pass and its parameters.
     Passes,
+    /// List the device targets (providers, fast precisions, constraints) and which this host
+    /// can measure.
+    Targets {
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The ONNX Runtime shared library to use (libonnxruntime.so).
+        #[arg(long, value_name = "PATH")]
+        ort_lib: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,7 +75,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose, cli.quiet);
 
     let result = match cli.command {
-        Command::Run { recipe, ort_lib } => run(&recipe, ort_lib),
+        Command::Run { recipe, ort_lib, no_measure } => run(&recipe, ort_lib, no_measure),
         Command::Plan { recipe } => plan(&recipe),
         Command::Validate { recipe } => validate(&recipe),
         Command::Schema => {
@@ -69,6 +83,7 @@ fn main() -> ExitCode {
         }
         Command::Inspect { model, json } => inspect(&model, json),
         Command::Passes => passes(),
+        Command::Targets { json, ort_lib } => targets(json, ort_lib),
     };
 
     result.unwrap_or_else(|error| {
@@ -158,8 +173,8 @@ fn exit_code_for(error: &anyhow::Error) -> ExitCode {
     ExitCode::from(if user_error { 2 } else { 1 })
 }
 
-fn run(recipe_path: &Path, ort_lib: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let options = RunOptions { ort_lib, ..RunOptions::default() };
+fn run(recipe_path: &Path, ort_lib: Option<PathBuf>, no_measure: bool) -> anyhow::Result<ExitCode> {
+    let options = RunOptions { ort_lib, no_measure, ..RunOptions::default() };
     let report = pipeline::run::run(recipe_path, &options)?;
 
     outln!("{}", report::render_table(&report));
@@ -167,7 +182,10 @@ fn run(recipe_path: &Path, ort_lib: Option<PathBuf>) -> anyhow::Result<ExitCode>
     if let Some(path) = &report.output_model {
         outln!("best model: {}", path.display());
     }
-    Ok(if report.best.is_some() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    // Under --no-measure the job is to build: it succeeded if some candidate was built.
+    let built = report.candidates.iter().any(|c| c.status == report::Status::NotMeasured);
+    let succeeded = report.best.is_some() || (report.not_measured.is_some() && built);
+    Ok(if succeeded { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn plan(recipe_path: &Path) -> anyhow::Result<ExitCode> {
@@ -214,6 +232,22 @@ fn passes() -> anyhow::Result<ExitCode> {
                 .unwrap_or_default();
             outln!("  {name}{default}: {description}");
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn targets(json: bool, ort_lib: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use pipeline::target::{HostCpu, Listing};
+
+    // A missing runtime is no error here: the list says why nothing can be measured.
+    let providers = pipeline::runtime::init(ort_lib.as_deref())
+        .and_then(|_| pipeline::runtime::available_providers())
+        .map_err(|error| error.to_string());
+    let listing = Listing::new(providers, HostCpu::detect());
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&listing).context("serializing the targets")?);
+    } else {
+        out!("{}", listing.render());
     }
     Ok(ExitCode::SUCCESS)
 }

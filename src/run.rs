@@ -35,11 +35,15 @@ pub struct RunOptions {
     /// Models whose protobuf would be larger than this many bytes are saved with their
     /// large tensors in a data file beside the model (protobuf cannot hold 2 GiB).
     pub external_data_above: usize,
+    /// Build and save every candidate without measuring any (`--no-measure`): for a target
+    /// this host cannot run. Nothing is ranked; candidates are saved under
+    /// `<output>/candidates/<id>/`.
+    pub no_measure: bool,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { ort_lib: None, external_data_above: 1 << 30 }
+        RunOptions { ort_lib: None, external_data_above: 1 << 30, no_measure: false }
     }
 }
 
@@ -74,6 +78,15 @@ pub enum RunError {
 
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+
+    /// The recipe's target cannot be measured on this host, and `--no-measure` was not given.
+    #[error(
+        "{}: target `{target}` cannot be measured on this host: {reason}\n  hint: run it \
+         where {target} is available, or pass --no-measure to build and save the candidates \
+         without measuring them (`pipeline targets` shows what this host can measure)",
+        recipe.display()
+    )]
+    TargetUnavailable { recipe: PathBuf, target: crate::target::Target, reason: String },
 }
 
 impl From<DataError> for RunError {
@@ -148,16 +161,20 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
     } = prepare(recipe_path)?;
 
     let runtime = runtime::init(options.ort_lib.as_deref())?;
+    // Why candidates are not measured, when they are not: checked before anything runs.
+    let not_measured = crate::target::check_host(&recipe, options.no_measure)?;
 
     let threads = Threads::default();
-    let mut session = ModelSession::load(&model_path, threads)
-        .map_err(|source| RunError::SourceLoad { path: model_path.clone(), source })?;
-
-    info!("measuring the source model {}", model_path.display());
+    let session_config = crate::target::session_config(recipe.target, threads);
     let source_size = crate::inspect::stored_size(&model_path).map_err(RunError::Model)?;
-    let source =
-        measure(&recipe, &mut session, &evaluation, source_size).map_err(RunError::Measure)?;
-    drop(session);
+    let source = if not_measured.is_some() {
+        Measurement { size_bytes: source_size, ..Measurement::default() }
+    } else {
+        let mut session = ModelSession::load_configured(&model_path, &session_config)
+            .map_err(|source| RunError::SourceLoad { path: model_path.clone(), source })?;
+        info!("measuring the source model {}", model_path.display());
+        measure(&recipe, &mut session, &evaluation, source_size).map_err(RunError::Measure)?
+    };
 
     std::fs::create_dir_all(&output_dir)
         .map_err(|source| RunError::Write { path: output_dir.clone(), source })?;
@@ -185,7 +202,8 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
             source: &source,
             work: work.path(),
             file_name: output_model.file_name().unwrap_or("model.onnx".as_ref()),
-            threads,
+            session: &session_config,
+            measuring: not_measured.is_none(),
             options,
         };
         let outcome = evaluate_candidate(&bench, candidate, &mut builder);
@@ -195,7 +213,13 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
     }
 
     let best = rank(&recipe.objective, &reports, recipe.latency_stat());
-    let verdict = verdict(&recipe, &source, &reports, best);
+    let verdict = match &not_measured {
+        Some(why) => {
+            crate::target::save_unmeasured(&reports, work.path(), &output_dir)?;
+            crate::target::unmeasured_verdict(why, &reports, &output_dir)
+        }
+        None => verdict(&recipe, &source, &reports, best),
+    };
     let best_id = best.map(|i| reports[i].id.clone());
 
     // The winner was saved in the work folder when it was measured; moving it keeps the
@@ -225,6 +249,7 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
             library: runtime.library.clone(),
             intra_op_threads: threads.intra_op,
             inter_op_threads: threads.inter_op,
+            providers: crate::target::session_providers(&session_config),
         },
         objective: recipe.objective.iter().map(|o| objective_name(*o).to_string()).collect(),
         goals: recipe.goal_descriptions(),
@@ -234,6 +259,7 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
         verdict,
         candidates_not_run: plan.dropped(),
         output_model: written,
+        not_measured,
         wall_time_s: started.elapsed().as_secs_f64(),
     };
     report.write(&output_dir).map_err(|source| RunError::Write { path: output_dir, source })?;
@@ -495,7 +521,10 @@ struct Bench<'a> {
     work: &'a Path,
     /// The file name of each saved candidate (the source model's).
     file_name: &'a std::ffi::OsStr,
-    threads: Threads,
+    /// How every measured model's session is made (the target's providers).
+    session: &'a runtime::SessionConfig,
+    /// False under `--no-measure`: candidates are built and saved only.
+    measuring: bool,
     options: &'a RunOptions,
 }
 
@@ -504,7 +533,7 @@ fn evaluate_candidate(
     candidate: &Candidate,
     builder: &mut Builder,
 ) -> CandidateReport {
-    let Bench { recipe, evaluation, source, work, file_name, threads, options } = *bench;
+    let Bench { recipe, evaluation, source, work, file_name, session, measuring, options } = *bench;
     let _span = debug_span!("candidate", id = %candidate.id).entered();
     let steps = candidate
         .steps
@@ -571,7 +600,13 @@ fn evaluate_candidate(
         }
     };
 
-    let mut session = match ModelSession::load(&path, threads) {
+    if !measuring {
+        report.status = Status::NotMeasured;
+        report.measurement = Some(Measurement { size_bytes: size, ..Measurement::default() });
+        return report;
+    }
+
+    let mut session = match ModelSession::load_configured(&path, session) {
         Ok(session) => session,
         Err(error) => {
             report.reasons.push(format!("ONNX Runtime cannot load the model: {error}"));

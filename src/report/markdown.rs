@@ -23,6 +23,10 @@ pub fn render_markdown(report: &Report) -> String {
         threads(report.runtime.intra_op_threads),
         threads(report.runtime.inter_op_threads)
     );
+    let _ = writeln!(out, "- execution providers: {}", report.runtime.providers.join(", "));
+    if let Some(why) = &report.not_measured {
+        let _ = writeln!(out, "- not measured: {why}");
+    }
     let _ = writeln!(out, "- objective: {}", report.objective.join(", "));
     for goal in &report.goals {
         let _ = writeln!(out, "- goal: {goal}");

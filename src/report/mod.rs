@@ -34,6 +34,9 @@ pub struct Report {
     pub candidates_not_run: usize,
     /// Where the best model was written.
     pub output_model: Option<PathBuf>,
+    /// Why no model was measured (`--no-measure`, naming the missing provider); `None` when
+    /// every candidate was measured.
+    pub not_measured: Option<String>,
     pub wall_time_s: f64,
 }
 
@@ -45,6 +48,8 @@ pub struct RuntimeSummary {
     pub library: PathBuf,
     pub intra_op_threads: usize,
     pub inter_op_threads: usize,
+    /// The execution providers sessions were made with, most preferred first.
+    pub providers: Vec<String>,
 }
 
 /// What was measured on one model.
@@ -141,6 +146,8 @@ pub enum Status {
     /// A pass found nothing to rewrite, so the candidate would be the source model: not
     /// measured, never a winner.
     Unchanged,
+    /// Built and saved, not measured (`--no-measure`): never a winner.
+    NotMeasured,
 }
 
 impl Status {
@@ -150,6 +157,7 @@ impl Status {
             Status::MissedGoals => "missed goals",
             Status::Failed => "failed",
             Status::Unchanged => "unchanged",
+            Status::NotMeasured => "not measured",
         }
     }
 }

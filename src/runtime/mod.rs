@@ -22,9 +22,9 @@ mod tensor;
 use std::path::PathBuf;
 
 pub use discovery::{init, RuntimeInfo, RuntimeSource};
-pub use providers::{available_providers, CPU_PROVIDER};
 pub use optimize::{optimize_file, OrtOptimizer};
-pub use session::{IoInfo, ModelSession, Optimization, Threads};
+pub use providers::{available_providers, CPU_PROVIDER};
+pub use session::{IoInfo, ModelSession, Optimization, SessionConfig, Threads};
 pub use tensor::{ElemType, Tensor};
 
 /// What can go wrong while finding ONNX Runtime, loading a model into it or running one.

@@ -12,10 +12,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::runtime::CPU_PROVIDER;
 
+mod measuring;
+
+pub use measuring::{
+    check_host, save_unmeasured, session_config, session_providers, unmeasured_verdict,
+    CANDIDATES_DIR,
+};
+
 /// The device a recipe optimizes for, by the name of its profile.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Target {
     /// This host's CPU, through ONNX Runtime's CPU execution provider.
@@ -104,7 +109,7 @@ pub static PROFILES: [Profile; 7] = [
         constraints: &[],
         passes: &["fuse", "quantize_dynamic", "quantize_static", "quantize_weights"],
         cpu: CpuNeed::Any,
-        recipe: include_str!("../recipes/cpu.yaml"),
+        recipe: include_str!("../../recipes/cpu.yaml"),
     },
     Profile {
         target: Target::CpuX86Vnni,
@@ -114,7 +119,7 @@ pub static PROFILES: [Profile; 7] = [
         constraints: &[],
         passes: &["fuse", "quantize_dynamic", "quantize_static", "quantize_weights"],
         cpu: CpuNeed::X86Vnni,
-        recipe: include_str!("../recipes/cpu-x86-vnni.yaml"),
+        recipe: include_str!("../../recipes/cpu-x86-vnni.yaml"),
     },
     Profile {
         target: Target::CpuArm64,
@@ -124,7 +129,7 @@ pub static PROFILES: [Profile; 7] = [
         constraints: &[],
         passes: &["fuse", "quantize_dynamic", "quantize_static", "quantize_weights"],
         cpu: CpuNeed::Arm64,
-        recipe: include_str!("../recipes/cpu-arm64.yaml"),
+        recipe: include_str!("../../recipes/cpu-arm64.yaml"),
     },
     Profile {
         target: Target::GpuCuda,
@@ -134,7 +139,7 @@ pub static PROFILES: [Profile; 7] = [
         constraints: &[],
         passes: &["fuse", "convert_fp16"],
         cpu: CpuNeed::Any,
-        recipe: include_str!("../recipes/gpu-cuda.yaml"),
+        recipe: include_str!("../../recipes/gpu-cuda.yaml"),
     },
     Profile {
         target: Target::GpuDirectml,
@@ -144,17 +149,21 @@ pub static PROFILES: [Profile; 7] = [
         constraints: &[],
         passes: &["fuse", "convert_fp16"],
         cpu: CpuNeed::Any,
-        recipe: include_str!("../recipes/gpu-directml.yaml"),
+        recipe: include_str!("../../recipes/gpu-directml.yaml"),
     },
     Profile {
         target: Target::NpuQnn,
         summary: "Qualcomm Hexagon NPU",
         providers: &["QNNExecutionProvider", CPU_PROVIDER],
         precisions: &["int8 QDQ", "uint16 activations with int8 weights (QDQ)"],
-        constraints: &[Constraint::StaticShapes, Constraint::QdqOnly, Constraint::Uint16Activations],
+        constraints: &[
+            Constraint::StaticShapes,
+            Constraint::QdqOnly,
+            Constraint::Uint16Activations,
+        ],
         passes: &["fix_shapes", "quantize_static"],
         cpu: CpuNeed::Any,
-        recipe: include_str!("../recipes/npu-qnn.yaml"),
+        recipe: include_str!("../../recipes/npu-qnn.yaml"),
     },
     Profile {
         target: Target::NpuOpenvino,
@@ -164,7 +173,7 @@ pub static PROFILES: [Profile; 7] = [
         constraints: &[Constraint::StaticShapes, Constraint::QdqOnly],
         passes: &["fix_shapes", "quantize_static"],
         cpu: CpuNeed::Any,
-        recipe: include_str!("../recipes/npu-openvino.yaml"),
+        recipe: include_str!("../../recipes/npu-openvino.yaml"),
     },
 ];
 
@@ -189,10 +198,9 @@ impl Target {
 
     /// The target named `name`, or an error that suggests the closest name.
     pub fn from_name(name: &str) -> Result<Target, UnknownTarget> {
-        Target::all().find(|target| target.name() == name).ok_or_else(|| UnknownTarget {
-            name: name.to_string(),
-            closest: closest_name(name),
-        })
+        Target::all()
+            .find(|target| target.name() == name)
+            .ok_or_else(|| UnknownTarget { name: name.to_string(), closest: closest_name(name) })
     }
 
     /// The target's profile.
@@ -241,7 +249,9 @@ fn closest_name(name: &str) -> Option<&'static str> {
 pub struct HostCpu {
     /// The architecture, like `x86_64` or `aarch64`.
     pub arch: &'static str,
-    /// Every feature checked, with whether the host has it, like `("avx2", true)`.
+    /// Every feature checked, with whether the host has it, like `("avx2", true)`; JSON
+    /// writes it as an object `{"avx2": true, ...}`.
+    #[serde(serialize_with = "features_as_object")]
     pub features: Vec<(&'static str, bool)>,
 }
 
@@ -284,6 +294,13 @@ impl HostCpu {
             CpuNeed::Arm64 => None,
         }
     }
+}
+
+fn features_as_object<S: serde::Serializer>(
+    features: &[(&'static str, bool)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(features.iter().map(|(name, has)| (*name, *has)))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -350,6 +367,119 @@ pub fn measurability(target: Target, available: &[String], host: &HostCpu) -> Me
     Measurability {
         measurable: reasons.is_empty(),
         reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+    }
+}
+
+/// One row of `pipeline targets`: a profile and whether this host can measure it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetRow {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub runtime: &'static str,
+    pub providers: &'static [&'static str],
+    pub precisions: &'static [&'static str],
+    pub constraints: Vec<&'static str>,
+    pub passes: &'static [&'static str],
+    pub measurable: bool,
+    /// Why this host cannot measure it; `None` when it can.
+    pub reason: Option<String>,
+}
+
+/// What `pipeline targets` shows: the host, the runtime's providers, and every profile.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listing {
+    pub host: HostCpu,
+    /// The providers of the loaded ONNX Runtime, or why it could not be loaded.
+    #[serde(serialize_with = "providers_or_error")]
+    pub providers: Result<Vec<String>, String>,
+    pub targets: Vec<TargetRow>,
+}
+
+/// `{"available": [...]}` or `{"error": "..."}`.
+fn providers_or_error<S: serde::Serializer>(
+    providers: &Result<Vec<String>, String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+
+    let mut map = serializer.serialize_map(Some(1))?;
+    match providers {
+        Ok(available) => map.serialize_entry("available", available)?,
+        Err(why) => map.serialize_entry("error", why)?,
+    }
+    map.end()
+}
+
+impl Listing {
+    /// Every profile, measured against `providers` (the loaded runtime's, or why there is
+    /// none) and `host`.
+    pub fn new(providers: Result<Vec<String>, String>, host: HostCpu) -> Listing {
+        let targets = PROFILES
+            .iter()
+            .map(|profile| {
+                let check = match &providers {
+                    Ok(available) => measurability(profile.target, available, &host),
+                    Err(why) => Measurability {
+                        measurable: false,
+                        reason: Some(format!("ONNX Runtime did not load: {why}")),
+                    },
+                };
+                TargetRow {
+                    name: profile.target.name(),
+                    summary: profile.summary,
+                    runtime: RUNTIME,
+                    providers: profile.providers,
+                    precisions: profile.precisions,
+                    constraints: profile.constraints.iter().map(|c| c.describe()).collect(),
+                    passes: profile.passes,
+                    measurable: check.measurable,
+                    reason: check.reason,
+                }
+            })
+            .collect();
+        Listing { providers, host, targets }
+    }
+
+    /// The listing as a terminal table, with the host and runtime above it.
+    pub fn render(&self) -> String {
+        use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
+
+        let mut table = Table::new();
+        table.load_style(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+        table.set_header([
+            "target",
+            "providers",
+            "fast precisions",
+            "constraints",
+            "measurable here",
+        ]);
+        for row in &self.targets {
+            let constraints = if row.constraints.is_empty() {
+                "-".to_string()
+            } else {
+                row.constraints.join(", ")
+            };
+            let measurable = match &row.reason {
+                None => "yes".to_string(),
+                Some(reason) => format!("no: {reason}"),
+            };
+            table.add_row([
+                format!("{}\n{}", row.name, row.summary),
+                row.providers.join("\n"),
+                row.precisions.join("\n"),
+                constraints,
+                measurable,
+            ]);
+        }
+        let providers = match &self.providers {
+            Ok(available) => available.join(", "),
+            Err(why) => format!("unknown (ONNX Runtime did not load: {why})"),
+        };
+        format!(
+            "host: {} with {}\nonnx runtime providers: {providers}\n{table}\n",
+            self.host.arch,
+            self.host.present()
+        )
     }
 }
 
@@ -436,6 +566,25 @@ mod tests {
 
     fn host(arch: &'static str, features: &[(&'static str, bool)]) -> HostCpu {
         HostCpu { arch, features: features.to_vec() }
+    }
+
+    #[test]
+    fn listing_has_every_profile_and_says_why_not() {
+        let listing = Listing::new(Ok(vec![CPU_PROVIDER.to_string()]), HostCpu::detect());
+        assert_eq!(listing.targets.len(), PROFILES.len());
+        let cpu = &listing.targets[0];
+        assert!(cpu.measurable && cpu.reason.is_none());
+        let cuda = listing.targets.iter().find(|t| t.name == "gpu-cuda").unwrap();
+        assert!(!cuda.measurable);
+        let text = listing.render();
+        for name in names() {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+        assert!(text.contains("no: CUDAExecutionProvider is not available"), "{text}");
+
+        let broken = Listing::new(Err("not found".into()), HostCpu::detect());
+        assert!(broken.targets.iter().all(|t| !t.measurable));
+        assert!(broken.render().contains("ONNX Runtime did not load: not found"));
     }
 
     #[test]
