@@ -11,3 +11,4 @@ pub mod report;
 pub mod run;
 pub mod runtime;
 pub mod target;
+pub mod tune;

@@ -58,6 +58,33 @@ enum Command {
     },
     /// List every pass and its parameters.
     Passes,
+    /// Optimize a model for a target with its built-in recipe: writes the resolved recipe to
+    /// <output>/recipe.yaml (rerun it with `pipeline run`) and runs it.
+    Tune {
+        model: PathBuf,
+        /// The target's name; `pipeline targets` lists them.
+        #[arg(long)]
+        target: String,
+        /// Evaluation data: an .npz with one array per model input.
+        #[arg(long, value_name = "NPZ")]
+        data: PathBuf,
+        /// Calibration data for static quantization: an .npz with one array per model input.
+        #[arg(long, value_name = "NPZ")]
+        calibration: Option<PathBuf>,
+        /// The array of --data holding the labels; with it, top-1 accuracy is measured and may
+        /// drop by at most 0.01.
+        #[arg(long, value_name = "NAME")]
+        labels: Option<String>,
+        /// The folder for the recipe, the best model and the report.
+        #[arg(long, value_name = "DIR", default_value = "tuned")]
+        output: PathBuf,
+        /// The ONNX Runtime shared library to use (libonnxruntime.so).
+        #[arg(long, value_name = "PATH")]
+        ort_lib: Option<PathBuf>,
+        /// Build and save the candidates without measuring them (see `run --no-measure`).
+        #[arg(long)]
+        no_measure: bool,
+    },
     /// List the device targets (providers, fast precisions, constraints) and which this host
     /// can measure.
     Targets {
@@ -84,6 +111,11 @@ fn main() -> ExitCode {
         Command::Inspect { model, json } => inspect(&model, json),
         Command::Passes => passes(),
         Command::Targets { json, ort_lib } => targets(json, ort_lib),
+        Command::Tune { model, target, data, calibration, labels, output, ort_lib, no_measure } => {
+            let request =
+                pipeline::tune::TuneRequest { model, target, data, calibration, labels, output };
+            tune(&request, RunOptions { ort_lib, no_measure, ..RunOptions::default() })
+        }
     };
 
     result.unwrap_or_else(|error| {
@@ -167,6 +199,9 @@ fn exit_code_for(error: &anyhow::Error) -> ExitCode {
     if let Some(run_error) = error.downcast_ref::<RunError>() {
         return ExitCode::from(run_error.exit_code());
     }
+    if let Some(tune_error) = error.downcast_ref::<pipeline::tune::TuneError>() {
+        return ExitCode::from(tune_error.exit_code());
+    }
     let user_error = error.downcast_ref::<recipe::RecipeError>().is_some()
         || error.downcast_ref::<plan::PlanError>().is_some()
         || error.downcast_ref::<pipeline_passes::ir::IrError>().is_some();
@@ -176,7 +211,17 @@ fn exit_code_for(error: &anyhow::Error) -> ExitCode {
 fn run(recipe_path: &Path, ort_lib: Option<PathBuf>, no_measure: bool) -> anyhow::Result<ExitCode> {
     let options = RunOptions { ort_lib, no_measure, ..RunOptions::default() };
     let report = pipeline::run::run(recipe_path, &options)?;
+    print_outcome(&report)
+}
 
+fn tune(request: &pipeline::tune::TuneRequest, options: RunOptions) -> anyhow::Result<ExitCode> {
+    let (recipe_path, report) = pipeline::tune::tune(request, &options)?;
+    outln!("recipe: {} (rerun it with `pipeline run`)", recipe_path.display());
+    print_outcome(&report)
+}
+
+/// Prints a run's table and verdict; the exit code says whether the job succeeded.
+fn print_outcome(report: &report::Report) -> anyhow::Result<ExitCode> {
     outln!("{}", report::render_table(&report));
     outln!("{}", report.verdict);
     if let Some(path) = &report.output_model {
