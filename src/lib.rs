@@ -10,5 +10,6 @@ pub mod recipe;
 pub mod report;
 pub mod run;
 pub mod runtime;
+pub mod session_tune;
 pub mod target;
 pub mod tune;

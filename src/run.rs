@@ -238,6 +238,18 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
         }
     };
 
+    let session_tune = crate::session_tune::after_run(
+        crate::session_tune::Context {
+            recipe: &recipe,
+            evaluation: &evaluation,
+            base: &session_config,
+            ort_version: &runtime.version,
+            providers: crate::target::session_providers(&session_config),
+        },
+        &output_dir,
+        written.as_deref(),
+    );
+
     let report = Report {
         recipe: recipe.name.clone(),
         recipe_path: recipe_path.to_path_buf(),
@@ -260,6 +272,7 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
         candidates_not_run: plan.dropped(),
         output_model: written,
         not_measured,
+        session_tune,
         wall_time_s: started.elapsed().as_secs_f64(),
     };
     report.write(&output_dir).map_err(|source| RunError::Write { path: output_dir, source })?;

@@ -139,3 +139,45 @@ fn an_unknown_target_suggests_the_closest_at_its_line() {
         "did you mean `gpu-cuda`?",
     ]);
 }
+
+#[test]
+fn session_tune_writes_inference_json_with_every_tried_setting() {
+    let project = Project::digits();
+    project.edit_recipe("output: out/", "output: out/\nsession_tune: {}");
+    outcome(&mut project.run()).expect_code(0);
+
+    let path = project.path("out/inference.json");
+    let inference: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("inference.json")).unwrap();
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let tried = inference["tried"].as_array().unwrap();
+    // intra-op 1..=cores, then 2..=min(max(cores, 2), 4) inter-op threads, then 3 levels.
+    let expected = cores + (cores.clamp(2, 4) - 1) + 3;
+    assert_eq!(tried.len(), expected, "{inference}");
+    let intra: Vec<u64> =
+        tried[..cores].iter().map(|t| t["intra_op_threads"].as_u64().unwrap()).collect();
+    assert_eq!(intra, (1..=cores as u64).collect::<Vec<_>>());
+    let levels: Vec<&str> =
+        tried.iter().map(|t| t["graph_optimization_level"].as_str().unwrap()).collect();
+    for level in ["ORT_ENABLE_ALL", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_BASIC", "ORT_DISABLE_ALL"] {
+        assert!(levels.contains(&level), "{level} not tried: {levels:?}");
+    }
+    assert!(tried.iter().any(|t| t["execution_mode"] == "parallel"));
+
+    // The best is the fastest setting tried, and each latency is a real measurement.
+    let latencies: Vec<f64> = tried.iter().map(|t| t["latency_ms"].as_f64().unwrap()).collect();
+    assert!(latencies.iter().all(|l| *l > 0.0), "{latencies:?}");
+    let fastest = latencies.iter().copied().fold(f64::INFINITY, f64::min);
+    assert_eq!(inference["best"]["latency_ms"].as_f64().unwrap(), fastest);
+    assert_eq!(inference["model"], "model.onnx");
+    assert_eq!(inference["runs"], 5);
+    assert!(inference["onnxruntime_version"].as_str().unwrap().starts_with("1."));
+
+    let markdown = std::fs::read_to_string(project.path("out/report.md")).unwrap();
+    assert!(markdown.contains("- session_tune: best of"), "{markdown}");
+
+    // A later run without session_tune leaves no inference.json for another model.
+    project.write_recipe(common::DIGITS_RECIPE);
+    outcome(&mut project.run()).expect_code(0);
+    assert!(!path.exists(), "a stale inference.json was left");
+}

@@ -51,6 +51,10 @@ pub struct Recipe {
     /// How the space of candidates is searched.
     #[serde(default)]
     pub search: Search,
+    /// After the winner is chosen, search ONNX Runtime's session settings (threads,
+    /// execution mode, optimization level) for it and write them beside it as
+    /// `inference.json`; off when absent.
+    pub session_tune: Option<SessionTune>,
     /// The folder for the best model and the report, relative to the recipe file.
     #[serde(default = "default_output")]
     pub output: PathBuf,
@@ -227,6 +231,11 @@ impl Default for Search {
         Search { strategy: Strategy::Exhaustive, max_candidates: default_max_candidates() }
     }
 }
+
+/// Session tuning of the chosen model: every setting is measured with `metrics.latency`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionTune {}
 
 /// A search strategy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]

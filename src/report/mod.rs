@@ -37,6 +37,9 @@ pub struct Report {
     /// Why no model was measured (`--no-measure`, naming the missing provider); `None` when
     /// every candidate was measured.
     pub not_measured: Option<String>,
+    /// The session settings tuned for the best model (`session_tune`), written beside it
+    /// as `inference.json`.
+    pub session_tune: Option<crate::session_tune::Summary>,
     pub wall_time_s: f64,
 }
 
