@@ -222,7 +222,7 @@ fn tune(request: &pipeline::tune::TuneRequest, options: RunOptions) -> anyhow::R
 
 /// Prints a run's table and verdict; the exit code says whether the job succeeded.
 fn print_outcome(report: &report::Report) -> anyhow::Result<ExitCode> {
-    outln!("{}", report::render_table(&report));
+    outln!("{}", report::render_table(report));
     outln!("{}", report.verdict);
     if let Some(path) = &report.output_model {
         outln!("best model: {}", path.display());

@@ -148,7 +148,6 @@ pub fn tune(
     for level in [Optimization::Extended, Optimization::Basic, Optimization::Disabled] {
         consider(setting(threads.intra_op, threads.inter_op, parallel, level), &mut best);
     }
-    drop(consider);
 
     let best_trial = match &best {
         Some((config, _)) => tried

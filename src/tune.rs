@@ -53,7 +53,13 @@ pub enum TuneError {
     Write { path: PathBuf, source: std::io::Error },
 
     #[error(transparent)]
-    Run(#[from] RunError),
+    Run(Box<RunError>),
+}
+
+impl From<RunError> for TuneError {
+    fn from(error: RunError) -> Self {
+        TuneError::Run(Box::new(error))
+    }
 }
 
 impl TuneError {

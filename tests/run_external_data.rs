@@ -12,7 +12,11 @@ use pipeline::run::{run, RunOptions};
 #[test]
 fn a_large_winner_is_written_with_its_external_data() {
     let project = Project::digits();
-    let options = RunOptions { ort_lib: Some(ort_library()), external_data_above: 0 };
+    let options = RunOptions {
+        ort_lib: Some(ort_library()),
+        external_data_above: 0,
+        ..RunOptions::default()
+    };
 
     let report = run(&project.recipe(), &options).expect("the run succeeds");
 
