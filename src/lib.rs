@@ -14,3 +14,6 @@ pub mod report;
 pub mod run;
 pub mod runtime;
 pub mod search;
+pub mod session_tune;
+pub mod target;
+pub mod tune;

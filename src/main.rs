@@ -47,6 +47,10 @@ enum Command {
         /// The ONNX Runtime shared library to use (libonnxruntime.so).
         #[arg(long, value_name = "PATH")]
         ort_lib: Option<PathBuf>,
+        /// Build and save every candidate under <output>/candidates/<id>/ without measuring
+        /// any, for a target this host cannot run; nothing is ranked.
+        #[arg(long)]
+        no_measure: bool,
     },
     /// Show the DAG of passes a recipe makes and how many candidates it holds.
     Plan { recipe: PathBuf },
@@ -63,6 +67,43 @@ enum Command {
     },
     /// List every pass and its parameters.
     Passes,
+    /// Optimize a model for a target with its built-in recipe: writes the resolved recipe to
+    /// <output>/recipe.yaml (rerun it with `pipeline run`) and runs it.
+    Tune {
+        model: PathBuf,
+        /// The target's name; `pipeline targets` lists them.
+        #[arg(long)]
+        target: String,
+        /// Evaluation data: an .npz with one array per model input.
+        #[arg(long, value_name = "NPZ")]
+        data: PathBuf,
+        /// Calibration data for static quantization: an .npz with one array per model input.
+        #[arg(long, value_name = "NPZ")]
+        calibration: Option<PathBuf>,
+        /// The array of --data holding the labels; with it, top-1 accuracy is measured and may
+        /// drop by at most 0.01.
+        #[arg(long, value_name = "NAME")]
+        labels: Option<String>,
+        /// The folder for the recipe, the best model and the report.
+        #[arg(long, value_name = "DIR", default_value = "tuned")]
+        output: PathBuf,
+        /// The ONNX Runtime shared library to use (libonnxruntime.so).
+        #[arg(long, value_name = "PATH")]
+        ort_lib: Option<PathBuf>,
+        /// Build and save the candidates without measuring them (see `run --no-measure`).
+        #[arg(long)]
+        no_measure: bool,
+    },
+    /// List the device targets (providers, fast precisions, constraints) and which this host
+    /// can measure.
+    Targets {
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The ONNX Runtime shared library to use (libonnxruntime.so).
+        #[arg(long, value_name = "PATH")]
+        ort_lib: Option<PathBuf>,
+    },
     /// Show or empty the cache of pass outputs and accuracies.
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -86,7 +127,9 @@ fn main() -> ExitCode {
 
     let cache_dir = cache_dir(cli.cache_dir, cli.no_cache);
     let result = match cli.command {
-        Command::Run { recipe, ort_lib } => run(&recipe, ort_lib, cache_dir),
+        Command::Run { recipe, ort_lib, no_measure } => {
+            run(&recipe, ort_lib, no_measure, cache_dir)
+        }
         Command::Plan { recipe } => plan(&recipe),
         Command::Validate { recipe } => validate(&recipe),
         Command::Schema => {
@@ -95,6 +138,14 @@ fn main() -> ExitCode {
         Command::Inspect { model, json } => inspect(&model, json),
         Command::Passes => passes(),
         Command::Cache(command) => cache(command, cache_dir),
+        Command::Targets { json, ort_lib } => targets(json, ort_lib),
+        Command::Tune { model, target, data, calibration, labels, output, ort_lib, no_measure } => {
+            let request =
+                pipeline::tune::TuneRequest { model, target, data, calibration, labels, output };
+            let options = RunOptions { ort_lib, no_measure, cache_dir, ..RunOptions::default() };
+            stop_on_ctrl_c(options.stop.clone());
+            tune(&request, options)
+        }
     };
 
     result.unwrap_or_else(|error| {
@@ -178,6 +229,9 @@ fn exit_code_for(error: &anyhow::Error) -> ExitCode {
     if let Some(run_error) = error.downcast_ref::<RunError>() {
         return ExitCode::from(run_error.exit_code());
     }
+    if let Some(tune_error) = error.downcast_ref::<pipeline::tune::TuneError>() {
+        return ExitCode::from(tune_error.exit_code());
+    }
     let user_error = error.downcast_ref::<recipe::RecipeError>().is_some()
         || error.downcast_ref::<plan::PlanError>().is_some()
         || error.downcast_ref::<pipeline_passes::ir::IrError>().is_some();
@@ -212,18 +266,32 @@ fn stop_on_ctrl_c(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
 fn run(
     recipe_path: &Path,
     ort_lib: Option<PathBuf>,
+    no_measure: bool,
     cache_dir: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    let options = RunOptions { ort_lib, cache_dir, ..RunOptions::default() };
+    let options = RunOptions { ort_lib, no_measure, cache_dir, ..RunOptions::default() };
     stop_on_ctrl_c(options.stop.clone());
     let report = pipeline::run::run(recipe_path, &options)?;
+    print_outcome(&report)
+}
 
-    outln!("{}", report::render_table(&report));
+fn tune(request: &pipeline::tune::TuneRequest, options: RunOptions) -> anyhow::Result<ExitCode> {
+    let (recipe_path, report) = pipeline::tune::tune(request, &options)?;
+    outln!("recipe: {} (rerun it with `pipeline run`)", recipe_path.display());
+    print_outcome(&report)
+}
+
+/// Prints a run's table and verdict; the exit code says whether the job succeeded.
+fn print_outcome(report: &report::Report) -> anyhow::Result<ExitCode> {
+    outln!("{}", report::render_table(report));
     outln!("{}", report.verdict);
     if let Some(path) = &report.output_model {
         outln!("best model: {}", path.display());
     }
-    Ok(if report.best.is_some() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    // Under --no-measure the job is to build: it succeeded if some candidate was built.
+    let built = report.candidates.iter().any(|c| c.status == report::Status::NotMeasured);
+    let succeeded = report.best.is_some() || (report.not_measured.is_some() && built);
+    Ok(if succeeded { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn plan(recipe_path: &Path) -> anyhow::Result<ExitCode> {
@@ -331,4 +399,20 @@ fn age(seconds: u64) -> String {
         3600..86400 => format!("{}h ago", seconds / 3600),
         _ => format!("{}d ago", seconds / 86400),
     }
+}
+
+fn targets(json: bool, ort_lib: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use pipeline::target::{HostCpu, Listing};
+
+    // A missing runtime is no error here: the list says why nothing can be measured.
+    let providers = pipeline::runtime::init(ort_lib.as_deref())
+        .and_then(|_| pipeline::runtime::available_providers())
+        .map_err(|error| error.to_string());
+    let listing = Listing::new(providers, HostCpu::detect());
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&listing).context("serializing the targets")?);
+    } else {
+        out!("{}", listing.render());
+    }
+    Ok(ExitCode::SUCCESS)
 }

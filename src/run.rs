@@ -45,6 +45,10 @@ pub struct RunOptions {
     /// Set (by a Ctrl-C handler) to stop the run: no new candidate or step starts, and the
     /// run returns [`RunError::Interrupted`] without writing its output.
     pub stop: Arc<AtomicBool>,
+    /// Build and save every candidate without measuring any (`--no-measure`): for a target
+    /// this host cannot run. Nothing is ranked; candidates are saved under
+    /// `<output>/candidates/<id>/`.
+    pub no_measure: bool,
 }
 
 impl Default for RunOptions {
@@ -54,6 +58,7 @@ impl Default for RunOptions {
             external_data_above: 1 << 30,
             cache_dir: None,
             stop: Arc::default(),
+            no_measure: false,
         }
     }
 }
@@ -99,6 +104,15 @@ pub enum RunError {
          it was\n  hint: run again to resume: steps already built are read from the cache"
     )]
     Interrupted { done: usize, total: usize, output: PathBuf },
+
+    /// The recipe's target cannot be measured on this host, and `--no-measure` was not given.
+    #[error(
+        "{}: target `{target}` cannot be measured on this host: {reason}\n  hint: run it \
+         where {target} is available, or pass --no-measure to build and save the candidates \
+         without measuring them (`pipeline targets` shows what this host can measure)",
+        recipe.display()
+    )]
+    TargetUnavailable { recipe: PathBuf, target: crate::target::Target, reason: String },
 }
 
 impl From<DataError> for RunError {
@@ -175,13 +189,16 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
     } = prepare(recipe_path)?;
 
     let runtime = runtime::init(options.ort_lib.as_deref())?;
+    // Why candidates are not measured, when they are not: checked before anything runs.
+    let not_measured = crate::target::check_host(&recipe, options.no_measure)?;
 
     let threads = Threads::default();
-    let mut session = ModelSession::load(&model_path, threads)
-        .map_err(|source| RunError::SourceLoad { path: model_path.clone(), source })?;
+    let session_config = crate::target::session_config(recipe.target, threads);
+    let source_size = crate::inspect::stored_size(&model_path).map_err(RunError::Model)?;
 
     let cache = options.cache_dir.as_deref().map(Cache::open).transpose()?;
-    let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name.as_str()).collect();
+    let outputs: Vec<&str> =
+        source_model.graph.iter().flat_map(|g| &g.output).map(|o| o.name()).collect();
     let output = accuracy_output(&recipe, &outputs);
     let accuracy_cache = match &cache {
         Some(cache) => {
@@ -213,13 +230,18 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
         });
     }
 
-    info!("measuring the source model {}", model_path.display());
-    let source_size = crate::inspect::stored_size(&model_path).map_err(RunError::Model)?;
-    let known = known_accuracy(accuracy_cache.as_ref(), builder.source_hash());
-    let source = measure(&recipe, &mut session, &evaluation, source_size, known)
-        .map_err(RunError::Measure)?;
-    remember_accuracy(accuracy_cache.as_ref(), builder.source_hash(), known, &source);
-    drop(session);
+    let source = if not_measured.is_some() {
+        Measurement { size_bytes: source_size, ..Measurement::default() }
+    } else {
+        let mut session = ModelSession::load_configured(&model_path, &session_config)
+            .map_err(|source| RunError::SourceLoad { path: model_path.clone(), source })?;
+        info!("measuring the source model {}", model_path.display());
+        let known = known_accuracy(accuracy_cache.as_ref(), builder.source_hash());
+        let source = measure(&recipe, &mut session, &evaluation, source_size, known)
+            .map_err(RunError::Measure)?;
+        remember_accuracy(accuracy_cache.as_ref(), builder.source_hash(), known, &source);
+        source
+    };
 
     std::fs::create_dir_all(&output_dir)
         .map_err(|source| RunError::Write { path: output_dir.clone(), source })?;
@@ -253,7 +275,8 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
             source: &source,
             work: work.path(),
             file_name: output_model.file_name().unwrap_or("model.onnx".as_ref()),
-            threads,
+            session: &session_config,
+            measuring: not_measured.is_none(),
             options,
             accuracy_cache: accuracy_cache.as_ref(),
         };
@@ -282,7 +305,13 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
     let front = goals::pareto_front(&recipe.objective, &reports, recipe.latency_stat());
     let pareto_front = front.iter().map(|i| reports[*i].id.clone()).collect();
     let dominated = dominated(&recipe, &reports, &front);
-    let verdict = verdict(&recipe, &source, &reports, best);
+    let verdict = match &not_measured {
+        Some(why) => {
+            crate::target::save_unmeasured(&reports, work.path(), &output_dir)?;
+            crate::target::unmeasured_verdict(why, &reports, &output_dir)
+        }
+        None => verdict(&recipe, &source, &reports, best),
+    };
     let best_id = best.map(|i| reports[i].id.clone());
 
     // The winner was saved in the work folder when it was measured; moving it keeps the
@@ -301,6 +330,18 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
         }
     };
 
+    let session_tune = crate::session_tune::after_run(
+        crate::session_tune::Context {
+            recipe: &recipe,
+            evaluation: &evaluation,
+            base: &session_config,
+            ort_version: &runtime.version,
+            providers: crate::target::session_providers(&session_config),
+        },
+        &output_dir,
+        written.as_deref(),
+    );
+
     let report = Report {
         recipe: recipe.name.clone(),
         recipe_path: recipe_path.to_path_buf(),
@@ -312,6 +353,7 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
             library: runtime.library.clone(),
             intra_op_threads: threads.intra_op,
             inter_op_threads: threads.inter_op,
+            providers: crate::target::session_providers(&session_config),
         },
         objective: recipe.objective.iter().map(|o| objective_name(*o).to_string()).collect(),
         latency_stat: recipe.latency_stat().to_string(),
@@ -325,6 +367,8 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
         candidates_not_run: search_report.not_run,
         search: search_report,
         output_model: written,
+        not_measured,
+        session_tune,
         wall_time_s: started.elapsed().as_secs_f64(),
     };
     report.write(&output_dir).map_err(|source| RunError::Write { path: output_dir, source })?;
@@ -431,7 +475,10 @@ struct Bench<'a> {
     work: &'a Path,
     /// The file name of each saved candidate (the source model's).
     file_name: &'a std::ffi::OsStr,
-    threads: Threads,
+    /// How every measured model's session is made (the target's providers).
+    session: &'a runtime::SessionConfig,
+    /// False under `--no-measure`: candidates are built and saved only.
+    measuring: bool,
     options: &'a RunOptions,
     /// Accuracies measured before, when the cache is on.
     accuracy_cache: Option<&'a AccuracyCache>,
@@ -461,8 +508,17 @@ fn evaluate_candidate(
     candidate: &Candidate,
     builder: &mut Builder,
 ) -> CandidateReport {
-    let Bench { recipe, evaluation, source, work, file_name, threads, options, accuracy_cache } =
-        *bench;
+    let Bench {
+        recipe,
+        evaluation,
+        source,
+        work,
+        file_name,
+        session,
+        measuring,
+        options,
+        accuracy_cache,
+    } = *bench;
     let _span = debug_span!("candidate", id = %candidate.id).entered();
     let steps = candidate
         .steps
@@ -531,7 +587,13 @@ fn evaluate_candidate(
         }
     };
 
-    let mut session = match ModelSession::load(&path, threads) {
+    if !measuring {
+        report.status = Status::NotMeasured;
+        report.measurement = Some(Measurement { size_bytes: size, ..Measurement::default() });
+        return report;
+    }
+
+    let mut session = match ModelSession::load_configured(&path, session) {
         Ok(session) => session,
         Err(error) => {
             report.reasons.push(format!("ONNX Runtime cannot load the model: {error}"));

@@ -24,6 +24,8 @@ pub use amounts::{parse_bytes, Improvement};
 use node::{render_path, DeError, Kind, Node, NodeDeserializer, Pos, Segment};
 pub use steps::{Origin, ParamSpace, PassItem, PassSpec, ONE_OF};
 
+pub use crate::target::Target;
+
 /// A recipe: which model to optimize, how to measure candidates, and which passes to try.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -32,7 +34,8 @@ pub struct Recipe {
     pub name: String,
     /// The ONNX model to optimize, relative to the recipe file.
     pub model: PathBuf,
-    /// The device to optimize for.
+    /// The device to optimize for: a profile from `pipeline targets` (`cpu`, `gpu-cuda`,
+    /// `npu-qnn`, ...); it decides the execution providers candidates are measured on.
     #[serde(default)]
     pub target: Target,
     /// The data sets used to calibrate and to evaluate candidates.
@@ -51,6 +54,10 @@ pub struct Recipe {
     /// How the space of candidates is searched.
     #[serde(default)]
     pub search: Search,
+    /// After the winner is chosen, search ONNX Runtime's session settings (threads,
+    /// execution mode, optimization level) for it and write them beside it as
+    /// `inference.json`; off when absent.
+    pub session_tune: Option<SessionTune>,
     /// The folder for the best model and the report, relative to the recipe file.
     #[serde(default = "default_output")]
     pub output: PathBuf,
@@ -58,15 +65,6 @@ pub struct Recipe {
     #[serde(skip)]
     #[schemars(skip)]
     pub path: PathBuf,
-}
-
-/// The device a recipe optimizes for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Target {
-    /// The host CPU, through ONNX Runtime's CPU execution provider.
-    #[default]
-    Cpu,
 }
 
 /// The data sets of a recipe. Arrays are matched to model inputs by name.
@@ -279,6 +277,11 @@ impl Default for Search {
     }
 }
 
+/// Session tuning of the chosen model: every setting is measured with `metrics.latency`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionTune {}
+
 /// A search strategy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -422,7 +425,6 @@ macro_rules! display_as_written {
 }
 
 display_as_written! {
-    Target { Cpu => "cpu" }
     AccuracyKind { Top1 => "top1" }
     LatencyStat { P50 => "p50", P90 => "p90", P99 => "p99", Mean => "mean" }
     Objective { Latency => "latency", Size => "size", Accuracy => "accuracy" }

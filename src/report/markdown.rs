@@ -23,6 +23,10 @@ pub fn render_markdown(report: &Report) -> String {
         threads(report.runtime.intra_op_threads),
         threads(report.runtime.inter_op_threads)
     );
+    let _ = writeln!(out, "- execution providers: {}", report.runtime.providers.join(", "));
+    if let Some(why) = &report.not_measured {
+        let _ = writeln!(out, "- not measured: {why}");
+    }
     let _ = writeln!(out, "- objective: {}", report.objective.join(", "));
     for goal in &report.goals {
         let _ = writeln!(out, "- goal: {goal}");
@@ -44,6 +48,27 @@ pub fn render_markdown(report: &Report) -> String {
     }
     if let Some(path) = &report.output_model {
         let _ = writeln!(out, "- best model written to `{}`", path.display());
+    }
+    if let Some(tune) = &report.session_tune {
+        let _ = match (&tune.best, &tune.path) {
+            (Some(best), Some(path)) => writeln!(
+                out,
+                "- session_tune: best of {} settings: {} intra-op, {} inter-op thread(s), {} \
+                 execution, {} ({}), written to `{}`",
+                tune.tried,
+                best.intra_op_threads,
+                best.inter_op_threads,
+                best.execution_mode,
+                best.graph_optimization_level,
+                millis(best.latency_ms),
+                path.display()
+            ),
+            _ => writeln!(
+                out,
+                "- session_tune failed: {}",
+                tune.error.as_deref().unwrap_or("no reason given")
+            ),
+        };
     }
     let _ = writeln!(out, "- wall time: {:.1} s\n", report.wall_time_s);
     if super::has_chart(report) {

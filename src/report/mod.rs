@@ -49,6 +49,12 @@ pub struct Report {
     pub search: crate::search::SearchReport,
     /// Where the best model was written.
     pub output_model: Option<PathBuf>,
+    /// Why no model was measured (`--no-measure`, naming the missing provider); `None` when
+    /// every candidate was measured.
+    pub not_measured: Option<String>,
+    /// The session settings tuned for the best model (`session_tune`), written beside it
+    /// as `inference.json`.
+    pub session_tune: Option<crate::session_tune::Summary>,
     pub wall_time_s: f64,
 }
 
@@ -68,6 +74,8 @@ pub struct RuntimeSummary {
     pub library: PathBuf,
     pub intra_op_threads: usize,
     pub inter_op_threads: usize,
+    /// The execution providers sessions were made with, most preferred first.
+    pub providers: Vec<String>,
 }
 
 /// What was measured on one model.
@@ -170,6 +178,8 @@ pub enum Status {
     /// A pass found nothing to rewrite, so the candidate would be the source model: not
     /// measured, never a winner.
     Unchanged,
+    /// Built and saved, not measured (`--no-measure`): never a winner.
+    NotMeasured,
 }
 
 impl Status {
@@ -179,6 +189,7 @@ impl Status {
             Status::MissedGoals => "missed goals",
             Status::Failed => "failed",
             Status::Unchanged => "unchanged",
+            Status::NotMeasured => "not measured",
         }
     }
 }

@@ -15,6 +15,7 @@
 
 mod discovery;
 mod optimize;
+mod providers;
 mod session;
 mod tensor;
 
@@ -22,7 +23,8 @@ use std::path::PathBuf;
 
 pub use discovery::{init, RuntimeInfo, RuntimeSource};
 pub use optimize::{optimize_file, OrtOptimizer};
-pub use session::{IoInfo, ModelSession, Optimization, Threads};
+pub use providers::{available_providers, CPU_PROVIDER};
+pub use session::{IoInfo, ModelSession, Optimization, SessionConfig, Threads};
 pub use tensor::{ElemType, Tensor};
 
 /// What can go wrong while finding ONNX Runtime, loading a model into it or running one.

@@ -35,6 +35,53 @@ pub enum Optimization {
     /// (NCHWc convolutions, for one) change activations in their last bits, and ranges
     /// computed from them would then differ from the reference tool's.
     Disabled,
+    /// ONNX Runtime's basic level: constant folding and redundant node removal only.
+    Basic,
+    /// ONNX Runtime's extended level: the basic rewrites and its contrib-operator fusions,
+    /// without the memory layout rewrites.
+    Extended,
+}
+
+impl Optimization {
+    /// Every level, from none to all.
+    pub const ALL_LEVELS: [Optimization; 4] =
+        [Optimization::Disabled, Optimization::Basic, Optimization::Extended, Optimization::All];
+
+    /// The name ONNX Runtime's Python API gives the level (`ORT_ENABLE_ALL`, ...).
+    pub fn ort_name(self) -> &'static str {
+        match self {
+            Optimization::Disabled => "ORT_DISABLE_ALL",
+            Optimization::Basic => "ORT_ENABLE_BASIC",
+            Optimization::Extended => "ORT_ENABLE_EXTENDED",
+            Optimization::All => "ORT_ENABLE_ALL",
+        }
+    }
+}
+
+/// Everything about how a session is created: thread pools, execution mode, graph
+/// optimizations and the execution providers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct SessionConfig {
+    pub threads: Threads,
+    pub optimization: Optimization,
+    /// Operators run in parallel (ONNX Runtime's parallel execution mode) when set; `None`
+    /// follows [`Threads`]: parallel exactly when `inter_op` is above 1.
+    pub parallel: Option<bool>,
+    /// Execution providers to register before the CPU provider, by ONNX Runtime's names
+    /// (`CUDAExecutionProvider`); one that does not start fails the load.
+    pub providers: Vec<String>,
+}
+
+impl SessionConfig {
+    /// A CPU session with `threads` and every graph optimization.
+    pub fn cpu(threads: Threads) -> SessionConfig {
+        SessionConfig { threads, ..SessionConfig::default() }
+    }
+
+    /// Whether the session runs operators in parallel.
+    pub fn is_parallel(&self) -> bool {
+        self.parallel.unwrap_or(self.threads.inter_op > 1)
+    }
 }
 
 /// A model input or output as ONNX Runtime sees it.
@@ -143,6 +190,16 @@ impl ModelSession {
         threads: Threads,
         optimization: Optimization,
     ) -> Result<ModelSession, RuntimeError> {
+        let config = SessionConfig { optimization, ..SessionConfig::cpu(threads) };
+        ModelSession::load_configured(path, &config)
+    }
+
+    /// Loads the model at `path` in a session made as `config` says.
+    pub fn load_configured(
+        path: &Path,
+        config: &SessionConfig,
+    ) -> Result<ModelSession, RuntimeError> {
+        let threads = config.threads;
         let model_error =
             |message: String| RuntimeError::ModelLoad { model: path.to_path_buf(), message };
 
@@ -154,12 +211,24 @@ impl ModelSession {
         }
 
         let environment = environment()?;
-        let session = build_session(environment, path, threads, optimization)
+        let mut providers = Vec::new();
+        for name in &config.providers {
+            match super::providers::dispatch(name) {
+                Some(dispatch) => providers.push(dispatch),
+                None if name == super::CPU_PROVIDER => {}
+                None => {
+                    return Err(model_error(format!(
+                        "pipeline cannot register the execution provider {name}"
+                    )))
+                }
+            }
+        }
+        let session = build_session(environment, path, config, &providers)
             .map_err(|e| model_error(e.to_string()))?;
 
         let inputs = session.inputs().iter().map(IoInfo::from_outlet).collect();
         let outputs = session.outputs().iter().map(IoInfo::from_outlet).collect();
-        tracing::debug!(model = %path.display(), ?threads, "loaded model in onnx runtime");
+        tracing::debug!(model = %path.display(), ?config, "loaded model in onnx runtime");
         Ok(ModelSession { path: path.to_path_buf(), threads, session, inputs, outputs })
     }
 
@@ -278,17 +347,27 @@ fn run_error(model: &Path, error: ort::Error) -> RuntimeError {
 fn build_session(
     environment: &Environment,
     path: &Path,
-    threads: Threads,
-    optimization: Optimization,
+    config: &SessionConfig,
+    providers: &[ort::ep::ExecutionProviderDispatch],
 ) -> ort::Result<Session> {
+    let threads = config.threads;
     let mut builder = Session::builder(environment)?
         .with_intra_threads(threads.intra_op)?
         .with_inter_threads(threads.inter_op)?;
-    if optimization == Optimization::Disabled {
-        builder = builder.with_optimization_level(GraphOptimizationLevel::Disable)?;
+    let level = match config.optimization {
+        Optimization::All => None,
+        Optimization::Disabled => Some(GraphOptimizationLevel::Disable),
+        Optimization::Basic => Some(GraphOptimizationLevel::Level1),
+        Optimization::Extended => Some(GraphOptimizationLevel::Level2),
+    };
+    if let Some(level) = level {
+        builder = builder.with_optimization_level(level)?;
     }
-    if threads.inter_op > 1 {
+    if config.is_parallel() {
         builder = builder.with_parallel_execution(true)?;
+    }
+    if !providers.is_empty() {
+        builder = builder.with_execution_providers(providers)?;
     }
     builder.commit_from_file(path)
 }

@@ -41,6 +41,7 @@ fn report(accuracy: bool) -> Report {
             library: PathBuf::new(),
             intra_op_threads: 0,
             inter_op_threads: 0,
+            providers: vec!["CPUExecutionProvider".into()],
         },
         objective: vec!["latency".into()],
         latency_stat: "p90".into(),
@@ -77,6 +78,8 @@ fn report(accuracy: bool) -> Report {
             not_run_reason: None,
             history: Vec::new(),
         },
+        not_measured: None,
+        session_tune: None,
         output_model: None,
         wall_time_s: 0.0,
     }

@@ -1,0 +1,313 @@
+//! `pipeline tune`: picks the built-in recipe of a target, fills in the model and data,
+//! writes it as `<output>/recipe.yaml` (paths relative to it, so it can be edited and rerun
+//! with `pipeline run`), and runs it.
+//!
+//! The built-in recipes are `recipes/<target>.yaml`, embedded in the binary. Tune rewrites
+//! their top-level `name`, `model`, `data` and `output` blocks, drops the `accuracy` metric
+//! when no labels are given, drops the lines marked `# needs calibration` when no calibration
+//! data is given, and fills the line marked `# tune: dims` with the model's symbolic
+//! dimensions fixed to 1.
+
+use std::path::{Component, Path, PathBuf};
+
+use pipeline_passes::ir;
+
+use crate::report::Report;
+use crate::run::{self, RunError, RunOptions};
+use crate::target::{Constraint, Target, UnknownTarget};
+
+/// What `pipeline tune` was asked to do.
+#[derive(Debug, Clone)]
+pub struct TuneRequest {
+    pub model: PathBuf,
+    /// The target's name, as the user typed it.
+    pub target: String,
+    /// Evaluation inputs (`.npz`), and the labels array when `labels` names one.
+    pub data: PathBuf,
+    pub calibration: Option<PathBuf>,
+    pub labels: Option<String>,
+    /// The folder for the resolved recipe, the best model and the report.
+    pub output: PathBuf,
+}
+
+/// Why `pipeline tune` stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TuneError {
+    #[error(transparent)]
+    Target(#[from] UnknownTarget),
+
+    #[error("{what} {} does not exist\n  hint: {hint}", path.display())]
+    Missing { what: &'static str, path: PathBuf, hint: &'static str },
+
+    #[error(
+        "target `{target}` runs only QDQ-quantized models, which need calibration data\n  \
+         hint: pass --calibration calib.npz (an .npz with one array per model input)"
+    )]
+    NeedsCalibration { target: Target },
+
+    #[error("the model {}: {source}", path.display())]
+    Model { path: PathBuf, source: ir::IrError },
+
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+
+    #[error(transparent)]
+    Run(Box<RunError>),
+}
+
+impl From<RunError> for TuneError {
+    fn from(error: RunError) -> Self {
+        TuneError::Run(Box::new(error))
+    }
+}
+
+impl TuneError {
+    /// 2 when the input was wrong, 1 when the job failed, as `pipeline run`.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            TuneError::Run(error) => error.exit_code(),
+            TuneError::Write { .. } => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// Writes the resolved recipe and runs it; returns the recipe's path and the run's report.
+pub fn tune(request: &TuneRequest, options: &RunOptions) -> Result<(PathBuf, Report), TuneError> {
+    let recipe_path = write_recipe(request)?;
+    tracing::info!("wrote {}; running it", recipe_path.display());
+    let report = run::run(&recipe_path, options)?;
+    Ok((recipe_path, report))
+}
+
+/// Checks the request, resolves the target's built-in recipe and writes it as
+/// `<output>/recipe.yaml`; nothing is written when a check fails.
+pub fn write_recipe(request: &TuneRequest) -> Result<PathBuf, TuneError> {
+    let target = Target::from_name(&request.target)?;
+    let must_exist = [
+        ("the model", Some(&request.model), "give the path of an .onnx file"),
+        ("the data file", Some(&request.data), "--data takes an .npz with one array per input"),
+        ("the calibration file", request.calibration.as_ref(), "--calibration takes an .npz"),
+    ];
+    for (what, path, hint) in must_exist {
+        if let Some(path) = path.filter(|p| !p.is_file()) {
+            return Err(TuneError::Missing { what, path: path.clone(), hint });
+        }
+    }
+    let qdq_only = target.profile().constraints.contains(&Constraint::QdqOnly);
+    if qdq_only && request.calibration.is_none() {
+        return Err(TuneError::NeedsCalibration { target });
+    }
+    let model = ir::load(&request.model)
+        .map_err(|source| TuneError::Model { path: request.model.clone(), source })?;
+    let dims = symbolic_input_dims(&model);
+
+    let write_error = |source| TuneError::Write { path: request.output.clone(), source };
+    std::fs::create_dir_all(&request.output).map_err(write_error)?;
+    let output = request.output.canonicalize().map_err(write_error)?;
+    let relative = |path: &Path| -> Result<String, TuneError> {
+        let absolute = path
+            .canonicalize()
+            .map_err(|source| TuneError::Write { path: path.to_path_buf(), source })?;
+        Ok(quoted(&relative_path(&output, &absolute)))
+    };
+
+    let stem = request.model.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default();
+    let mut data = vec!["data:".to_string()];
+    if let Some(calibration) = &request.calibration {
+        data.push(format!("  calibration: {{path: {}}}", relative(calibration)?));
+    }
+    let labels = match &request.labels {
+        Some(labels) => format!(", labels: {}", quoted(labels)),
+        None => String::new(),
+    };
+    data.push(format!("  evaluation: {{path: {}{labels}}}", relative(&request.data)?));
+
+    let text = resolve(
+        target.profile().recipe,
+        &Replacements {
+            name: format!("name: {}", quoted(&format!("tune-{}-{stem}", target))),
+            model: format!("model: {}", relative(&request.model)?),
+            data: data.join("\n"),
+            output: "output: .".to_string(),
+            calibration: request.calibration.is_some(),
+            labels: request.labels.is_some(),
+            dims: &dims,
+        },
+    );
+    let path = request.output.join("recipe.yaml");
+    let header = format!(
+        "# Written by `pipeline tune` from the built-in recipe for `{target}`; edit it and \
+         rerun\n# with `pipeline run {}`.\n",
+        path.display()
+    );
+    crate::report::write_atomically(&path, format!("{header}{text}").as_bytes())
+        .map_err(|source| TuneError::Write { path: path.clone(), source })?;
+    Ok(path)
+}
+
+/// What replaces the template's blocks and marked lines.
+struct Replacements<'a> {
+    name: String,
+    model: String,
+    data: String,
+    output: String,
+    calibration: bool,
+    labels: bool,
+    /// The model's symbolic input dimensions, each fixed to 1 by `fix_shapes`.
+    dims: &'a [String],
+}
+
+/// The template with its blocks replaced and its marked lines kept, dropped or filled in.
+fn resolve(template: &str, with: &Replacements<'_>) -> String {
+    let mut out = Vec::new();
+    let mut block: Option<&str> = None;
+    for line in template.lines() {
+        let top_key = (!line.starts_with([' ', '#', '-']) && !line.is_empty())
+            .then(|| line.split(':').next().unwrap_or_default());
+        if let Some(key) = top_key {
+            block = Some(key);
+            let replacement = match key {
+                "name" => Some(&with.name),
+                "model" => Some(&with.model),
+                "data" => Some(&with.data),
+                "output" => Some(&with.output),
+                _ => None,
+            };
+            if let Some(replacement) = replacement {
+                out.push(replacement.clone());
+                continue;
+            }
+        } else if matches!(block, Some("name" | "model" | "data" | "output")) {
+            // Inside a replaced block: its old lines go.
+            if line.starts_with(' ') {
+                continue;
+            }
+        }
+        if line.starts_with('#') && out.is_empty() {
+            continue; // the template's own header; tune writes its own
+        }
+        if !with.calibration && line.contains("# needs calibration") {
+            continue;
+        }
+        if !with.labels && block == Some("metrics") && line.trim_start().starts_with("accuracy:") {
+            continue;
+        }
+        if line.contains("# tune: dims") {
+            if with.dims.is_empty() {
+                continue;
+            }
+            let indent = &line[..line.len() - line.trim_start().len()];
+            let dims: Vec<String> = with.dims.iter().map(|d| format!("{}: 1", quoted(d))).collect();
+            out.push(format!("{indent}- fix_shapes: {{dims: {{{}}}}}", dims.join(", ")));
+            continue;
+        }
+        out.push(line.to_string());
+    }
+    let mut text = out.join("\n");
+    text.push('\n');
+    text
+}
+
+/// The names of the symbolic dimensions of the model's inputs, in order, once each.
+fn symbolic_input_dims(model: &ir::proto::ModelProto) -> Vec<String> {
+    let mut dims = Vec::new();
+    for input in crate::runtime::IoInfo::model_inputs(model) {
+        let Some(graph) = &model.graph else { break };
+        let Some(declared) = graph.input.iter().find(|i| i.name() == input.name) else { continue };
+        let Some(shape) = ir::declared_type(declared).and_then(|t| t.dims) else { continue };
+        for dim in shape {
+            if let ir::shapes::Dim::Symbol(name) = dim {
+                if !dims.contains(&name) {
+                    dims.push(name);
+                }
+            }
+        }
+    }
+    dims
+}
+
+/// `text` as a YAML double-quoted string (JSON's quoting is valid YAML).
+fn quoted(text: &str) -> String {
+    serde_json::Value::String(text.to_string()).to_string()
+}
+
+/// `to` relative to the folder `from`; both absolute.
+fn relative_path(from: &Path, to: &Path) -> String {
+    let from: Vec<Component> = from.components().collect();
+    let to: Vec<Component> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut path = PathBuf::new();
+    for _ in common..from.len() {
+        path.push("..");
+    }
+    for part in &to[common..] {
+        path.push(part);
+    }
+    path.to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_climb_and_descend() {
+        let rel = |a: &str, b: &str| relative_path(Path::new(a), Path::new(b));
+        assert_eq!(rel("/a/b/out", "/a/b/model.onnx"), "../model.onnx");
+        assert_eq!(rel("/a/out", "/a/out/x.npz"), "x.npz");
+        assert_eq!(rel("/a/b/c", "/a/d/e.onnx"), "../../d/e.onnx");
+    }
+
+    fn resolved(target: Target, calibration: bool, labels: bool, dims: &[String]) -> String {
+        resolve(
+            target.profile().recipe,
+            &Replacements {
+                name: "name: \"t\"".into(),
+                model: "model: \"../m.onnx\"".into(),
+                data: "data:\n  evaluation: {path: \"e.npz\"}".into(),
+                output: "output: .".into(),
+                calibration,
+                labels,
+                dims,
+            },
+        )
+    }
+
+    #[test]
+    fn every_built_in_recipe_resolves_to_a_valid_recipe() {
+        for target in Target::all() {
+            let calibrated = target.profile().constraints.contains(&Constraint::QdqOnly);
+            let mut text = resolved(target, calibrated, false, &["N".to_string()]);
+            if calibrated {
+                text = text.replace("data:\n", "data:\n  calibration: {path: \"c.npz\"}\n");
+            }
+            let recipe = crate::recipe::parse(&text, Path::new("out/recipe.yaml"))
+                .unwrap_or_else(|e| panic!("{target}: {e}\n{text}"));
+            assert_eq!(recipe.target, target);
+            assert_eq!(recipe.model, Path::new("../m.onnx"));
+            assert!(recipe.metrics.accuracy.is_none(), "{target}: accuracy without labels");
+            assert!(recipe.data.calibration.is_some() == calibrated, "{target}");
+            assert!(!text.contains("needs calibration") || calibrated, "{target}:\n{text}");
+        }
+    }
+
+    #[test]
+    fn without_calibration_the_calibrated_branch_goes() {
+        let text = resolved(Target::Cpu, false, true, &[]);
+        assert!(!text.contains("quantize_static"), "{text}");
+        assert!(text.contains("quantize_dynamic") && text.contains("accuracy:"), "{text}");
+        let with = resolved(Target::Cpu, true, true, &[]);
+        assert!(with.contains("quantize_static"), "{with}");
+    }
+
+    #[test]
+    fn fix_shapes_takes_the_model_dims() {
+        let dims = ["batch".to_string(), "seq".to_string()];
+        let text = resolved(Target::NpuQnn, true, false, &dims);
+        assert!(text.contains("- fix_shapes: {dims: {\"batch\": 1, \"seq\": 1}}"), "{text}");
+        let none = resolved(Target::NpuQnn, true, false, &[]);
+        assert!(!none.contains("fix_shapes"), "{none}");
+    }
+}
