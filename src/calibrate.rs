@@ -55,7 +55,7 @@ impl ModelRunner for OrtRunner {
         &self,
         model: &ModelProto,
         outputs: &[String],
-        visit: &mut dyn FnMut(usize, ArrayViewD<'_, f32>) -> Result<(), String>,
+        visit: &mut pipeline_passes::pass::BatchVisitor<'_>,
     ) -> Result<(), RunnerError> {
         let folder = tempfile::Builder::new()
             .prefix("pipeline-calibration-")

@@ -119,9 +119,14 @@ pub trait ModelRunner: Sync {
         &self,
         model: &ModelProto,
         outputs: &[String],
-        visit: &mut dyn FnMut(usize, ndarray::ArrayViewD<'_, f32>) -> Result<(), String>,
+        visit: &mut BatchVisitor<'_>,
     ) -> Result<(), RunnerError>;
 }
+
+/// What [`ModelRunner::for_each_batch`] hands each output of each batch to: the output's
+/// index in the names asked for, and its values; an error ends the run with that message.
+pub type BatchVisitor<'a> =
+    dyn FnMut(usize, ndarray::ArrayViewD<'_, f32>) -> Result<(), String> + 'a;
 
 /// Why a model could not be run on the calibration data.
 #[derive(Debug, thiserror::Error)]

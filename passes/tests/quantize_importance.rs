@@ -274,7 +274,7 @@ impl ModelRunner for ScriptedRunner {
         &self,
         _model: &ModelProto,
         outputs: &[String],
-        visit: &mut dyn FnMut(usize, ArrayViewD<'_, f32>) -> Result<(), String>,
+        visit: &mut pipeline_passes::pass::BatchVisitor<'_>,
     ) -> Result<(), RunnerError> {
         *self.asked.lock().unwrap() = outputs.to_vec();
         for batch in &self.batches {

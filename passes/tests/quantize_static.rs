@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use ndarray::{ArrayD, IxDyn};
 use pipeline_passes::ir::proto::attribute_proto::AttributeType;
 use pipeline_passes::ir::proto::tensor_proto::DataType;
 use pipeline_passes::ir::proto::{
@@ -441,7 +441,7 @@ impl ModelRunner for ScriptedRunner {
         &self,
         _model: &ModelProto,
         outputs: &[String],
-        visit: &mut dyn FnMut(usize, ArrayViewD<'_, f32>) -> Result<(), String>,
+        visit: &mut pipeline_passes::pass::BatchVisitor<'_>,
     ) -> Result<(), RunnerError> {
         *self.asked.lock().unwrap() = outputs.to_vec();
         for batch in 1..=2 {

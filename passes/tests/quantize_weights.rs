@@ -410,7 +410,7 @@ impl pipeline_passes::pass::ModelRunner for NeverRuns {
         &self,
         _: &pipeline_passes::ir::proto::ModelProto,
         _: &[String],
-        _: &mut dyn FnMut(usize, ndarray::ArrayViewD<'_, f32>) -> Result<(), String>,
+        _: &mut pipeline_passes::pass::BatchVisitor<'_>,
     ) -> Result<(), pipeline_passes::pass::RunnerError> {
         panic!("the pass ran the model although it must refuse first")
     }

@@ -390,7 +390,7 @@ impl Writer<'_> {
     }
 
     /// A new node named `{source}_quant` (no name if the source has none) with the source's
-    /// attributes but `dropped`, plus `extra`, sorted by name as ORT's writer sorts them.
+    /// attributes plus `extra`, sorted by name as ORT's writer sorts them.
     fn new_node(
         &mut self,
         op_type: &str,
@@ -398,7 +398,6 @@ impl Writer<'_> {
         inputs: &[&str],
         outputs: &[&str],
         domain: Option<&str>,
-        dropped: &[&str],
         extra: Vec<AttributeProto>,
     ) -> NodeProto {
         let name = match source.name() {
@@ -407,8 +406,7 @@ impl Writer<'_> {
         };
         let mut node = ir::make_node(op_type, inputs, outputs, &name);
         node.domain = domain.map(str::to_string);
-        let kept = source.attribute.iter().filter(|a| !dropped.contains(&a.name()));
-        node.attribute = kept.cloned().chain(extra).collect();
+        node.attribute = source.attribute.iter().cloned().chain(extra).collect();
         node.attribute.sort_by(|a, b| a.name().cmp(b.name()));
         node
     }

@@ -16,6 +16,9 @@ use crate::ir::{self, GraphIndex, NameGenerator};
 use crate::pass::{Configured, PassError};
 use crate::quantize::importance::{BlockSearch, ImportanceError};
 
+/// A node left in float: its label and why.
+type Skipped = (String, String);
+
 /// How many skipped nodes the "nothing quantized" error lists.
 const MAX_LISTED_SKIPS: usize = 8;
 
@@ -115,7 +118,7 @@ fn find_candidates(
     graph: &GraphProto,
     pass: &QuantizeWeights,
     format: WeightFormat,
-) -> Result<(Vec<Candidate>, Vec<(String, String)>), PassError> {
+) -> Result<(Vec<Candidate>, Vec<Skipped>), PassError> {
     let index = GraphIndex::new(graph);
     let order = ir::topological_order(graph)?;
 

@@ -89,7 +89,7 @@ impl Writer<'_> {
         let op_type = format!("QLinear{}", node.op_type());
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         let rewritten =
-            self.new_node(&op_type, node, &inputs, &[&out.values], Some(MS_DOMAIN), &[], extra);
+            self.new_node(&op_type, node, &inputs, &[&out.values], Some(MS_DOMAIN), extra);
         self.emit(pending, rewritten);
         Ok(true)
     }
@@ -213,8 +213,7 @@ impl Writer<'_> {
         inputs.extend([out.scale.clone(), out.zero_point.clone()]);
         inputs.extend(bias);
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        let rewritten =
-            self.new_node("QLinearConv", node, &inputs, &[&out.values], None, &[], vec![]);
+        let rewritten = self.new_node("QLinearConv", node, &inputs, &[&out.values], None, vec![]);
         self.emit(pending, rewritten);
         Ok(true)
     }
@@ -243,8 +242,7 @@ impl Writer<'_> {
         let mut inputs = [a.triple(), b.triple()].concat();
         inputs.extend([out.scale.clone(), out.zero_point.clone()]);
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        let rewritten =
-            self.new_node("QLinearMatMul", node, &inputs, &[&out.values], None, &[], vec![]);
+        let rewritten = self.new_node("QLinearMatMul", node, &inputs, &[&out.values], None, vec![]);
         self.emit(pending, rewritten);
         Ok(true)
     }
@@ -283,15 +281,10 @@ impl Writer<'_> {
         let mut inputs = [activation.triple(), weight.triple()].concat();
         inputs.extend([bias, out.scale.clone(), out.zero_point.clone()]);
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        let rewritten = self.new_node(
-            "QGemm",
-            node,
-            &inputs,
-            &[&out.values],
-            Some(MS_DOMAIN),
-            &["beta"],
-            vec![],
-        );
+        let mut rewritten =
+            self.new_node("QGemm", node, &inputs, &[&out.values], Some(MS_DOMAIN), vec![]);
+        // QGemm has no `beta`: the bias input is added as it is.
+        rewritten.attribute.retain(|a| a.name() != "beta");
         self.emit(pending, rewritten);
         Ok(true)
     }
@@ -316,15 +309,8 @@ impl Writer<'_> {
             inputs.extend(q.triple());
         }
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        let rewritten = self.new_node(
-            "QLinearConcat",
-            node,
-            &inputs,
-            &[&out.values],
-            Some(MS_DOMAIN),
-            &[],
-            vec![],
-        );
+        let rewritten =
+            self.new_node("QLinearConcat", node, &inputs, &[&out.values], Some(MS_DOMAIN), vec![]);
         self.emit(pending, rewritten);
         Ok(true)
     }
@@ -347,7 +333,6 @@ impl Writer<'_> {
             &inputs,
             &[&out.values],
             Some(MS_DOMAIN),
-            &[],
             extra,
         );
         self.push(rewritten);
@@ -383,7 +368,7 @@ impl Writer<'_> {
         inputs.extend(node.input[1..].iter().cloned());
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         let outputs: Vec<&str> = outputs.iter().map(String::as_str).collect();
-        let rewritten = self.new_node("Split", node, &inputs, &outputs, None, &[], vec![]);
+        let rewritten = self.new_node("Split", node, &inputs, &outputs, None, vec![]);
         self.emit(pending, rewritten);
         Ok(true)
     }
