@@ -180,10 +180,8 @@ fn qdq_blocks_match_the_formulas() {
     }
 }
 
-#[test]
-fn float16_weights_keep_float16_scales() {
-    let mut rng = Rng::new(5);
-    let w = rng.normal_array(&[64, 4], 1.0);
+/// `x [1, 64] (float16) -> MatMul(w [64, 4] as float16) -> y`.
+fn float16_matmul(w: &ArrayD<f32>) -> pipeline_passes::ir::proto::ModelProto {
     let raw: Vec<u8> = w.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
     let tensor = pipeline_passes::ir::proto::TensorProto {
         name: Some("w".into()),
@@ -192,12 +190,19 @@ fn float16_weights_keep_float16_scales() {
         raw_data: Some(raw),
         ..Default::default()
     };
-    let model = Builder::new(17)
+    Builder::new(17)
         .typed_input("x", DataType::Float16, &[1, 64])
         .output("y")
         .tensor(tensor)
         .node("MatMul", &["x", "w"], &["y"], "fc")
-        .build();
+        .build()
+}
+
+#[test]
+fn float16_weights_keep_float16_scales() {
+    let mut rng = Rng::new(5);
+    let w = rng.normal_array(&[64, 4], 1.0);
+    let model = float16_matmul(&w);
     let out = quantize(&model, json!({"format": "matmul_nbits"})).unwrap();
     let node = nodes(&out, "MatMulNBits")[0];
     assert_eq!(initializer(&out, &node.input[2]).data_type(), DataType::Float16 as i32);
@@ -419,20 +424,7 @@ impl pipeline_passes::pass::ModelRunner for NeverRuns {
 #[test]
 fn data_aware_on_float16_activations_is_refused_with_a_hint() {
     let w = Rng::new(6).normal_array(&[64, 4], 1.0);
-    let raw: Vec<u8> = w.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
-    let tensor = pipeline_passes::ir::proto::TensorProto {
-        name: Some("w".into()),
-        dims: vec![64, 4],
-        data_type: Some(DataType::Float16 as i32),
-        raw_data: Some(raw),
-        ..Default::default()
-    };
-    let model = Builder::new(17)
-        .typed_input("x", DataType::Float16, &[1, 64])
-        .output("y")
-        .tensor(tensor)
-        .node("MatMul", &["x", "w"], &["y"], "fc")
-        .build();
+    let model = float16_matmul(&w);
     let info = pipeline_passes::pass::find("quantize_weights").unwrap();
     let pass = (info.build)(&json!({"data_aware": true})).unwrap();
     let context =
