@@ -65,6 +65,16 @@ fn random_with_a_seed_runs_the_same_candidates_and_reports_the_budget() {
         .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]) && times[0] > 0.0, "{times:?}");
     assert!(*times.last().unwrap() <= report["wall_time_s"].as_f64().unwrap());
+
+    // report.md says the same: strategy, budget, why the rest did not run, the order run.
+    let page = std::fs::read_to_string(project.path("out/report.md")).expect("report.md");
+    let section = page.split("## Search").nth(1).expect("a Search section");
+    assert!(section.contains("strategy `random` (seed 5), max_candidates 2"), "{section}");
+    assert!(section.contains("2 run, 2 not run"), "{section}");
+    assert!(section.contains("stopped: search.max_candidates (2)"), "{section}");
+    let order = section.split("order run (seconds since the start): ").nth(1).expect("order");
+    let ids: Vec<&str> = order.split(", ").map(|e| e.split(' ').next().unwrap_or("")).collect();
+    assert_eq!(ids, expected, "{section}");
 }
 
 #[test]

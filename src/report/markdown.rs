@@ -121,6 +121,7 @@ pub fn render_markdown(report: &Report) -> String {
 
     write_front(&mut out, report);
     write_rejected(&mut out, report);
+    write_search(&mut out, report);
 
     let noted: Vec<_> = report.candidates.iter().filter(|c| !c.notes.is_empty()).collect();
     if !noted.is_empty() {
@@ -183,6 +184,53 @@ fn write_front(out: &mut String, report: &Report) {
                 dominated.id, dominated.by
             );
         }
+    }
+}
+
+/// The search: its strategy and budgets, what it skipped and why, and the order in which it
+/// ran the candidates.
+fn write_search(out: &mut String, report: &Report) {
+    let search = &report.search;
+    let _ = writeln!(out, "\n## Search\n");
+    let budget = match search.max_time_s {
+        Some(seconds) => format!(", max_time {seconds} s"),
+        None => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "- strategy `{}` (seed {}), max_candidates {}{budget}",
+        search.strategy, search.seed, search.max_candidates
+    );
+    let _ = writeln!(
+        out,
+        "- space: {} path(s), {} distinct candidate(s), {} duplicate(s), {} refused \
+         combination(s); {} run, {} not run",
+        search.space_size,
+        search.candidates,
+        search.duplicates,
+        search.skipped_invalid,
+        search.run,
+        search.not_run
+    );
+    if let Some(why) = &search.not_run_reason {
+        let _ = writeln!(out, "- stopped: {why}");
+    }
+    for reason in &search.invalid_reasons {
+        let _ = writeln!(
+            out,
+            "- refused {} time(s), e.g. `{}`: {}",
+            reason.count,
+            reason.example,
+            reason.reason.replace('|', "\\|")
+        );
+    }
+    if !search.history.is_empty() {
+        let order: Vec<String> = search
+            .history
+            .iter()
+            .map(|entry| format!("{} ({:.1} s)", entry.id, entry.elapsed_s))
+            .collect();
+        let _ = writeln!(out, "- order run (seconds since the start): {}", order.join(", "));
     }
 }
 
