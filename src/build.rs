@@ -133,9 +133,14 @@ fn with_artifacts(earlier: &[Arc<Artifact>], made: Vec<Artifact>) -> Vec<Arc<Art
 
 /// The memo keys of each prefix of `candidate`'s steps, shortest first.
 fn prefix_keys(candidate: &Candidate) -> Vec<String> {
+    step_keys(&candidate.steps)
+}
+
+/// The memo keys of each prefix of `steps`, shortest first.
+fn step_keys(steps: &[StepRef]) -> Vec<String> {
     let mut key = String::new();
-    let mut keys = Vec::with_capacity(candidate.steps.len());
-    for step in &candidate.steps {
+    let mut keys = Vec::with_capacity(steps.len());
+    for step in steps {
         key.push_str(&format!("/{}{}", step.pass, step.config));
         keys.push(key.clone());
     }
@@ -193,8 +198,18 @@ impl Builder {
     /// nothing to rewrite passes the model on to the next step; the candidate is unchanged
     /// only when every step was.
     pub fn build(&mut self, candidate: &Candidate) -> Result<Built, StepFailure> {
+        let built = self.build_steps(&candidate.steps)?;
+        if !built.changed {
+            return Err(StepFailure { reason: built.unchanged_steps.join("; "), unchanged: true });
+        }
+        Ok(built)
+    }
+
+    /// The model after `steps` (the source model when there are none), even when no step
+    /// changed it, or why a step failed. Shares prefixes and the cache with [`Builder::build`].
+    pub fn build_steps(&mut self, steps: &[StepRef]) -> Result<Built, StepFailure> {
         let mut built = self.start();
-        for (step, key) in candidate.steps.iter().zip(prefix_keys(candidate)) {
+        for (step, key) in steps.iter().zip(step_keys(steps)) {
             if let Some(done) = self.built.get(&key) {
                 built = done.clone()?;
                 continue;
@@ -205,10 +220,6 @@ impl Builder {
                 self.built.insert(key, result.clone());
             }
             built = result?;
-        }
-
-        if !built.changed {
-            return Err(StepFailure { reason: built.unchanged_steps.join("; "), unchanged: true });
         }
         Ok(built)
     }

@@ -2,6 +2,7 @@
 //!
 //! The binary in `main.rs` is a thin command line over this library.
 
+pub mod accuracy_aware;
 pub mod build;
 pub mod cache;
 pub mod calibrate;

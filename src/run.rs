@@ -18,6 +18,7 @@ use pipeline_passes::pass::Artifact;
 use tracing::{debug_span, info, trace_span};
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
+use crate::accuracy_aware::Reverter as AccuracyReverter;
 use crate::build::{Builder, StepCache};
 use crate::cache::{self, AccuracyCache, Cache, CacheError};
 use crate::calibrate::OrtRunner;
@@ -250,6 +251,7 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
         .tempdir_in(&output_dir)
         .map_err(|source| RunError::Write { path: output_dir.clone(), source })?;
 
+    let reverter = AccuracyReverter::new(&recipe, &evaluation, &output);
     let candidates = plan.candidates();
     let mut search = Search::new(&plan);
     // A trace-level span: only the progress bar layer sees it, the log lines stay short.
@@ -280,7 +282,10 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
             options,
             accuracy_cache: accuracy_cache.as_ref(),
         };
-        let outcome = evaluate_candidate(&bench, candidate, &mut builder);
+        let mut outcome = evaluate_candidate(&bench, candidate, &mut builder);
+        if let Some(reverter) = &reverter {
+            outcome = reverter.revert(&bench, candidate, &mut builder, outcome);
+        }
         // A candidate whose build or measurement Ctrl-C cut short is abandoned.
         if options.stop.load(AtomicOrdering::Relaxed) && outcome.measurement.is_none() {
             break;
@@ -467,21 +472,22 @@ fn measure(
 }
 
 /// What every candidate is measured against and with: the same for all of them.
-struct Bench<'a> {
-    recipe: &'a Recipe,
-    evaluation: &'a Dataset,
-    source: &'a Measurement,
+#[derive(Clone, Copy)]
+pub(crate) struct Bench<'a> {
+    pub(crate) recipe: &'a Recipe,
+    pub(crate) evaluation: &'a Dataset,
+    pub(crate) source: &'a Measurement,
     /// The folder candidates are saved in, each in its own subfolder.
-    work: &'a Path,
+    pub(crate) work: &'a Path,
     /// The file name of each saved candidate (the source model's).
-    file_name: &'a std::ffi::OsStr,
+    pub(crate) file_name: &'a std::ffi::OsStr,
     /// How every measured model's session is made (the target's providers).
-    session: &'a runtime::SessionConfig,
+    pub(crate) session: &'a runtime::SessionConfig,
     /// False under `--no-measure`: candidates are built and saved only.
-    measuring: bool,
-    options: &'a RunOptions,
+    pub(crate) measuring: bool,
+    pub(crate) options: &'a RunOptions,
     /// Accuracies measured before, when the cache is on.
-    accuracy_cache: Option<&'a AccuracyCache>,
+    pub(crate) accuracy_cache: Option<&'a AccuracyCache>,
 }
 
 /// The accuracy the cache holds for the model whose bytes hash to `model`.
@@ -503,7 +509,7 @@ fn remember_accuracy(
     }
 }
 
-fn evaluate_candidate(
+pub(crate) fn evaluate_candidate(
     bench: &Bench<'_>,
     candidate: &Candidate,
     builder: &mut Builder,
@@ -535,6 +541,7 @@ fn evaluate_candidate(
         build_s: 0.0,
         notes: Vec::new(),
         accuracy_cached: false,
+        accuracy_aware: None,
     };
 
     let built = match builder.build(candidate) {

@@ -331,6 +331,16 @@ impl Dataset {
         Ok(self)
     }
 
+    /// Keeps only the first `samples` samples (all of them when there are fewer).
+    pub fn truncate(&mut self, samples: usize) {
+        if samples > 0 && samples < self.samples {
+            for (_, tensor) in self.inputs.iter_mut().chain(self.labels.iter_mut()) {
+                *tensor = tensor.slice0(0..samples);
+            }
+            self.samples = samples;
+        }
+    }
+
     /// The data file.
     pub fn path(&self) -> &Path {
         &self.path

@@ -32,6 +32,7 @@ fn candidate(id: &str, status: Status, m: Option<Measurement>) -> CandidateRepor
         build_s: 0.0,
         notes: Vec::new(),
         accuracy_cached: false,
+        accuracy_aware: None,
     }
 }
 

@@ -58,6 +58,10 @@ pub struct Recipe {
     /// execution mode, optimization level) for it and write them beside it as
     /// `inference.json`; off when absent.
     pub session_tune: Option<SessionTune>,
+    /// When a quantized candidate misses the accuracy goal, revert its most harmful quantized
+    /// nodes to float one at a time until the goal is met; off when absent. Needs an
+    /// accuracy metric with a goal (`max_drop` or `min`).
+    pub accuracy_aware: Option<AccuracyAware>,
     /// The folder for the best model and the report, relative to the recipe file.
     #[serde(default = "default_output")]
     pub output: PathBuf,
@@ -132,6 +136,13 @@ pub struct AccuracyMetric {
     /// The lowest accuracy a candidate may have, from 0 to 1 (`0.95`).
     #[schemars(range(min = 0, max = 1))]
     pub min: Option<f64>,
+}
+
+impl AccuracyMetric {
+    /// Whether the metric sets a goal (`max_drop` or `min`), rather than only being measured.
+    pub fn has_goal(&self) -> bool {
+        self.max_drop.is_some() || self.min.is_some()
+    }
 }
 
 /// How a prediction is scored.
@@ -281,6 +292,25 @@ impl Default for Search {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionTune {}
+
+/// Accuracy-aware quantization: how far to go reverting quantized nodes to float.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccuracyAware {
+    /// The most nodes reverted to float per candidate; each revert is one more rebuild and
+    /// accuracy measurement.
+    #[schemars(range(min = 1))]
+    pub max_reverts: usize,
+    /// How many evaluation samples (the first ones) rank the nodes by how much each one's
+    /// quantization moves the accuracy output.
+    #[serde(default = "default_aware_subset")]
+    #[schemars(range(min = 1))]
+    pub subset: usize,
+}
+
+fn default_aware_subset() -> usize {
+    32
+}
 
 /// A search strategy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -579,6 +609,11 @@ fn validate(recipe: &Recipe, tree: &Node) -> Result<(), DeError> {
             ["data", "evaluation", "samples"],
         ),
         (Some(recipe.search.max_candidates), ["search", "max_candidates", ""]),
+        (
+            recipe.accuracy_aware.as_ref().map(|a| a.max_reverts),
+            ["accuracy_aware", "max_reverts", ""],
+        ),
+        (recipe.accuracy_aware.as_ref().map(|a| a.subset), ["accuracy_aware", "subset", ""]),
     ];
     for (value, names) in at_least_one {
         if value == Some(0) {
@@ -648,6 +683,18 @@ fn validate(recipe: &Recipe, tree: &Node) -> Result<(), DeError> {
                     "write an absolute drop like `0.01`, or a relative one like `\"1%\"`",
                 ));
             }
+        }
+    }
+
+    if recipe.accuracy_aware.is_some() {
+        let goal = recipe.metrics.accuracy.as_ref().is_some_and(|a| a.has_goal());
+        if !goal {
+            return Err(at(
+                &[key("accuracy_aware")],
+                "accuracy-aware quantization needs an accuracy goal to aim for".into(),
+                "add `metrics: {accuracy: {kind: top1, max_drop: 0.01}}` (or `min`), or \
+                 remove `accuracy_aware`",
+            ));
         }
     }
 

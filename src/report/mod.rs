@@ -120,6 +120,37 @@ pub struct CandidateReport {
     /// The accuracy was read from the cache (the same model bytes were measured on the same
     /// data before); latency is measured in every run.
     pub accuracy_cached: bool,
+    /// What accuracy-aware quantization did to this candidate, when it ran on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy_aware: Option<AccuracyAwareReport>,
+}
+
+/// Accuracy-aware quantization of one candidate that missed its accuracy goal: the nodes of
+/// its last quantizing step ranked by harm, those kept in float, and the accuracy after each.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AccuracyAwareReport {
+    /// The quantizing step whose `nodes_to_exclude` grew (its pass name).
+    pub step: String,
+    /// The accuracy of the candidate as first built, before any node was reverted.
+    pub accuracy_before: Option<f64>,
+    /// Each node the step quantized, most harmful first, with how much quantizing it alone
+    /// adds to the mean squared error of the accuracy output against the float model's.
+    pub ranking: Vec<NodeHarm>,
+    /// The nodes kept in float, in the order they were reverted.
+    pub reverted: Vec<String>,
+    /// The accuracy after each revert, in the same order as `reverted`.
+    pub accuracies: Vec<f64>,
+    /// Whether the accuracy goal was met in the end.
+    pub goal_met: bool,
+}
+
+/// How much one quantized node moves the outputs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeHarm {
+    pub node: String,
+    /// How much lower the output's mean squared error against the float model is when this
+    /// node alone stays float.
+    pub mse_reduction: f64,
 }
 
 /// A fact about a candidate's model that its measurements do not show.
@@ -144,6 +175,9 @@ pub enum NoteKind {
     /// A step wrote a file beside the model (an `export` to GGUF); the message names the
     /// file and says what it holds.
     Artifact,
+    /// Accuracy-aware quantization kept some nodes in float to meet the accuracy goal (or
+    /// tried to); the message names them.
+    AccuracyAware,
 }
 
 impl NoteKind {
@@ -152,6 +186,7 @@ impl NoteKind {
             NoteKind::ProviderSpecific => "provider-specific",
             NoteKind::UnchangedStep => "step unchanged",
             NoteKind::Artifact => "exported file",
+            NoteKind::AccuracyAware => "accuracy-aware",
         }
     }
 }

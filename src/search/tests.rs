@@ -220,6 +220,7 @@ fn the_score_is_the_first_objective_lower_is_better() {
         build_s: 0.0,
         notes: Vec::new(),
         accuracy_cached: false,
+        accuracy_aware: None,
     };
     let stat = LatencyStat::P90;
     assert_eq!(score(&report, &[Objective::Latency, Objective::Size], stat), 3.0);

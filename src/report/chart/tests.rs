@@ -25,6 +25,7 @@ fn candidate(id: &str, status: Status, accuracy: Option<f64>, ms: f64) -> Candid
         build_s: 0.0,
         notes: Vec::new(),
         accuracy_cached: false,
+        accuracy_aware: None,
     }
 }
 
