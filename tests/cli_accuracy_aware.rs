@@ -1,0 +1,164 @@
+//! `pipeline run` with `accuracy_aware` on an MLP built here whose first MatMul holds one
+//! extreme weight (on a pixel that is 0 in every digits image, so the float model does not
+//! notice it): per-tensor static INT8 rounds every other weight of that layer to 0 and the
+//! quantized candidate misses its accuracy goal. Accuracy-aware quantization must rank that
+//! node first, keep it in float, meet the goal, and leave the other MatMul quantized; without
+//! `accuracy_aware` the candidate misses as before. Recipes that cannot use it are refused.
+
+mod common;
+
+use std::process::Command as Process;
+
+use common::{outcome, Project, DIGITS_RECIPE};
+use serde_json::Value;
+
+/// Replaces the digits CNN with an MLP whose `fc1` weight has an outlier of 1000 on pixel 0.
+fn write_mlp(project: &Project) {
+    let script = r#"
+import sys
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+folder = sys.argv[1]
+rng = np.random.default_rng(5)
+w1 = (rng.standard_normal((64, 128)) / 8).astype(np.float32)
+test = np.load(f"{folder}/test.npz")
+calib = np.load(f"{folder}/calib.npz")
+for data in (test["input"], calib["input"]):
+    assert data.reshape(len(data), -1)[:, 0].max() == 0, "pixel 0 must be blank"
+xt = test["input"].reshape(len(test["input"]), -1)
+ht = np.maximum(xt @ w1, 0)
+onehot = np.eye(10)[test["y"]]
+w2 = np.linalg.solve(ht.T @ ht + 10.0 * np.eye(128), ht.T @ onehot).astype(np.float32)
+w1[0, 5] = 1000.0
+graph = helper.make_graph(
+    [
+        helper.make_node("Flatten", ["input"], ["flat"], name="flatten"),
+        helper.make_node("MatMul", ["flat", "w1"], ["h"], name="fc1"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("MatMul", ["r", "w2"], ["logits"], name="fc2"),
+    ],
+    "mlp",
+    [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
+    [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+    [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+)
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+model.ir_version = 8
+onnx.checker.check_model(model)
+onnx.save(model, f"{folder}/model.onnx")
+"#;
+    let output = Process::new(common::venv_python())
+        .arg("-c")
+        .arg(script)
+        .arg(project.root())
+        .output()
+        .expect("the venv's python starts");
+    assert!(output.status.success(), "python failed:\n{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// The MLP project with per-tensor static quantization and a 5-point accuracy goal, plus
+/// `extra` at the top level of the recipe.
+fn project(extra: &str) -> Project {
+    let project = Project::digits();
+    write_mlp(&project);
+    let recipe = DIGITS_RECIPE
+        .replace(
+            "  - quantize_dynamic: {per_channel: [false, true]}\n",
+            "  - quantize_static: {calibration: minmax, per_channel: false}\n",
+        )
+        .replace("max_drop: 0.01", "max_drop: 0.05");
+    project.write_recipe(&format!("{recipe}{extra}"));
+    project
+}
+
+fn report(project: &Project) -> Value {
+    let text = std::fs::read_to_string(project.path("out/report.json")).expect("a report");
+    serde_json::from_str(&text).expect("JSON")
+}
+
+#[test]
+fn the_outlier_layer_is_kept_in_float_and_the_goal_is_met() {
+    let project = project("accuracy_aware: {max_reverts: 3, subset: 16}\n");
+    let result = outcome(&mut project.run());
+    result.expect_code(0).no_panic();
+
+    let report = report(&project);
+    let source = report["source"]["accuracy"].as_f64().expect("a source accuracy");
+    assert!(source > 0.8, "the fitted MLP should classify digits: {source}");
+    let candidate = &report["candidates"][0];
+    assert_eq!(candidate["status"], "passed", "{candidate:#}");
+    let aware = &candidate["accuracy_aware"];
+    assert_eq!(aware["step"], "quantize_static", "{aware:#}");
+    assert_eq!(aware["reverted"], serde_json::json!(["fc1"]), "{aware:#}");
+    assert_eq!(aware["goal_met"], true, "{aware:#}");
+    let before = aware["accuracy_before"].as_f64().expect("an accuracy before");
+    assert!(before < source - 0.05, "the plain candidate must miss: {before} vs {source}");
+    // Both MatMuls were quantized, so both are ranked, the outlier layer first.
+    let ranked: Vec<&str> =
+        aware["ranking"].as_array().unwrap().iter().map(|h| h["node"].as_str().unwrap()).collect();
+    assert_eq!(ranked, ["fc1", "fc2"], "{aware:#}");
+    let after = aware["accuracies"][0].as_f64().expect("an accuracy after the revert");
+    let measured = candidate["measurement"]["accuracy"].as_f64().unwrap();
+    assert_eq!(after, measured, "the final model is the one measured");
+    assert!(source - after <= 0.05, "{after} vs {source}");
+    assert_eq!(report["best"], candidate["id"]);
+    // The step's configuration as built names the node.
+    assert_eq!(candidate["steps"][0]["config"]["nodes_to_exclude"], serde_json::json!(["fc1"]));
+
+    // The winner: fc1 reads the float input and the float weight; fc2 reads dequantized ones.
+    let model = pipeline_passes::ir::load(&project.path("out/model.onnx")).expect("the model");
+    let graph = model.graph.as_ref().unwrap();
+    let dequantized: Vec<&str> = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type() == "DequantizeLinear")
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .collect();
+    let node = |name: &str| graph.node.iter().find(|n| n.name() == name).expect(name);
+    let fc1 = node("fc1");
+    assert_eq!(fc1.op_type(), "MatMul");
+    assert!(fc1.input.iter().all(|i| !dequantized.contains(&i.as_str())), "{fc1:?}");
+    assert!(graph.initializer.iter().any(|t| t.name() == "w1" && t.data_type() == 1));
+    let fc2 = node("fc2");
+    assert!(fc2.input.iter().all(|i| dequantized.contains(&i.as_str())), "{fc2:?}");
+
+    let markdown = std::fs::read_to_string(project.path("out/report.md")).expect("report.md");
+    assert!(markdown.contains("kept in float: fc1"), "{markdown}");
+}
+
+#[test]
+fn without_accuracy_aware_the_candidate_misses() {
+    let project = project("");
+    let result = outcome(&mut project.run());
+    result.expect_code(1).no_panic();
+    let report = report(&project);
+    let candidate = &report["candidates"][0];
+    assert_eq!(candidate["status"], "missed_goals", "{candidate:#}");
+    assert!(candidate.get("accuracy_aware").is_none(), "{candidate:#}");
+}
+
+#[test]
+fn recipes_that_cannot_use_it_are_refused() {
+    let project = project("accuracy_aware: {max_reverts: 0}\n");
+    let result = outcome(&mut project.run());
+    result.expect_code(2).no_panic().stderr_has(&["accuracy_aware.max_reverts", "1 or more"]);
+
+    let project = project_without_goal();
+    let result = outcome(&mut project.run());
+    result.expect_code(2).no_panic().stderr_has(&[
+        "accuracy_aware",
+        "needs an accuracy goal",
+        "max_drop",
+    ]);
+}
+
+/// The MLP project whose accuracy is measured but has no goal, with `accuracy_aware`.
+fn project_without_goal() -> Project {
+    let project = project("accuracy_aware: {max_reverts: 2}\n");
+    let text = std::fs::read_to_string(project.recipe()).expect("the recipe");
+    assert!(text.contains(", max_drop: 0.05"), "{text}");
+    project.write_recipe(&text.replace(", max_drop: 0.05", ""));
+    project
+}
