@@ -115,8 +115,23 @@ impl Reverter {
             aware.reverted.push(harm.node.clone());
             let changed = with_excluded(candidate, index, &aware.reverted);
             let step = evaluate_candidate(&quick_bench, &changed, builder);
+            if step.status == Status::Unchanged {
+                // Every node the step quantized is float now: the candidate would be its
+                // input model, which is no quantized candidate.
+                info!(
+                    "{}: reverting `{}` too would leave nothing quantized",
+                    candidate.id, harm.node
+                );
+                aware.reverted.pop();
+                break;
+            }
             let Some(accuracy) = step.measurement.as_ref().and_then(|m| m.accuracy) else {
-                warn!("{}: reverting `{}` failed: {:?}", candidate.id, harm.node, step.reasons);
+                warn!(
+                    "{}: reverting `{}` failed: {}",
+                    candidate.id,
+                    harm.node,
+                    step.reasons.join("; ")
+                );
                 aware.reverted.pop();
                 break;
             };

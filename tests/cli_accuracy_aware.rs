@@ -125,7 +125,10 @@ fn the_outlier_layer_is_kept_in_float_and_the_goal_is_met() {
     assert!(fc2.input.iter().all(|i| dequantized.contains(&i.as_str())), "{fc2:?}");
 
     let markdown = std::fs::read_to_string(project.path("out/report.md")).expect("report.md");
-    assert!(markdown.contains("kept in float: fc1"), "{markdown}");
+    assert!(markdown.contains("\n## Accuracy-aware quantization\n"), "{markdown}");
+    let line = format!("  - revert 1: `fc1` kept in float: accuracy {:.2}%", after * 100.0);
+    assert!(markdown.contains(&line), "{markdown}");
+    assert!(markdown.contains("goal met"), "{markdown}");
 }
 
 #[test]

@@ -122,6 +122,7 @@ pub fn render_markdown(report: &Report) -> String {
     write_front(&mut out, report);
     write_rejected(&mut out, report);
     write_search(&mut out, report);
+    write_accuracy_aware(&mut out, report);
 
     let noted: Vec<_> = report.candidates.iter().filter(|c| !c.notes.is_empty()).collect();
     if !noted.is_empty() {
@@ -272,5 +273,45 @@ pub(super) fn other_batch(latency: Option<&super::Latency>, source: &super::Meas
     match latency {
         Some(l) if source_batch.is_some_and(|b| b != l.batch) => format!(" (batch {})", l.batch),
         _ => String::new(),
+    }
+}
+
+/// One block per candidate that accuracy-aware quantization worked on: the ranking, the nodes
+/// kept in float with the accuracy after each, and whether the goal was met.
+fn write_accuracy_aware(out: &mut String, report: &Report) {
+    let worked: Vec<_> = report
+        .candidates
+        .iter()
+        .filter_map(|c| c.accuracy_aware.as_ref().map(|aware| (c, aware)))
+        .collect();
+    if worked.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n## Accuracy-aware quantization\n");
+    for (candidate, aware) in worked {
+        let before = percent(aware.accuracy_before);
+        let _ = writeln!(
+            out,
+            "- {} `{}`: `{}` step, accuracy {before} as first built; goal {}",
+            candidate.id,
+            candidate.label,
+            aware.step,
+            if aware.goal_met { "met" } else { "still missed" }
+        );
+        let ranking: Vec<String> =
+            aware.ranking.iter().map(|h| format!("{} ({:.3e})", h.node, h.mse_reduction)).collect();
+        let _ = writeln!(
+            out,
+            "  - nodes by harm (output MSE saved by keeping each alone in float): {}",
+            ranking.join(", ")
+        );
+        for (index, (node, accuracy)) in aware.reverted.iter().zip(&aware.accuracies).enumerate() {
+            let _ = writeln!(
+                out,
+                "  - revert {}: `{node}` kept in float: accuracy {}",
+                index + 1,
+                percent(Some(*accuracy))
+            );
+        }
     }
 }
