@@ -129,6 +129,16 @@ fn the_outlier_layer_is_kept_in_float_and_the_goal_is_met() {
     let line = format!("  - revert 1: `fc1` kept in float: accuracy {:.2}%", after * 100.0);
     assert!(markdown.contains(&line), "{markdown}");
     assert!(markdown.contains("goal met"), "{markdown}");
+
+    // A second run reads the reverted build from the project's cache (its key differs from the
+    // plain step's by `nodes_to_exclude`) and comes to the same result.
+    let result = outcome(&mut project.run());
+    result.expect_code(0).no_panic();
+    let again = crate::report(&project);
+    let candidate = &again["candidates"][0];
+    assert_eq!(candidate["accuracy_aware"]["reverted"], serde_json::json!(["fc1"]));
+    assert_eq!(candidate["steps"][0]["cached"], true, "{candidate:#}");
+    assert_eq!(candidate["measurement"]["accuracy"].as_f64(), Some(after));
 }
 
 #[test]
