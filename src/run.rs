@@ -559,6 +559,11 @@ pub(crate) fn evaluate_candidate(
         step.cached = *cached;
     }
     let model = built.model;
+    let broken = crate::target::constraints::violations(recipe.target, &model);
+    if !broken.is_empty() {
+        report.reasons.extend(broken);
+        return report;
+    }
     report.notes = notes(&model);
     let stem = Path::new(file_name).file_stem().unwrap_or(file_name);
     report.notes.extend(built.artifacts.iter().map(|artifact| Note {

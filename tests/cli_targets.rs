@@ -95,7 +95,13 @@ fn a_target_whose_provider_is_missing_is_refused_before_anything_is_written() {
 #[test]
 fn no_measure_builds_and_saves_every_candidate_and_ranks_none() {
     let project = Project::digits();
-    project.edit_recipe("target: cpu", "target: npu-qnn");
+    // Static shapes and QDQ, as the NPU needs, and a dynamic INT8 branch it cannot run.
+    let recipe = common::DIGITS_RECIPE.replace("target: cpu", "target: npu-qnn").replace(
+        "  - quantize_dynamic: {per_channel: [false, true]}\n",
+        "  - fix_shapes: {dims: {N: 1}}\n  - one_of:\n      - quantize_static: {format: qdq}\n      \
+         - quantize_dynamic: {}\n",
+    );
+    project.write_recipe(&recipe);
     let missing_qnn = !python_providers().iter().any(|p| p == "QNNExecutionProvider");
     let result = outcome(project.run().arg("--no-measure"));
     result.expect_code(0);
@@ -113,7 +119,13 @@ fn no_measure_builds_and_saves_every_candidate_and_ranks_none() {
     assert!(report["source"]["latency_ms"].is_null());
     let candidates = report["candidates"].as_array().unwrap();
     assert_eq!(candidates.len(), 2);
-    for candidate in candidates {
+    // The dynamic INT8 candidate breaks the target's QDQ-only rule: it fails, saying so.
+    let dynamic = &candidates[1];
+    assert_eq!(dynamic["status"], "failed", "{dynamic}");
+    let reason = dynamic["reasons"][0].as_str().expect("a reason");
+    assert!(reason.contains("target `npu-qnn` runs QDQ quantization only"), "{reason}");
+    assert!(reason.contains("DynamicQuantizeLinear"), "{reason}");
+    for candidate in &candidates[..1] {
         assert_eq!(candidate["status"], "not_measured", "{candidate}");
         assert!(candidate["measurement"]["latency_ms"].is_null());
         assert!(candidate["measurement"]["accuracy"].is_null());

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::runtime::CPU_PROVIDER;
 
+pub mod constraints;
 mod measuring;
 
 pub use measuring::{

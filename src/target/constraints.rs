@@ -1,0 +1,155 @@
+//! Checks a candidate model against its target's constraints, so that a model the device
+//! could not run as built (a symbolic batch on an NPU, dynamic INT8 kernels where only QDQ runs)
+//! fails as a candidate with the reason instead of being measured on the CPU fallback.
+
+use pipeline_passes::ir::proto::{tensor_shape_proto, ModelProto};
+
+use super::{Constraint, Target};
+
+/// Operators of quantized models that are not QDQ: dynamic quantization, QOperator kernels and
+/// ONNX Runtime's weight-only and quantized contrib kernels.
+const NOT_QDQ: [&str; 16] = [
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "ConvInteger",
+    "QLinearConv",
+    "QLinearMatMul",
+    "QLinearAdd",
+    "QLinearMul",
+    "QLinearConcat",
+    "QLinearGlobalAveragePool",
+    "QLinearSigmoid",
+    "QGemm",
+    "QAttention",
+    "DynamicQuantizeLSTM",
+    "QEmbedLayerNormalization",
+    "MatMulNBits",
+    "GatherBlockQuantized",
+];
+
+/// How many offending nodes or inputs one reason names.
+const MAX_LISTED: usize = 3;
+
+/// Each way `model` breaks one of `target`'s constraints, in words with what to do; empty when
+/// it keeps them all.
+pub fn violations(target: Target, model: &ModelProto) -> Vec<String> {
+    let mut found = Vec::new();
+    for constraint in target.profile().constraints {
+        let why = match constraint {
+            Constraint::StaticShapes => symbolic_inputs(model).map(|inputs| {
+                format!(
+                    "target `{}` needs static shapes, and {}; hint: add `fix_shapes` (e.g. \
+                     `fix_shapes: {{dims: {{batch: 1}}}}`) before the other passes",
+                    target.name(),
+                    inputs
+                )
+            }),
+            Constraint::QdqOnly => non_qdq_nodes(model).map(|nodes| {
+                format!(
+                    "target `{}` runs QDQ quantization only, and the model holds {nodes}; hint: \
+                     use `quantize_static` with `format: qdq`",
+                    target.name()
+                )
+            }),
+            // A permission, not a restriction.
+            Constraint::Uint16Activations => None,
+        };
+        found.extend(why);
+    }
+    found
+}
+
+/// The graph inputs with a dimension that is not a fixed size, as words; `None` if none.
+fn symbolic_inputs(model: &ModelProto) -> Option<String> {
+    let graph = model.graph.as_ref()?;
+    let initializers: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name()).collect();
+    let mut named = Vec::new();
+    for input in graph.input.iter().filter(|i| !initializers.contains(i.name())) {
+        let dims = input
+            .r#type
+            .as_ref()
+            .and_then(|t| t.value.as_ref())
+            .and_then(|value| match value {
+                pipeline_passes::ir::proto::type_proto::Value::TensorType(t) => t.shape.as_ref(),
+                _ => None,
+            })
+            .map(|shape| shape.dim.as_slice());
+        let Some(dims) = dims else {
+            named.push(format!("input `{}` has no declared shape", input.name()));
+            continue;
+        };
+        let symbolic = dims.iter().find_map(|dim| match &dim.value {
+            Some(tensor_shape_proto::dimension::Value::DimValue(size)) if *size > 0 => None,
+            Some(tensor_shape_proto::dimension::Value::DimParam(name)) => Some(format!("`{name}`")),
+            _ => Some("an unknown size".to_string()),
+        });
+        if let Some(dim) = symbolic {
+            named.push(format!("input `{}` has the dimension {dim}", input.name()));
+        }
+    }
+    list(named)
+}
+
+/// The nodes whose operator is a quantized kernel other than QDQ, as words; `None` if none.
+fn non_qdq_nodes(model: &ModelProto) -> Option<String> {
+    let graph = model.graph.as_ref()?;
+    let named = graph
+        .node
+        .iter()
+        .filter(|node| NOT_QDQ.contains(&node.op_type()))
+        .map(|node| match node.name() {
+            "" => format!("a {}", node.op_type()),
+            name => format!("{} `{name}`", node.op_type()),
+        })
+        .collect();
+    list(named)
+}
+
+/// `a, b, c and N more`, or `None` for an empty list.
+fn list(items: Vec<String>) -> Option<String> {
+    if items.is_empty() {
+        return None;
+    }
+    let mut text = items.iter().take(MAX_LISTED).cloned().collect::<Vec<_>>().join(", ");
+    if items.len() > MAX_LISTED {
+        text.push_str(&format!(" and {} more", items.len() - MAX_LISTED));
+    }
+    Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pipeline_passes::ir::proto::GraphProto;
+    use pipeline_passes::ir::{self, float_value_info};
+
+    fn model(input_dims: &[i64], op: &str) -> ModelProto {
+        let graph = GraphProto {
+            node: vec![ir::make_node(op, &["x", "w"], &["y"], "fc")],
+            input: vec![float_value_info("x", input_dims)],
+            ..Default::default()
+        };
+        ModelProto { graph: Some(graph), ..Default::default() }
+    }
+
+    #[test]
+    fn npu_targets_refuse_symbolic_inputs_and_non_qdq_kernels() {
+        let bad = model(&[-1, 4], "MatMulInteger");
+        let found = violations(Target::NpuQnn, &bad);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].contains("needs static shapes") && found[0].contains("`x`"), "{found:?}");
+        assert!(found[1].contains("MatMulInteger `fc`"), "{found:?}");
+
+        assert!(violations(Target::NpuQnn, &model(&[1, 4], "MatMul")).is_empty());
+        assert!(violations(Target::NpuOpenvino, &model(&[1, 4], "MatMul")).is_empty());
+    }
+
+    #[test]
+    fn cpu_and_gpu_targets_take_any_model() {
+        let any = model(&[-1, 4], "MatMulNBits");
+        for target in [Target::Cpu, Target::GpuCuda] {
+            assert!(violations(target, &any).is_empty(), "{}", target.name());
+        }
+    }
+}
