@@ -13,6 +13,7 @@ mod steps;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use pipeline_passes::pass::CalibrationUse;
 use schemars::JsonSchema;
@@ -303,7 +304,7 @@ pub enum Strategy {
 
 /// A time budget, read from `"10m"`, `"90s"`, `"1h 30m"` or a number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MaxTime(pub std::time::Duration);
+pub struct MaxTime(pub Duration);
 
 fn default_output() -> PathBuf {
     PathBuf::from("out/")
@@ -791,15 +792,34 @@ struct MaxTimeVisitor;
 const MAX_TIME_HINT: &str = "write a duration like `\"90s\"`, `\"10m\"` or `\"1h\"`, or seconds \
                              like `600`";
 
+/// The shortest `max_time`: a shorter budget would be shown as `0s` and stop every run before
+/// its first candidate.
+const MAX_TIME_MIN: Duration = Duration::from_millis(1);
+
+/// The longest `max_time`: thirty days, far beyond any run and far below what a
+/// [`Duration`] can hold.
+const MAX_TIME_MAX: Duration = Duration::from_secs(30 * 24 * 3600);
+
 impl MaxTimeVisitor {
     fn seconds<E: de::Error>(seconds: f64, written: &str) -> Result<MaxTime, E> {
-        if seconds.is_finite() && seconds > 0.0 {
-            return Ok(MaxTime(std::time::Duration::from_secs_f64(seconds)));
+        match Duration::try_from_secs_f64(seconds) {
+            Ok(duration) => Self::duration(duration, written),
+            Err(_) => Err(Self::out_of_range(written)),
         }
-        Err(E::custom(format!(
-            "expected a time above 0, found {written}{}{MAX_TIME_HINT}",
+    }
+
+    fn duration<E: de::Error>(duration: Duration, written: &str) -> Result<MaxTime, E> {
+        if (MAX_TIME_MIN..=MAX_TIME_MAX).contains(&duration) {
+            return Ok(MaxTime(duration));
+        }
+        Err(Self::out_of_range(written))
+    }
+
+    fn out_of_range<E: de::Error>(written: &str) -> E {
+        E::custom(format!(
+            "expected a time from 1ms to 30 days, found {written}{}{MAX_TIME_HINT}",
             node::HINT
-        )))
+        ))
     }
 }
 
@@ -824,8 +844,7 @@ impl<'de> Visitor<'de> for MaxTimeVisitor {
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<MaxTime, E> {
         match humantime::parse_duration(v.trim()) {
-            Ok(duration) if !duration.is_zero() => Ok(MaxTime(duration)),
-            Ok(_) => Self::seconds(0.0, v),
+            Ok(duration) => Self::duration(duration, v),
             Err(error) => Err(E::custom(format!(
                 "`{v}` is not a duration: {error}{}{MAX_TIME_HINT}",
                 node::HINT
@@ -848,9 +867,9 @@ impl JsonSchema for MaxTime {
     fn json_schema(_generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "description": "A duration like \"90s\", \"10m\", \"1h 30m\", or a number of \
-                            seconds",
+                            seconds, from 1ms to 30 days",
             "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "number", "minimum": 0.001, "maximum": 2_592_000},
                 {"type": "string", "minLength": 2},
             ],
         })
@@ -936,6 +955,13 @@ mod tests {
             ("passes: [quantize_dynamic: {}]\nsearch: {strategy: tpe, max_time: 10m}\n", true),
             ("passes: [quantize_dynamic: {}]\nsearch: {max_time: 90, seed: 3}\n", true),
             ("passes: [quantize_dynamic: {}]\nsearch: {max_time: 0}\n", false),
+            ("passes: [quantize_dynamic: {}]\nsearch: {max_time: 1e30}\n", false),
+            ("passes: [quantize_dynamic: {}]\nsearch: {max_time: 1e20}\n", false),
+            ("passes: [quantize_dynamic: {}]\nsearch: {max_time: 2592001}\n", false),
+            ("passes: [quantize_dynamic: {}]\nsearch: {max_time: 2592000}\n", true),
+            ("passes: [quantize_dynamic: {}]\nsearch: {max_time: -5}\n", false),
+            ("passes: [quantize_dynamic: {}]\nsearch: {max_time: 1e-12}\n", false),
+            ("passes: [quantize_dynamic: {}]\nsearch: {max_time: 0.001}\n", true),
             ("passes: [quantize_dynamic: {}]\nsearch: {strategy: bayes}\n", false),
         ];
         for (tail, valid) in cases {
