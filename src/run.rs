@@ -30,7 +30,7 @@ use crate::report::{
     Status, StepReport,
 };
 use crate::runtime::{self, IoInfo, ModelSession, OrtOptimizer, RuntimeError, Threads};
-use crate::search::{self, Search};
+use crate::search::{self, Search, SearchReport, StopReason};
 
 /// How to run, beyond what the recipe says.
 #[derive(Debug, Clone)]
@@ -310,7 +310,7 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
             crate::target::save_unmeasured(&reports, work.path(), &output_dir)?;
             crate::target::unmeasured_verdict(why, &reports, &output_dir)
         }
-        None => verdict(&recipe, &source, &reports, best),
+        None => verdict(&recipe, &source, &reports, best, &search_report),
     };
     let best_id = best.map(|i| reports[i].id.clone());
 
@@ -786,8 +786,17 @@ fn verdict(
     source: &Measurement,
     reports: &[CandidateReport],
     best: Option<usize>,
+    search: &SearchReport,
 ) -> String {
     let Some(best) = best else {
+        if reports.is_empty() && search.stopped_by == StopReason::MaxTime {
+            let limit = search.not_run_reason.as_deref().unwrap_or("search.max_time was reached");
+            return format!(
+                "No candidate ran: the time budget ran out before the first candidate \
+                 started; {limit}. max_time counts from the start of the run, loading and measuring \
+                 the source model included; raise it to leave time for the candidates."
+            );
+        }
         let failed = reports.iter().filter(|r| r.status == Status::Failed).count();
         let missed = reports.iter().filter(|r| r.status == Status::MissedGoals).count();
         let unchanged = reports.iter().filter(|r| r.status == Status::Unchanged).count();

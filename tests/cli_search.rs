@@ -83,6 +83,11 @@ fn max_time_stops_starting_candidates_and_says_so() {
     let project = project("search: {max_time: 0.001}");
     let result = outcome(&mut project.run());
     result.no_panic().expect_code(1).stderr_has(&["4 candidate(s) not run", "max_time"]);
+    // The verdict says the budget ran out, not that candidates missed goals.
+    let verdict = "No candidate ran: the time budget ran out before the first candidate started";
+    assert!(result.stdout.contains(verdict), "{}", result.stdout);
+    assert!(result.stdout.contains("loading and measuring the source model"), "{}", result.stdout);
+    assert!(!result.stdout.contains("0 missed a goal"), "{}", result.stdout);
     let report = read_report(&project.path("out"));
     let search = &report["search"];
     assert_eq!(search["run"], 0, "{search:#}");
