@@ -409,7 +409,7 @@ impl fmt::Display for MaxDrop {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
             MaxDrop::Absolute(drop) => write!(f, "{drop}"),
-            MaxDrop::Relative(fraction) => write!(f, "{}%", fraction * 100.0),
+            MaxDrop::Relative(fraction) => write!(f, "{}%", amounts::percent_text(*fraction)),
         }
     }
 }
@@ -984,6 +984,12 @@ mod tests {
             ("metrics: {latency: {min_improvement: -1}}\n", false),
             ("metrics: {latency: {}, size: {max_bytes: \"20MB\"}}\n", true),
             ("metrics: {latency: {}, size: {max_bytes: \"1.5 MiB\"}}\n", true),
+            ("metrics: {latency: {}, size: {max_bytes: 0}}\n", false),
+            ("metrics: {latency: {}, size: {max_bytes: 1}}\n", true),
+            ("metrics: {latency: {}, size: {max_bytes: \"0MB\"}}\n", false),
+            ("metrics: {latency: {}, size: {max_bytes: \"1.5\"}}\n", false),
+            ("metrics: {latency: {}, size: {max_bytes: \"1.5 B\"}}\n", false),
+            ("metrics: {latency: {}, size: {max_bytes: 1.5}}\n", false),
             ("metrics: {latency: {}, size: {max_bytes: \"20 megabytes\"}}\n", false),
             ("metrics: {latency: {}, size: {min_improvement: \"50%\"}}\n", true),
             ("metrics: {latency: {}, size: {min_improvement: \"1MB\"}}\n", true),
