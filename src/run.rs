@@ -237,8 +237,16 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
             .map_err(|source| RunError::SourceLoad { path: model_path.clone(), source })?;
         info!("measuring the source model {}", model_path.display());
         let known = known_accuracy(accuracy_cache.as_ref(), builder.source_hash());
-        let source = measure(&recipe, &mut session, &evaluation, source_size, known)
-            .map_err(RunError::Measure)?;
+        let source =
+            match measure(&recipe, &mut session, &evaluation, source_size, known, &options.stop) {
+                Ok(source) => source,
+                // Ctrl-C while the source was measured: nothing ran, nothing is written.
+                Err(EvalError::Interrupted) => {
+                    let total = Search::new(&plan).planned();
+                    return Err(RunError::Interrupted { done: 0, total, output: output_dir });
+                }
+                Err(error) => return Err(RunError::Measure(error)),
+            };
         remember_accuracy(accuracy_cache.as_ref(), builder.source_hash(), known, &source);
         source
     };
@@ -435,20 +443,21 @@ fn measure(
     evaluation: &Dataset,
     size_bytes: u64,
     known_accuracy: Option<f64>,
+    stop: &AtomicBool,
 ) -> Result<Measurement, EvalError> {
     let accuracy = match &recipe.metrics.accuracy {
         Some(_) if known_accuracy.is_some() => known_accuracy,
         Some(_) => {
             let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name.as_str()).collect();
             let output = accuracy_output(recipe, &outputs);
-            Some(evaluate::accuracy_top1(session, evaluation, &output, 64)?)
+            Some(evaluate::accuracy_top1_until(session, evaluation, &output, 64, stop)?)
         }
         None => None,
     };
 
     let latency = match &recipe.metrics.latency {
         Some(spec) => {
-            let stats = evaluate::latency(session, evaluation, spec.warmup, spec.runs)?;
+            let stats = evaluate::latency_until(session, evaluation, spec.warmup, spec.runs, stop)?;
             Some(Latency {
                 p50: stats.p50,
                 p90: stats.p90,
@@ -602,7 +611,7 @@ fn evaluate_candidate(
     };
     let known = known_accuracy(accuracy_cache, built.hash);
     report.accuracy_cached = known.is_some();
-    let measured = match measure(recipe, &mut session, evaluation, size, known) {
+    let measured = match measure(recipe, &mut session, evaluation, size, known, &options.stop) {
         Ok(measured) => {
             remember_accuracy(accuracy_cache, built.hash, known, &measured);
             measured
