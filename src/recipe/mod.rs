@@ -336,6 +336,32 @@ impl Recipe {
         self.dir().join(path)
     }
 
+    /// What the recipe sets that has no effect, or falls back to defaults it does not
+    /// show, in words for a warning: a `seed` under a strategy that uses none, and
+    /// `session_tune` without `metrics.latency`.
+    pub fn ignored_settings(&self) -> Vec<String> {
+        let mut ignored = Vec::new();
+        let search = &self.search;
+        if search.seed != 0 && matches!(search.strategy, Strategy::Exhaustive | Strategy::Greedy) {
+            ignored.push(format!(
+                "search.seed {} has no effect: the {} strategy does not draw at random (only \
+                 `random` and `tpe` use a seed)",
+                search.seed, search.strategy
+            ));
+        }
+        if self.session_tune.is_some() && self.metrics.latency.is_none() {
+            let defaults = LatencyMetric::default();
+            ignored.push(format!(
+                "session_tune measures each setting with metrics.latency, which the recipe does \
+                 not set: it uses the defaults ({} warmup runs, {} timed runs, {})",
+                defaults.warmup,
+                defaults.runs,
+                format!("{:?}", defaults.stat).to_lowercase()
+            ));
+        }
+        ignored
+    }
+
     /// The source model's path.
     pub fn model_path(&self) -> PathBuf {
         self.resolve(&self.model)
@@ -479,7 +505,11 @@ fn hint_line(hint: &Option<String>) -> String {
 pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| RecipeError::Read { file: path.to_owned(), error })?;
-    parse(&text, path)
+    let recipe = parse(&text, path)?;
+    for warning in recipe.ignored_settings() {
+        tracing::warn!("{}: {warning}", path.display());
+    }
+    Ok(recipe)
 }
 
 /// Reads and checks a recipe from `text`; `file` names it in messages, and relative paths in
@@ -936,6 +966,26 @@ mod tests {
                 panic!("{error}");
             }
         }
+    }
+
+    #[test]
+    fn settings_without_effect_are_named_for_a_warning() {
+        let base = "name: x\nmodel: m.onnx\nobjective: [size]\npasses: [quantize_dynamic: {}]\n";
+        let ignored = |tail: &str| {
+            let text = format!("{base}{tail}");
+            parse(&text, Path::new("r.yaml")).expect("the recipe loads").ignored_settings()
+        };
+        let seeded = ignored("metrics: {size: {}}\nsearch: {strategy: greedy, seed: 7}\n");
+        assert_eq!(seeded.len(), 1, "{seeded:?}");
+        assert!(seeded[0].contains("search.seed 7 has no effect: the greedy strategy"));
+        assert!(!ignored("metrics: {size: {}}\nsearch: {seed: 7}\n").is_empty());
+        assert!(ignored("metrics: {size: {}}\nsearch: {strategy: tpe, seed: 7}\n").is_empty());
+        assert!(ignored("metrics: {size: {}}\nsearch: {strategy: random, seed: 7}\n").is_empty());
+
+        let tuned = ignored("metrics: {size: {}}\nsession_tune: {}\n");
+        assert_eq!(tuned.len(), 1, "{tuned:?}");
+        assert!(tuned[0].contains("(10 warmup runs, 100 timed runs, p50)"), "{}", tuned[0]);
+        assert!(ignored("metrics: {size: {}, latency: {}}\nsession_tune: {}\n").is_empty());
     }
 
     #[test]
