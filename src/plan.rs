@@ -154,7 +154,7 @@ pub enum PlanError {
          pass's parameters",
         file.display(), origin.line, origin.column, origin.field
     )]
-    InvalidValue { file: PathBuf, origin: Origin, value: Value, message: String },
+    InvalidValue { file: PathBuf, origin: Origin, value: String, message: String },
 
     /// The recipe names a pass the registry does not have.
     #[error(
@@ -472,7 +472,7 @@ fn refuse_dead_values_of(
                         field: format!("{at}.{name}[{position}]"),
                         ..spec.origin.clone()
                     },
-                    value: value.clone(),
+                    value: value.to_string(),
                     message,
                 });
             }
