@@ -147,6 +147,15 @@ pub enum PlanError {
     )]
     InvalidConfig { file: PathBuf, origin: Origin, config: Value, message: String },
 
+    /// A searched value that its pass refuses in every combination it appears in.
+    #[error(
+        "{}:{}:{}: {}: {message} (value {value}, refused in every combination of the searched \
+         values)\n  hint: remove the value from the list; `pipeline passes` describes each \
+         pass's parameters",
+        file.display(), origin.line, origin.column, origin.field
+    )]
+    InvalidValue { file: PathBuf, origin: Origin, value: String, message: String },
+
     /// The recipe names a pass the registry does not have.
     #[error(
         "{}:{}:{}: {}: unknown pass `{name}`\n  hint: `pipeline passes` lists every pass",
@@ -334,6 +343,7 @@ pub fn build(recipe: &Recipe) -> Result<Plan, PlanError> {
             reasons: invalid,
         });
     }
+    refuse_dead_values(recipe, &top_level, &mut checked)?;
     if skipped > 0 {
         tracing::info!(skipped, "combinations the passes refuse are skipped");
     }
@@ -363,6 +373,114 @@ pub fn build(recipe: &Recipe) -> Result<Plan, PlanError> {
     })
 }
 
+/// Whether the step's pass accepts its configuration (the pass's message when not),
+/// remembered in `checked` by pass and configuration.
+fn check_step(
+    recipe: &Recipe,
+    step: &StepRef,
+    checked: &mut HashMap<(String, String), Result<(), String>>,
+) -> Result<Result<(), String>, PlanError> {
+    if let Some(result) = checked.get(&step.key()) {
+        return Ok(result.clone());
+    }
+    let Some(info) = pipeline_passes::pass::find(&step.pass) else {
+        return Err(PlanError::UnknownPass {
+            file: recipe.path.clone(),
+            origin: step.origin.clone(),
+            name: step.pass.clone(),
+        });
+    };
+    let result = (info.build)(&step.config).map(|_| ()).map_err(|e| e.to_string());
+    checked.insert(step.key(), result.clone());
+    Ok(result)
+}
+
+/// Refuses a searched value that its pass refuses in every configuration of its step that
+/// takes it, as a fixed value the pass refuses is refused: such a value would silently never
+/// run. A value refused only with some values of the other parameters is left to the
+/// enumeration, which skips and counts those combinations. Steps with more configurations
+/// than [`ENUMERATE_LIMIT`] are not checked.
+fn refuse_dead_values(
+    recipe: &Recipe,
+    shapes: &[Shape],
+    checked: &mut HashMap<(String, String), Result<(), String>>,
+) -> Result<(), PlanError> {
+    for shape in shapes {
+        match shape {
+            Shape::Pass { spec, searched: true, .. } => {
+                refuse_dead_values_of(recipe, spec, checked)?
+            }
+            Shape::Pass { .. } => {}
+            Shape::OneOf { branches, .. } => {
+                for chain in branches {
+                    refuse_dead_values(recipe, chain, checked)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn refuse_dead_values_of(
+    recipe: &Recipe,
+    spec: &PassSpec,
+    checked: &mut HashMap<(String, String), Result<(), String>>,
+) -> Result<(), PlanError> {
+    let count = pass_count(spec);
+    if count > ENUMERATE_LIMIT {
+        return Ok(());
+    }
+    // For each parameter and value: accepted in some configuration, or the first refusal.
+    let mut seen: Vec<Vec<Result<(), Option<String>>>> =
+        spec.params.iter().map(|(_, space)| vec![Err(None); space.values().len()]).collect();
+    let mut first_refused = None;
+    let mut any_accepted = false;
+    for index in 0..count {
+        let (step, digits) = decode_pass(spec, index);
+        let step = drop_inapplicable(step);
+        let result = check_step(recipe, &step, checked)?;
+        any_accepted |= result.is_ok();
+        if let (Err(message), None) = (&result, &first_refused) {
+            first_refused = Some((step, message.clone()));
+        }
+        for (values, digit) in seen.iter_mut().zip(digits) {
+            let Some(entry) = values.get_mut(digit) else { continue };
+            match (&result, &entry) {
+                (Ok(()), _) => *entry = Ok(()),
+                (Err(message), Err(None)) => *entry = Err(Some(message.clone())),
+                (Err(_), _) => {}
+            }
+        }
+    }
+    // A step none of whose configurations is valid is refused as a whole, at the step.
+    if let (false, Some((step, message))) = (any_accepted, first_refused) {
+        return Err(PlanError::InvalidConfig {
+            file: recipe.path.clone(),
+            origin: step.origin,
+            config: step.config,
+            message,
+        });
+    }
+    let at = if spec.origin.field.is_empty() { &spec.name } else { &spec.origin.field };
+    for ((name, space), values) in spec.params.iter().zip(seen) {
+        let ParamSpace::Choices(choices) = space else { continue };
+        for (position, (value, entry)) in choices.iter().zip(values).enumerate() {
+            if let Err(Some(message)) = entry {
+                return Err(PlanError::InvalidValue {
+                    file: recipe.path.clone(),
+                    origin: Origin {
+                        field: format!("{at}.{name}[{position}]"),
+                        ..spec.origin.clone()
+                    },
+                    value: value.to_string(),
+                    message,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Why a pass refuses one of the path's steps: `Some((reason, step label))` for a step whose
 /// configuration comes from a search, an error for a step the recipe wrote as is.
 fn refusal(
@@ -371,21 +489,7 @@ fn refusal(
     checked: &mut HashMap<(String, String), Result<(), String>>,
 ) -> Result<Option<(String, String)>, PlanError> {
     for (step, &searched) in path.steps.iter().zip(&path.searched) {
-        let result = match checked.get(&step.key()) {
-            Some(result) => result.clone(),
-            None => {
-                let Some(info) = pipeline_passes::pass::find(&step.pass) else {
-                    return Err(PlanError::UnknownPass {
-                        file: recipe.path.clone(),
-                        origin: step.origin.clone(),
-                        name: step.pass.clone(),
-                    });
-                };
-                let result = (info.build)(&step.config).map(|_| ()).map_err(|e| e.to_string());
-                checked.insert(step.key(), result.clone());
-                result
-            }
-        };
+        let result = check_step(recipe, step, checked)?;
         let Err(message) = result else { continue };
         if !searched {
             return Err(PlanError::InvalidConfig {

@@ -31,7 +31,7 @@ use crate::report::{
     Status, StepReport,
 };
 use crate::runtime::{self, IoInfo, ModelSession, OrtOptimizer, RuntimeError, Threads};
-use crate::search::{self, Search};
+use crate::search::{self, Search, SearchReport, StopReason};
 
 /// How to run, beyond what the recipe says.
 #[derive(Debug, Clone)]
@@ -238,8 +238,16 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
             .map_err(|source| RunError::SourceLoad { path: model_path.clone(), source })?;
         info!("measuring the source model {}", model_path.display());
         let known = known_accuracy(accuracy_cache.as_ref(), builder.source_hash());
-        let source = measure(&recipe, &mut session, &evaluation, source_size, known)
-            .map_err(RunError::Measure)?;
+        let source =
+            match measure(&recipe, &mut session, &evaluation, source_size, known, &options.stop) {
+                Ok(source) => source,
+                // Ctrl-C while the source was measured: nothing ran, nothing is written.
+                Err(EvalError::Interrupted) => {
+                    let total = Search::new(&plan).planned();
+                    return Err(RunError::Interrupted { done: 0, total, output: output_dir });
+                }
+                Err(error) => return Err(RunError::Measure(error)),
+            };
         remember_accuracy(accuracy_cache.as_ref(), builder.source_hash(), known, &source);
         source
     };
@@ -315,7 +323,7 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
             crate::target::save_unmeasured(&reports, work.path(), &output_dir)?;
             crate::target::unmeasured_verdict(why, &reports, &output_dir)
         }
-        None => verdict(&recipe, &source, &reports, best),
+        None => verdict(&recipe, &source, &reports, best, &search_report),
     };
     let best_id = best.map(|i| reports[i].id.clone());
 
@@ -440,20 +448,21 @@ fn measure(
     evaluation: &Dataset,
     size_bytes: u64,
     known_accuracy: Option<f64>,
+    stop: &AtomicBool,
 ) -> Result<Measurement, EvalError> {
     let accuracy = match &recipe.metrics.accuracy {
         Some(_) if known_accuracy.is_some() => known_accuracy,
         Some(_) => {
             let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name.as_str()).collect();
             let output = accuracy_output(recipe, &outputs);
-            Some(evaluate::accuracy_top1(session, evaluation, &output, 64)?)
+            Some(evaluate::accuracy_top1_until(session, evaluation, &output, 64, stop)?)
         }
         None => None,
     };
 
     let latency = match &recipe.metrics.latency {
         Some(spec) => {
-            let stats = evaluate::latency(session, evaluation, spec.warmup, spec.runs)?;
+            let stats = evaluate::latency_until(session, evaluation, spec.warmup, spec.runs, stop)?;
             Some(Latency {
                 p50: stats.p50,
                 p90: stats.p90,
@@ -614,7 +623,7 @@ pub(crate) fn evaluate_candidate(
     };
     let known = known_accuracy(accuracy_cache, built.hash);
     report.accuracy_cached = known.is_some();
-    let measured = match measure(recipe, &mut session, evaluation, size, known) {
+    let measured = match measure(recipe, &mut session, evaluation, size, known, &options.stop) {
         Ok(measured) => {
             remember_accuracy(accuracy_cache, built.hash, known, &measured);
             measured
@@ -798,8 +807,17 @@ fn verdict(
     source: &Measurement,
     reports: &[CandidateReport],
     best: Option<usize>,
+    search: &SearchReport,
 ) -> String {
     let Some(best) = best else {
+        if reports.is_empty() && search.stopped_by == StopReason::MaxTime {
+            let limit = search.not_run_reason.as_deref().unwrap_or("search.max_time was reached");
+            return format!(
+                "No candidate ran: the time budget ran out before the first candidate \
+                 started; {limit}. max_time counts from the start of the run, loading and measuring \
+                 the source model included; raise it to leave time for the candidates."
+            );
+        }
         let failed = reports.iter().filter(|r| r.status == Status::Failed).count();
         let missed = reports.iter().filter(|r| r.status == Status::MissedGoals).count();
         let unchanged = reports.iter().filter(|r| r.status == Status::Unchanged).count();

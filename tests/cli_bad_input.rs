@@ -241,3 +241,33 @@ fn recipe_file_that_does_not_exist() {
     std::fs::remove_file(project.recipe()).expect("removed");
     refused(&project, &[&shown(&project, "recipe.yaml")]);
 }
+
+#[test]
+fn max_time_out_of_range_is_refused_at_its_field_for_validate_plan_and_run() {
+    let cases = [
+        "1e30",
+        "1e20",
+        "2592001",
+        "\"31 days\"",
+        "-1",
+        "0",
+        "1e-12",
+        "0.0005",
+        "\"1ns\"",
+        "\"999us\"",
+        "\"0s\"",
+    ];
+    for written in cases {
+        let project = Project::digits();
+        project.edit_recipe(
+            "search: {strategy: exhaustive, max_candidates: 8}",
+            &format!("search: {{strategy: exhaustive, max_time: {written}}}"),
+        );
+        let parts = ["search.max_time", "expected a time from 1ms to 30 days", "hint:"];
+        for command in ["validate", "plan"] {
+            let result = outcome(project.pipeline().arg(command).arg(project.recipe()));
+            result.no_panic().expect_code(2).stderr_has(&parts);
+        }
+        refused(&project, &parts);
+    }
+}

@@ -219,3 +219,29 @@ fn a_report_with_only_size_has_no_chart_and_removes_an_earlier_one() {
     let markdown = std::fs::read_to_string(project.path("out/report.md")).expect("report.md");
     assert!(!markdown.contains("report.svg"), "{markdown}");
 }
+
+#[test]
+fn percentages_print_as_written_without_float_noise() {
+    // 55 / 100 * 100 is 55.00000000000001 in floating point. Quantization makes the digits
+    // model slower, so the latency goal is missed and its reason quotes the percentage.
+    let project = Project::digits();
+    let text = common::DIGITS_RECIPE
+        .replace("stat: p50}", "stat: p50, min_improvement: \"55%\"}")
+        .replace("size: {}", "size: {min_improvement: \"55%\"}");
+    project.write_recipe(&text);
+    let result = outcome(&mut project.run());
+    result.no_panic();
+    let report = read_report(&project.path("out"));
+    let markdown = std::fs::read_to_string(project.path("out/report.md")).expect("report.md");
+    let everything = format!("{}{}{report}{markdown}", result.stdout, result.stderr);
+    assert!(!everything.contains("55.0000"), "float noise in:\n{everything}");
+    assert!(markdown.contains("- goal: size at least 55% below the source's"), "{markdown}");
+    let reasons: Vec<&str> = report["candidates"]
+        .as_array()
+        .expect("`candidates` is a list")
+        .iter()
+        .flat_map(|c| c["reasons"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(reasons.iter().any(|r| r.contains("the 55% (")), "{reasons:?}");
+}

@@ -83,6 +83,11 @@ fn max_time_stops_starting_candidates_and_says_so() {
     let project = project("search: {max_time: 0.001}");
     let result = outcome(&mut project.run());
     result.no_panic().expect_code(1).stderr_has(&["4 candidate(s) not run", "max_time"]);
+    // The verdict says the budget ran out, not that candidates missed goals.
+    let verdict = "No candidate ran: the time budget ran out before the first candidate started";
+    assert!(result.stdout.contains(verdict), "{}", result.stdout);
+    assert!(result.stdout.contains("loading and measuring the source model"), "{}", result.stdout);
+    assert!(!result.stdout.contains("0 missed a goal"), "{}", result.stdout);
     let report = read_report(&project.path("out"));
     let search = &report["search"];
     assert_eq!(search["run"], 0, "{search:#}");
@@ -123,7 +128,7 @@ fn plan_counts_combinations_a_pass_refuses_and_prints_the_search() {
     let text = common::DIGITS_RECIPE
         .replace(
             "  - quantize_dynamic: {per_channel: [false, true]}",
-            "  - quantize_weights: {bits: [4, 8], block_size: [32, 64], more_bits: true}",
+            "  - quantize_weights: {bits: [4, 8], block_size: [32, 64], more_bits: [false, true]}",
         )
         .replace(
             "search: {strategy: exhaustive, max_candidates: 8}",
@@ -133,12 +138,12 @@ fn plan_counts_combinations_a_pass_refuses_and_prints_the_search() {
     let result = outcome(project.pipeline().arg("plan").arg(project.recipe()));
     result.no_panic().expect_code(0);
     let stdout = &result.stdout;
-    assert!(stdout.contains("2 candidates in a search space of 4\n"), "{stdout}");
+    assert!(stdout.contains("6 candidates in a search space of 8\n"), "{stdout}");
     assert!(stdout.contains("2 skipped as invalid:\n  2 x invalid configuration"), "{stdout}");
     assert!(stdout.contains("(e.g. quantize_weights(bits=8, block_size=32, more_bits=true))"));
     assert!(
         stdout.contains(
-            "search: tpe (seed 3), max_candidates 1 (1 candidate will not run), max_time 10m\n"
+            "search: tpe (seed 3), max_candidates 1 (5 candidates will not run), max_time 10m\n"
         ),
         "{stdout}"
     );

@@ -227,16 +227,14 @@ fn a_configuration_the_pass_refuses_is_reported_before_anything_runs() {
 #[test]
 fn a_combination_a_search_makes_and_the_pass_refuses_is_skipped_and_counted() {
     let plan = plan_for(
-        "passes:\n  - quantize_weights: {bits: [4, 8], block_size: [32, 64], more_bits: true}\n",
+        "passes:\n  - quantize_weights: {bits: [4, 8], block_size: [32, 64], \
+         more_bits: [false, true]}\n",
     )
     .expect("plans");
-    assert_eq!(
-        labels(&plan),
-        [
-            "c1 quantize_weights(bits=4, block_size=32, more_bits=true)",
-            "c2 quantize_weights(bits=4, block_size=64, more_bits=true)",
-        ]
-    );
+    let made = labels(&plan);
+    assert_eq!(made.len(), 6, "{made:?}");
+    assert!(made.iter().all(|l| !l.contains("bits=8, block_size=32, more_bits=true")));
+    assert!(made.iter().any(|l| l.contains("bits=8, block_size=64, more_bits=false")));
     assert_eq!(plan.skipped_invalid(), 2);
     let groups = plan.invalid_reasons();
     assert_eq!(groups.len(), 1, "{groups:?}");
@@ -245,21 +243,70 @@ fn a_combination_a_search_makes_and_the_pass_refuses_is_skipped_and_counted() {
     assert_eq!(groups[0].example, "quantize_weights(bits=8, block_size=32, more_bits=true)");
     let rendered = plan.render();
     assert!(
-        rendered.contains("2 candidates in a search space of 4\n2 skipped as invalid:\n  2 x "),
+        rendered.contains("6 candidates in a search space of 8\n2 skipped as invalid:\n  2 x "),
         "{rendered}"
     );
     // The refused path maps to no candidate.
-    assert_eq!(plan.lookup(&[1, 0]), None);
-    assert_eq!(plan.lookup(&[0, 1]), Some(1));
+    assert_eq!(plan.lookup(&[1, 0, 1]), None);
+    assert_eq!(plan.lookup(&[0, 1, 1]), Some(3));
 
-    // Refusals for different reasons are grouped apart.
+    // Refusals for different reasons are grouped apart, in the order first met: more_bits
+    // with 8 bits, then embeddings at 8 bits in MatMulNBits (checked before more_bits).
     let plan = plan_for(
-        "passes:\n  - quantize_weights: {bits: [4, 8], more_bits: true, accuracy_level: [4, 7]}\n",
+        "passes:\n  - quantize_weights: {bits: [4, 8], embeddings: [false, true], \
+         more_bits: [false, true], format: matmul_nbits}\n",
     )
     .expect("plans");
-    assert_eq!(labels(&plan), ["c1 quantize_weights(accuracy_level=4, bits=4, more_bits=true)"]);
+    assert_eq!(plan.candidates().len(), 5, "{:?}", labels(&plan));
     let counts: Vec<usize> = plan.invalid_reasons().iter().map(|g| g.count).collect();
-    assert_eq!(counts, [2, 1], "{:?}", plan.invalid_reasons());
+    assert_eq!(counts, [1, 2], "{:?}", plan.invalid_reasons());
+}
+
+#[test]
+fn a_searched_value_the_pass_refuses_in_every_combination_is_an_error_at_its_place() {
+    // 16 bits is never valid: an error at the value, as `bits: 16` written alone is.
+    let error = plan_for("passes:\n  - quantize_weights: {bits: [4, 16]}\n")
+        .expect_err("16 bits is refused");
+    assert!(matches!(error, plan::PlanError::InvalidValue { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.starts_with("dir/recipe.yaml:6:5: passes[0].quantize_weights.bits[1]: "),
+        "{message}"
+    );
+    assert!(message.contains("`bits` is 16"), "{message}");
+    assert!(message.contains("hint:"), "{message}");
+
+    // 8 bits with a fixed `more_bits: true` is refused with every block size.
+    let error = plan_for(
+        "passes:\n  - quantize_weights: {bits: [4, 8], block_size: [32, 64], more_bits: true}\n",
+    )
+    .expect_err("8 bits never works with more_bits");
+    let message = error.to_string();
+    assert!(message.contains("passes[0].quantize_weights.bits[1]: "), "{message}");
+    assert!(message.contains("`more_bits`"), "{message}");
+
+    // A value never valid in a `one_of` branch is found there too.
+    let error = plan_for(
+        "passes:\n  - one_of:\n    - quantize_dynamic: {}\n    \
+         - quantize_weights: {accuracy_level: [4, 7]}\n",
+    )
+    .expect_err("accuracy level 7 does not exist");
+    let message = error.to_string();
+    assert!(
+        message.contains("passes[0].one_of[1].quantize_weights.accuracy_level[1]: "),
+        "{message}"
+    );
+
+    // A branch none of whose configurations is valid is refused at the step.
+    let error = plan_for(
+        "passes:\n  - one_of:\n    - quantize_dynamic: {}\n    \
+         - quantize_weights: {bits: 16, block_size: [32, 64]}\n",
+    )
+    .expect_err("16 bits is refused");
+    assert!(matches!(error, plan::PlanError::InvalidConfig { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("passes[0].one_of[1].quantize_weights: "), "{message}");
+    assert!(message.contains("`bits` is 16"), "{message}");
 }
 
 #[test]

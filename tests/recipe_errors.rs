@@ -293,7 +293,9 @@ fn goals_that_make_no_sense_are_refused_where_they_are_written() {
         "{message}"
     );
     assert!(message.contains("hint: write bytes like `20000000`, or a size like `\"20MB\"`"));
-    assert!(size("max_bytes: -5").contains("expected a size of 0 bytes or more, found -5"));
+    assert!(size("max_bytes: -5").contains("expected a size above 0 bytes, found -5"));
+    assert!(size("max_bytes: 0").contains("expected a size above 0 bytes, found 0"));
+    assert!(size("max_bytes: \"1.5\"").contains("`1.5` is not a size: expected whole bytes"));
     assert!(size("max_bytes: 1.5").contains("expected a whole number of bytes, found 1.5"));
 
     let message = refusal(&replace("max_drop: 0.01}", "max_drop: 0.01, min: 95}"));
@@ -485,9 +487,15 @@ fn search_takes_a_strategy_a_seed_and_a_time_budget() {
 
     for (written, expected) in [
         ("search: {max_time: soon}", "search.max_time: `soon` is not a duration"),
-        ("search: {max_time: 0}", "search.max_time: expected a time above 0, found 0"),
-        ("search: {max_time: -5}", "search.max_time: expected a time above 0, found -5"),
-        ("search: {max_time: 0s}", "search.max_time: expected a time above 0, found 0s"),
+        ("search: {max_time: 0}", "search.max_time: expected a time from 1ms to 30 days, found 0"),
+        (
+            "search: {max_time: -5}",
+            "search.max_time: expected a time from 1ms to 30 days, found -5",
+        ),
+        (
+            "search: {max_time: 0s}",
+            "search.max_time: expected a time from 1ms to 30 days, found 0s",
+        ),
         ("search: {strategy: bayes}", "search.strategy: unknown"),
     ] {
         let message = refusal(&replace(line, written));

@@ -2,6 +2,7 @@
 //! and the largest difference between two outputs.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ndarray::ArrayD;
 
@@ -104,6 +105,10 @@ pub enum EvalError {
         what: &'static str,
     },
 
+    /// The stop flag was set (Ctrl-C) between two runs: the measurement is abandoned.
+    #[error("the measurement was stopped before it finished")]
+    Interrupted,
+
     /// Two tensors that cannot be compared.
     #[error(
         "cannot compare a {left} tensor of shape {left_shape:?} \
@@ -166,6 +171,18 @@ pub fn accuracy_top1(
     output: &str,
     batch: usize,
 ) -> Result<f64, EvalError> {
+    accuracy_top1_until(session, dataset, output, batch, &AtomicBool::new(false))
+}
+
+/// [`accuracy_top1`] that gives up with [`EvalError::Interrupted`] when `stop` is set,
+/// checked before each batch.
+pub fn accuracy_top1_until(
+    session: &mut ModelSession,
+    dataset: &Dataset,
+    output: &str,
+    batch: usize,
+    stop: &AtomicBool,
+) -> Result<f64, EvalError> {
     let inputs = session.inputs().to_vec();
     dataset.check_inputs(&inputs)?;
     let labels = class_labels(dataset)?;
@@ -184,6 +201,7 @@ pub fn accuracy_top1(
 
     let mut correct = 0usize;
     for start in (0..dataset.len()).step_by(size) {
+        check_stop(stop)?;
         let end = (start + size).min(dataset.len());
         let mut feeds = dataset.batch(&inputs, start..end);
         let mut rows = end - start;
@@ -224,6 +242,19 @@ pub fn latency(
     warmup: usize,
     runs: usize,
 ) -> Result<LatencyStats, EvalError> {
+    latency_until(session, dataset, warmup, runs, &AtomicBool::new(false))
+}
+
+/// [`latency`] that gives up with [`EvalError::Interrupted`] when `stop` is set, checked
+/// before each run, warmup included, so that Ctrl-C ends even a long measurement within one
+/// run's time.
+pub fn latency_until(
+    session: &mut ModelSession,
+    dataset: &Dataset,
+    warmup: usize,
+    runs: usize,
+    stop: &AtomicBool,
+) -> Result<LatencyStats, EvalError> {
     if runs == 0 {
         return Err(EvalError::Zero { what: "latency runs" });
     }
@@ -233,10 +264,12 @@ pub fn latency(
     let feeds = pad_rows(dataset.batch(&inputs, 0..size.min(dataset.len())), size);
 
     for _ in 0..warmup {
+        check_stop(stop)?;
         session.run_timed(&feeds)?;
     }
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
+        check_stop(stop)?;
         times.push(session.run_timed(&feeds)?.as_secs_f64() * 1000.0);
     }
 
@@ -283,6 +316,13 @@ pub fn compare_outputs(a: &Tensor, b: &Tensor) -> Result<f64, EvalError> {
 
 /// The percentile `p` (0 to 100) of `sorted` (ascending, not empty), by linear interpolation
 /// between the nearest ranks, as documented on [`LatencyStats`].
+fn check_stop(stop: &AtomicBool) -> Result<(), EvalError> {
+    if stop.load(Ordering::Relaxed) {
+        return Err(EvalError::Interrupted);
+    }
+    Ok(())
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = (sorted.len() - 1) as f64 * p / 100.0;
     let below = rank.floor() as usize;

@@ -6,4 +6,7 @@ mod metrics;
 
 pub use crate::runtime::{ElemType, Tensor};
 pub use dataset::{DataError, Dataset};
-pub use metrics::{accuracy_top1, compare_outputs, latency, EvalError, LatencyStats};
+pub use metrics::{
+    accuracy_top1, accuracy_top1_until, compare_outputs, latency, latency_until, EvalError,
+    LatencyStats,
+};

@@ -32,8 +32,21 @@ impl fmt::Display for Improvement {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
             Improvement::Absolute(amount) => write!(f, "{amount}"),
-            Improvement::Relative(fraction) => write!(f, "{}%", fraction * 100.0),
+            Improvement::Relative(fraction) => write!(f, "{}%", percent_text(*fraction)),
         }
+    }
+}
+
+/// A fraction as a percentage without float noise: `0.55` is `55`, not `55.00000000000001`,
+/// with at most four decimals and no trailing zeros.
+pub(crate) fn percent_text(fraction: f64) -> String {
+    let text = format!("{:.4}", fraction * 100.0);
+    let text =
+        if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.') } else { &text };
+    if text == "-0" {
+        "0".to_owned()
+    } else {
+        text.to_owned()
     }
 }
 
@@ -42,15 +55,19 @@ pub(super) fn parse_percent(text: &str) -> Option<f64> {
     text.trim().strip_suffix('%').and_then(|n| n.trim().parse::<f64>().ok())
 }
 
-/// Reads a byte count: a plain number of bytes, or a number with a unit, decimal
-/// (`kB`/`KB`, `MB`, `GB`: powers of 1000) or binary (`KiB`, `MiB`, `GiB`: powers of 1024).
+/// Reads a byte count: a whole number of bytes, or a number with a unit, decimal
+/// (`kB`/`KB`, `MB`, `GB`: powers of 1000) or binary (`KiB`, `MiB`, `GiB`: powers of 1024),
+/// rounded to whole bytes. A fraction of a byte (`"1.5"`, `"1.5B"`) is no byte count.
 pub fn parse_bytes(text: &str) -> Option<u64> {
     let text = text.trim();
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
+    let unit = unit.trim().to_ascii_lowercase();
+    if matches!(unit.as_str(), "" | "b") {
+        return number.parse().ok();
+    }
     let number: f64 = number.parse().ok()?;
-    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
+    let scale: f64 = match unit.as_str() {
         "kb" => 1e3,
         "mb" => 1e6,
         "gb" => 1e9,
@@ -201,13 +218,14 @@ impl<'de> Visitor<'de> for ByteCountVisitor {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteCount, E> {
-        Ok(ByteCount(v))
+        ByteCount::above_zero(v, &v.to_string())
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteCount, E> {
-        u64::try_from(v).map(ByteCount).map_err(|_| {
-            E::custom(format!("expected a size of 0 bytes or more, found {v}{HINT}{BYTES_HINT}"))
-        })
+        match u64::try_from(v) {
+            Ok(bytes) => ByteCount::above_zero(bytes, &v.to_string()),
+            Err(_) => Err(ByteCount::not_above_zero(&v.to_string())),
+        }
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<ByteCount, E> {
@@ -215,9 +233,30 @@ impl<'de> Visitor<'de> for ByteCountVisitor {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteCount, E> {
-        parse_bytes(v)
-            .map(ByteCount)
-            .ok_or_else(|| E::custom(format!("`{v}` is not a size{HINT}{BYTES_HINT}")))
+        match parse_bytes(v) {
+            Some(bytes) => ByteCount::above_zero(bytes, &format!("`{v}`")),
+            None => Err(E::custom(format!(
+                "`{v}` is not a size: expected whole bytes or a number with a unit{HINT}\
+                 {BYTES_HINT}"
+            ))),
+        }
+    }
+}
+
+impl ByteCount {
+    /// A limit of 0 bytes no model can meet, so it is refused as a latency limit of 0 is.
+    fn above_zero<E: de::Error>(bytes: u64, written: &str) -> Result<ByteCount, E> {
+        if bytes == 0 {
+            return Err(Self::not_above_zero(written));
+        }
+        Ok(ByteCount(bytes))
+    }
+
+    fn not_above_zero<E: de::Error>(written: &str) -> E {
+        E::custom(format!(
+            "expected a size above 0 bytes, found {written}: no model is that small{HINT}\
+             {BYTES_HINT}"
+        ))
     }
 }
 
@@ -228,7 +267,7 @@ impl<'de> Deserialize<'de> for ByteCount {
 }
 
 /// The pattern of a size with a unit, for the schema.
-const SIZE_PATTERN: &str = "^\\s*[0-9]+(\\.[0-9]+)?\\s*([kKmMgG][iI]?[bB]|[bB])?\\s*$";
+const SIZE_PATTERN: &str = "^\\s*([0-9]+\\s*[bB]?|[0-9]+(\\.[0-9]+)?\\s*[kKmMgG][iI]?[bB])\\s*$";
 
 /// The pattern of a percentage below 100, for the schema.
 const PERCENT_PATTERN: &str = "^\\s*[0-9]{1,2}(\\.[0-9]+)?\\s*%\\s*$";
@@ -243,7 +282,7 @@ impl JsonSchema for ByteCount {
             "description": "A number of bytes, or a size with a unit: kB, MB, GB (powers of \
                             1000) or KiB, MiB, GiB (powers of 1024), like \"20MB\"",
             "anyOf": [
-                {"type": "integer", "minimum": 0},
+                {"type": "integer", "minimum": 1},
                 {"type": "string", "pattern": SIZE_PATTERN},
             ],
         })
@@ -299,6 +338,20 @@ mod tests {
         assert_eq!(parse_bytes("20 megabytes"), None);
         assert_eq!(parse_bytes("MB"), None);
         assert_eq!(parse_bytes("-3MB"), None);
+        assert_eq!(parse_bytes("1.5"), None);
+        assert_eq!(parse_bytes("1.5 B"), None);
+        assert_eq!(parse_bytes("1.5kB"), Some(1500));
+    }
+
+    #[test]
+    fn percentages_print_without_float_noise() {
+        // 55 / 100 * 100 is 55.00000000000001 in floating point.
+        assert_eq!(percent_text(55.0 / 100.0), "55");
+        assert_eq!(percent_text(0.2), "20");
+        assert_eq!(percent_text(0.015), "1.5");
+        assert_eq!(percent_text(0.123456), "12.3456");
+        assert_eq!(percent_text(0.0), "0");
+        assert_eq!(Improvement::Relative(0.55).to_string(), "55%");
     }
 
     #[test]

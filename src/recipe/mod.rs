@@ -13,6 +13,7 @@ mod steps;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use pipeline_passes::pass::CalibrationUse;
 use schemars::JsonSchema;
@@ -333,7 +334,7 @@ pub enum Strategy {
 
 /// A time budget, read from `"10m"`, `"90s"`, `"1h 30m"` or a number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MaxTime(pub std::time::Duration);
+pub struct MaxTime(pub Duration);
 
 fn default_output() -> PathBuf {
     PathBuf::from("out/")
@@ -363,6 +364,32 @@ impl Recipe {
     /// `path` as written in the recipe, resolved against the recipe's folder.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         self.dir().join(path)
+    }
+
+    /// What the recipe sets that has no effect, or falls back to defaults it does not
+    /// show, in words for a warning: a `seed` under a strategy that uses none, and
+    /// `session_tune` without `metrics.latency`.
+    pub fn ignored_settings(&self) -> Vec<String> {
+        let mut ignored = Vec::new();
+        let search = &self.search;
+        if search.seed != 0 && matches!(search.strategy, Strategy::Exhaustive | Strategy::Greedy) {
+            ignored.push(format!(
+                "search.seed {} has no effect: the {} strategy does not draw at random (only \
+                 `random` and `tpe` use a seed)",
+                search.seed, search.strategy
+            ));
+        }
+        if self.session_tune.is_some() && self.metrics.latency.is_none() {
+            let defaults = LatencyMetric::default();
+            ignored.push(format!(
+                "session_tune measures each setting with metrics.latency, which the recipe does \
+                 not set: it uses the defaults ({} warmup runs, {} timed runs, {})",
+                defaults.warmup,
+                defaults.runs,
+                format!("{:?}", defaults.stat).to_lowercase()
+            ));
+        }
+        ignored
     }
 
     /// The source model's path.
@@ -438,7 +465,7 @@ impl fmt::Display for MaxDrop {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
             MaxDrop::Absolute(drop) => write!(f, "{drop}"),
-            MaxDrop::Relative(fraction) => write!(f, "{}%", fraction * 100.0),
+            MaxDrop::Relative(fraction) => write!(f, "{}%", amounts::percent_text(*fraction)),
         }
     }
 }
@@ -508,7 +535,11 @@ fn hint_line(hint: &Option<String>) -> String {
 pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| RecipeError::Read { file: path.to_owned(), error })?;
-    parse(&text, path)
+    let recipe = parse(&text, path)?;
+    for warning in recipe.ignored_settings() {
+        tracing::warn!("{}: {warning}", path.display());
+    }
+    Ok(recipe)
 }
 
 /// Reads and checks a recipe from `text`; `file` names it in messages, and relative paths in
@@ -838,15 +869,34 @@ struct MaxTimeVisitor;
 const MAX_TIME_HINT: &str = "write a duration like `\"90s\"`, `\"10m\"` or `\"1h\"`, or seconds \
                              like `600`";
 
+/// The shortest `max_time`: a shorter budget would be shown as `0s` and stop every run before
+/// its first candidate.
+const MAX_TIME_MIN: Duration = Duration::from_millis(1);
+
+/// The longest `max_time`: thirty days, far beyond any run and far below what a
+/// [`Duration`] can hold.
+const MAX_TIME_MAX: Duration = Duration::from_secs(30 * 24 * 3600);
+
 impl MaxTimeVisitor {
     fn seconds<E: de::Error>(seconds: f64, written: &str) -> Result<MaxTime, E> {
-        if seconds.is_finite() && seconds > 0.0 {
-            return Ok(MaxTime(std::time::Duration::from_secs_f64(seconds)));
+        match Duration::try_from_secs_f64(seconds) {
+            Ok(duration) => Self::duration(duration, written),
+            Err(_) => Err(Self::out_of_range(written)),
         }
-        Err(E::custom(format!(
-            "expected a time above 0, found {written}{}{MAX_TIME_HINT}",
+    }
+
+    fn duration<E: de::Error>(duration: Duration, written: &str) -> Result<MaxTime, E> {
+        if (MAX_TIME_MIN..=MAX_TIME_MAX).contains(&duration) {
+            return Ok(MaxTime(duration));
+        }
+        Err(Self::out_of_range(written))
+    }
+
+    fn out_of_range<E: de::Error>(written: &str) -> E {
+        E::custom(format!(
+            "expected a time from 1ms to 30 days, found {written}{}{MAX_TIME_HINT}",
             node::HINT
-        )))
+        ))
     }
 }
 
@@ -871,8 +921,7 @@ impl<'de> Visitor<'de> for MaxTimeVisitor {
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<MaxTime, E> {
         match humantime::parse_duration(v.trim()) {
-            Ok(duration) if !duration.is_zero() => Ok(MaxTime(duration)),
-            Ok(_) => Self::seconds(0.0, v),
+            Ok(duration) => Self::duration(duration, v),
             Err(error) => Err(E::custom(format!(
                 "`{v}` is not a duration: {error}{}{MAX_TIME_HINT}",
                 node::HINT
@@ -895,9 +944,9 @@ impl JsonSchema for MaxTime {
     fn json_schema(_generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "description": "A duration like \"90s\", \"10m\", \"1h 30m\", or a number of \
-                            seconds",
+                            seconds, from 1ms to 30 days",
             "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "number", "minimum": 0.001, "maximum": 2_592_000},
                 {"type": "string", "minLength": 2},
             ],
         })
@@ -967,6 +1016,26 @@ mod tests {
     }
 
     #[test]
+    fn settings_without_effect_are_named_for_a_warning() {
+        let base = "name: x\nmodel: m.onnx\nobjective: [size]\npasses: [quantize_dynamic: {}]\n";
+        let ignored = |tail: &str| {
+            let text = format!("{base}{tail}");
+            parse(&text, Path::new("r.yaml")).expect("the recipe loads").ignored_settings()
+        };
+        let seeded = ignored("metrics: {size: {}}\nsearch: {strategy: greedy, seed: 7}\n");
+        assert_eq!(seeded.len(), 1, "{seeded:?}");
+        assert!(seeded[0].contains("search.seed 7 has no effect: the greedy strategy"));
+        assert!(!ignored("metrics: {size: {}}\nsearch: {seed: 7}\n").is_empty());
+        assert!(ignored("metrics: {size: {}}\nsearch: {strategy: tpe, seed: 7}\n").is_empty());
+        assert!(ignored("metrics: {size: {}}\nsearch: {strategy: random, seed: 7}\n").is_empty());
+
+        let tuned = ignored("metrics: {size: {}}\nsession_tune: {}\n");
+        assert_eq!(tuned.len(), 1, "{tuned:?}");
+        assert!(tuned[0].contains("(10 warmup runs, 100 timed runs, p50)"), "{}", tuned[0]);
+        assert!(ignored("metrics: {size: {}, latency: {}}\nsession_tune: {}\n").is_empty());
+    }
+
+    #[test]
     fn schema_refuses_what_the_loader_refuses() {
         let base = "name: x\nmodel: m.onnx\nmetrics: {latency: {}}\nobjective: [latency]\n";
         let cases = [
@@ -983,6 +1052,13 @@ mod tests {
             ("passes: [quantize_dynamic: {}]\nsearch: {strategy: tpe, max_time: 10m}\n", true),
             ("passes: [quantize_dynamic: {}]\nsearch: {max_time: 90, seed: 3}\n", true),
             ("passes: [quantize_dynamic: {}]\nsearch: {max_time: 0}\n", false),
+            ("passes: [quantize_dynamic: {}]\nsearch: {max_time: 1e30}\n", false),
+            ("passes: [quantize_dynamic: {}]\nsearch: {max_time: 1e20}\n", false),
+            ("passes: [quantize_dynamic: {}]\nsearch: {max_time: 2592001}\n", false),
+            ("passes: [quantize_dynamic: {}]\nsearch: {max_time: 2592000}\n", true),
+            ("passes: [quantize_dynamic: {}]\nsearch: {max_time: -5}\n", false),
+            ("passes: [quantize_dynamic: {}]\nsearch: {max_time: 1e-12}\n", false),
+            ("passes: [quantize_dynamic: {}]\nsearch: {max_time: 0.001}\n", true),
             ("passes: [quantize_dynamic: {}]\nsearch: {strategy: bayes}\n", false),
         ];
         for (tail, valid) in cases {
@@ -1005,6 +1081,12 @@ mod tests {
             ("metrics: {latency: {min_improvement: -1}}\n", false),
             ("metrics: {latency: {}, size: {max_bytes: \"20MB\"}}\n", true),
             ("metrics: {latency: {}, size: {max_bytes: \"1.5 MiB\"}}\n", true),
+            ("metrics: {latency: {}, size: {max_bytes: 0}}\n", false),
+            ("metrics: {latency: {}, size: {max_bytes: 1}}\n", true),
+            ("metrics: {latency: {}, size: {max_bytes: \"0MB\"}}\n", false),
+            ("metrics: {latency: {}, size: {max_bytes: \"1.5\"}}\n", false),
+            ("metrics: {latency: {}, size: {max_bytes: \"1.5 B\"}}\n", false),
+            ("metrics: {latency: {}, size: {max_bytes: 1.5}}\n", false),
             ("metrics: {latency: {}, size: {max_bytes: \"20 megabytes\"}}\n", false),
             ("metrics: {latency: {}, size: {min_improvement: \"50%\"}}\n", true),
             ("metrics: {latency: {}, size: {min_improvement: \"1MB\"}}\n", true),
