@@ -256,7 +256,10 @@ fn stop_on_ctrl_c(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
         if stop.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
         }
-        eprintln!("stopping: the current step finishes, a measurement stops at its next run (Ctrl-C again to quit at once)");
+        eprintln!(
+            "stopping: the current step finishes, a measurement stops at its next run (Ctrl-C \
+             again to quit at once)"
+        );
     });
     if let Err(error) = installed {
         tracing::warn!("Ctrl-C will stop the run at once, without cleaning up: {error}");
