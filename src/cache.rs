@@ -35,8 +35,33 @@ pub enum CacheError {
     )]
     Folder { path: PathBuf, source: std::io::Error },
 
+    /// The folder exists (or was made) but a file cannot be written in it.
+    #[error(
+        "cache folder {path} cannot be written: {source}\n  hint: set another folder with \
+         --cache-dir or PIPELINE_CACHE_DIR, or run with --no-cache"
+    )]
+    Unwritable { path: PathBuf, source: std::io::Error },
+
+    /// `pipeline cache ls` or `clear` on a folder that cannot be read (a file, say).
+    #[error(
+        "cache folder {path} cannot be read: {source}\n  hint: name the cache folder with \
+         --cache-dir DIR or PIPELINE_CACHE_DIR"
+    )]
+    Unreadable { path: PathBuf, source: std::io::Error },
+
     #[error("cache entry {path}: {source}")]
     Entry { path: PathBuf, source: std::io::Error },
+}
+
+impl CacheError {
+    /// 2 when the folder the user chose is wrong, 1 when an entry could not be read or
+    /// written, as the command line reports them.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CacheError::Entry { .. } => 1,
+            _ => 2,
+        }
+    }
 }
 
 /// The folder the cache lives in when no flag says otherwise: `PIPELINE_CACHE_DIR`, else
@@ -153,10 +178,16 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// Opens the cache in `dir`, creating the folder if needed.
+    /// Opens the cache in `dir`, creating the folder if needed, and checks once that a file
+    /// can be written in it: a run with a cache it cannot fill stops here, before anything
+    /// runs, rather than warning at every entry.
     pub fn open(dir: &Path) -> Result<Cache, CacheError> {
         std::fs::create_dir_all(dir)
             .map_err(|source| CacheError::Folder { path: dir.to_path_buf(), source })?;
+        tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(dir)
+            .map_err(|source| CacheError::Unwritable { path: dir.to_path_buf(), source })?;
         Ok(Cache { dir: dir.to_path_buf() })
     }
 
@@ -283,7 +314,7 @@ impl Cache {
 
     /// The plain files in the folder with their names; none when the folder does not exist.
     fn files(&self) -> Result<Vec<(PathBuf, String)>, CacheError> {
-        let fail = |source| CacheError::Folder { path: self.dir.clone(), source };
+        let fail = |source| CacheError::Unreadable { path: self.dir.clone(), source };
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

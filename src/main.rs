@@ -232,6 +232,9 @@ fn exit_code_for(error: &anyhow::Error) -> ExitCode {
     if let Some(tune_error) = error.downcast_ref::<pipeline::tune::TuneError>() {
         return ExitCode::from(tune_error.exit_code());
     }
+    if let Some(cache_error) = error.downcast_ref::<pipeline::cache::CacheError>() {
+        return ExitCode::from(cache_error.exit_code());
+    }
     let user_error = error.downcast_ref::<recipe::RecipeError>().is_some()
         || error.downcast_ref::<plan::PlanError>().is_some()
         || error.downcast_ref::<pipeline_passes::ir::IrError>().is_some();
@@ -407,7 +410,11 @@ fn age(seconds: u64) -> String {
 fn targets(json: bool, ort_lib: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     use pipeline::target::{HostCpu, Listing};
 
-    // A missing runtime is no error here: the list says why nothing can be measured.
+    // A library named by --ort-lib that does not load is a wrong flag; without the flag, a
+    // missing runtime is no error: the list says why nothing can be measured.
+    if ort_lib.is_some() {
+        pipeline::runtime::init(ort_lib.as_deref()).map_err(RunError::from)?;
+    }
     let providers = pipeline::runtime::init(ort_lib.as_deref())
         .and_then(|_| pipeline::runtime::available_providers())
         .map_err(|error| error.to_string());

@@ -175,9 +175,48 @@ pub fn prepare(recipe_path: &Path) -> Result<Prepared, RunError> {
     })
 }
 
+/// The checks of [`prepare`] for a recipe already parsed, whose model and data the caller
+/// loaded from the recipe's paths and checked against each other (`pipeline tune`, which
+/// checks everything before it writes the recipe).
+pub fn prepare_loaded(
+    recipe: Recipe,
+    model: ModelProto,
+    evaluation: Dataset,
+    calibration: Option<Dataset>,
+) -> Result<Prepared, RunError> {
+    let plan = plan::build(&recipe)?;
+    let model_path = recipe.model_path();
+    let output_dir: PathBuf = recipe.output_dir().components().collect();
+    let output_model = output_dir.join(model_path.file_name().unwrap_or("model.onnx".as_ref()));
+    check_output(&recipe, &model_path, &output_dir, &output_model)?;
+    check_metrics(&recipe, &model)?;
+    Ok(Prepared {
+        recipe,
+        plan,
+        model_path,
+        model,
+        evaluation,
+        calibration,
+        output_dir,
+        output_model,
+    })
+}
+
 /// Runs the recipe at `recipe_path` and returns the report it wrote.
 pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError> {
     let started = Instant::now();
+    let prepared = prepare(recipe_path)?;
+    run_prepared(recipe_path, prepared, options, started)
+}
+
+/// Runs a recipe that [`prepare`] or [`prepare_loaded`] checked; `recipe_path` is where it
+/// is written, for the report; `started` is when the run began, for its budget.
+pub fn run_prepared(
+    recipe_path: &Path,
+    prepared: Prepared,
+    options: &RunOptions,
+    started: Instant,
+) -> Result<Report, RunError> {
     let Prepared {
         recipe,
         plan,
@@ -187,7 +226,7 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
         calibration,
         output_dir,
         output_model,
-    } = prepare(recipe_path)?;
+    } = prepared;
 
     let runtime = runtime::init(options.ort_lib.as_deref())?;
     // Why candidates are not measured, when they are not: checked before anything runs.
@@ -342,6 +381,9 @@ pub fn run(recipe_path: &Path, options: &RunOptions) -> Result<Report, RunError>
             None
         }
     };
+    if not_measured.is_none() {
+        crate::target::remove_unmeasured(&output_dir)?;
+    }
 
     let session_tune = crate::session_tune::after_run(
         crate::session_tune::Context {

@@ -2,6 +2,11 @@
 //! writes it as `<output>/recipe.yaml` (paths relative to it, so it can be edited and rerun
 //! with `pipeline run`), and runs it.
 //!
+//! Everything `pipeline run` would check (the model, the data against the model's inputs,
+//! the labels, the calibration data, the output folder, whether the target can be measured)
+//! is checked first, with errors naming the flags and the paths as the user gave them; only
+//! then is the recipe written. A `recipe.yaml` that tune did not write is never overwritten.
+//!
 //! The built-in recipes are `recipes/<target>.yaml`, embedded in the binary. Tune rewrites
 //! their top-level `name`, `model`, `data` and `output` blocks, drops the `accuracy` metric
 //! when no labels are given, drops the lines marked `# needs calibration` when no calibration
@@ -9,12 +14,19 @@
 //! dimensions fixed to 1.
 
 use std::path::{Component, Path, PathBuf};
+use std::time::Instant;
 
 use pipeline_passes::ir;
 
+use crate::evaluate::{DataError, Dataset};
 use crate::report::Report;
-use crate::run::{self, RunError, RunOptions};
-use crate::target::{Constraint, Target, UnknownTarget};
+use crate::run::{self, Prepared, RunError, RunOptions};
+use crate::runtime::IoInfo;
+use crate::target::{Constraint, HostCpu, Target, UnknownTarget};
+
+/// The first words of every recipe tune writes: a `recipe.yaml` without them is the user's,
+/// and tune does not overwrite it.
+const HEADER_START: &str = "# Written by `pipeline tune`";
 
 /// What `pipeline tune` was asked to do.
 #[derive(Debug, Clone)]
@@ -49,6 +61,21 @@ pub enum TuneError {
     #[error("the model {}: {source}", path.display())]
     Model { path: PathBuf, source: ir::IrError },
 
+    /// A flag whose value contradicts the model, the data or the file system.
+    #[error("{flag}: {message}\n  hint: {hint}")]
+    Flag { flag: &'static str, message: String, hint: String },
+
+    /// A data file (of `--data` or `--calibration`) that does not fit the model.
+    #[error("{flag}: {source}")]
+    Data { flag: &'static str, source: Box<DataError> },
+
+    #[error(
+        "target `{target}` cannot be measured on this host: {reason}\n  hint: run it where \
+         {target} is available, or pass --no-measure to build and save the candidates \
+         without measuring them (`pipeline targets` shows what this host can measure)"
+    )]
+    TargetUnavailable { target: Target, reason: String },
+
     #[error("cannot write {}: {source}", path.display())]
     Write { path: PathBuf, source: std::io::Error },
 
@@ -73,17 +100,23 @@ impl TuneError {
     }
 }
 
-/// Writes the resolved recipe and runs it; returns the recipe's path and the run's report.
+/// Checks everything, writes the resolved recipe and runs it; returns the recipe's path and
+/// the run's report.
 pub fn tune(request: &TuneRequest, options: &RunOptions) -> Result<(PathBuf, Report), TuneError> {
-    let recipe_path = write_recipe(request)?;
+    let started = Instant::now();
+    let (recipe_path, prepared) = write_recipe(request, options)?;
     tracing::info!("wrote {}; running it", recipe_path.display());
-    let report = run::run(&recipe_path, options)?;
+    let report = run::run_prepared(&recipe_path, prepared, options, started)?;
     Ok((recipe_path, report))
 }
 
-/// Checks the request, resolves the target's built-in recipe and writes it as
-/// `<output>/recipe.yaml`; nothing is written when a check fails.
-pub fn write_recipe(request: &TuneRequest) -> Result<PathBuf, TuneError> {
+/// Checks the request as `pipeline run` would check the recipe, then resolves the target's
+/// built-in recipe and writes it as `<output>/recipe.yaml`; nothing is written when a check
+/// fails. Returns the recipe's path and the checked run, ready for [`run::run_prepared`].
+pub fn write_recipe(
+    request: &TuneRequest,
+    options: &RunOptions,
+) -> Result<(PathBuf, Prepared), TuneError> {
     let target = Target::from_name(&request.target)?;
     let must_exist = [
         ("the model", Some(&request.model), "give the path of an .onnx file"),
@@ -99,13 +132,163 @@ pub fn write_recipe(request: &TuneRequest) -> Result<PathBuf, TuneError> {
     if qdq_only && request.calibration.is_none() {
         return Err(TuneError::NeedsCalibration { target });
     }
+    let path = request.output.join("recipe.yaml");
+    check_output(request, &path)?;
+
     let model = ir::load(&request.model)
         .map_err(|source| TuneError::Model { path: request.model.clone(), source })?;
-    let dims = symbolic_input_dims(&model);
+    let inputs = IoInfo::model_inputs(&model);
+    let evaluation = load_data("--data", &request.data, request.labels.as_deref(), &inputs)?;
+    let calibration = match &request.calibration {
+        Some(calibration) => Some(load_data("--calibration", calibration, None, &inputs)?),
+        None => None,
+    };
+    check_host(target, options)?;
+
+    let text = recipe_text(request, target, &path, &symbolic_input_dims(&model))?;
+    // The recipe as `pipeline run` will read it, checked before it is written.
+    let recipe = crate::recipe::parse(&text, &path).map_err(RunError::from)?;
+    let prepared = run::prepare_loaded(recipe, model, evaluation, calibration)?;
 
     let write_error = |source| TuneError::Write { path: request.output.clone(), source };
     std::fs::create_dir_all(&request.output).map_err(write_error)?;
-    let output = request.output.canonicalize().map_err(write_error)?;
+    crate::report::write_atomically(&path, text.as_bytes())
+        .map_err(|source| TuneError::Write { path: path.clone(), source })?;
+    Ok((path, prepared))
+}
+
+/// Refuses an `--output` that is a file, that is the model's own folder (the best model
+/// would overwrite the source), or that holds a `recipe.yaml` tune did not write.
+fn check_output(request: &TuneRequest, recipe: &Path) -> Result<(), TuneError> {
+    let output = &request.output;
+    let flag = |message: String, hint: String| TuneError::Flag { flag: "--output", message, hint };
+    if output.exists() && !output.is_dir() {
+        return Err(flag(
+            format!("{} is a file, not a folder", output.display()),
+            "pass --output a folder (it is created when missing)".into(),
+        ));
+    }
+    let file_name = request.model.file_name().unwrap_or("model.onnx".as_ref());
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same(&request.model, &output.join(file_name)) {
+        return Err(flag(
+            format!(
+                "{} is the model's own folder: the best model would overwrite {}",
+                output.display(),
+                request.model.display()
+            ),
+            "pass --output another folder, for example --output tuned".into(),
+        ));
+    }
+    if std::fs::symlink_metadata(recipe).is_ok() && !written_by_tune(recipe) {
+        return Err(flag(
+            format!(
+                "{} already exists and `pipeline tune` did not write it; tune would overwrite it",
+                recipe.display()
+            ),
+            format!(
+                "pass --output another folder, or remove {} if it is not needed",
+                recipe.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the file at `path` starts with the header tune writes.
+fn written_by_tune(path: &Path) -> bool {
+    use std::io::Read;
+
+    let mut start = [0u8; HEADER_START.len()];
+    std::fs::File::open(path)
+        .and_then(|mut file| file.read_exact(&mut start))
+        .is_ok_and(|()| start == HEADER_START.as_bytes())
+}
+
+/// Loads the data file of `flag` and checks it against the model's inputs; errors name the
+/// flags (`--labels` when the labels are wrong or missing).
+fn load_data(
+    flag: &'static str,
+    path: &Path,
+    labels: Option<&str>,
+    inputs: &[IoInfo],
+) -> Result<Dataset, TuneError> {
+    let data_error = |source: DataError| match source {
+        DataError::MissingLabels { labels, present, .. } => TuneError::Flag {
+            flag: "--labels",
+            message: format!(
+                "{} has no array `{labels}`; its arrays are: {}",
+                path.display(),
+                present.join(", ")
+            ),
+            hint: "pass --labels the name of the array that holds the labels, or leave it out \
+                   to measure no accuracy"
+                .into(),
+        },
+        DataError::LabelsInNpy { labels, .. } => TuneError::Flag {
+            flag: "--labels",
+            message: format!("{} is a .npy file, which cannot hold `{labels}`", path.display()),
+            hint: "save the inputs and labels together with numpy.savez, or leave --labels out"
+                .into(),
+        },
+        DataError::ExtraArrays { extra, inputs, .. } => {
+            let message = format!(
+                "{} holds arrays the model does not take: {}; the model's inputs are: {}",
+                path.display(),
+                extra.join(", "),
+                inputs.join(", ")
+            );
+            let hint = match (flag, labels, extra.as_slice()) {
+                ("--data", None, [one]) => format!(
+                    "if `{one}` holds the labels, pass --labels {one} (top-1 accuracy is then \
+                     measured); otherwise remove it from the file"
+                ),
+                ("--data", None, _) => "pass --labels NAME for the array that holds the \
+                                        labels, and remove the others from the file"
+                    .into(),
+                ("--data", Some(_), _) => "remove them from the file".into(),
+                _ => format!("{flag} takes one array per model input and nothing else"),
+            };
+            TuneError::Flag { flag, message, hint }
+        }
+        other => TuneError::Data { flag, source: Box::new(other) },
+    };
+    let data = Dataset::load(path, labels, None).map_err(data_error)?;
+    data.check_inputs(inputs).map_err(data_error)?;
+    Ok(data)
+}
+
+/// Loads ONNX Runtime, checks the cache folder, and, unless `--no-measure` was given,
+/// refuses a target this host cannot measure.
+fn check_host(target: Target, options: &RunOptions) -> Result<(), TuneError> {
+    crate::runtime::init(options.ort_lib.as_deref()).map_err(RunError::from)?;
+    if let Some(dir) = &options.cache_dir {
+        crate::cache::Cache::open(dir).map_err(RunError::from)?;
+    }
+    if options.no_measure {
+        return Ok(());
+    }
+    let available = crate::runtime::available_providers().map_err(RunError::from)?;
+    let check = crate::target::measurability(target, &available, &HostCpu::detect());
+    match check.reason {
+        Some(reason) => Err(TuneError::TargetUnavailable { target, reason }),
+        None => Ok(()),
+    }
+}
+
+/// The target's built-in recipe with the request's model, data and output filled in, paths
+/// relative to the folder of `recipe_path`, which need not exist yet.
+fn recipe_text(
+    request: &TuneRequest,
+    target: Target,
+    recipe_path: &Path,
+    dims: &[String],
+) -> Result<String, TuneError> {
+    let output = absolute(&request.output)
+        .map_err(|source| TuneError::Write { path: request.output.clone(), source })?;
     let relative = |path: &Path| -> Result<String, TuneError> {
         let absolute = path
             .canonicalize()
@@ -133,18 +316,37 @@ pub fn write_recipe(request: &TuneRequest) -> Result<PathBuf, TuneError> {
             output: "output: .".to_string(),
             calibration: request.calibration.is_some(),
             labels: request.labels.is_some(),
-            dims: &dims,
+            dims,
         },
     );
-    let path = request.output.join("recipe.yaml");
     let header = format!(
-        "# Written by `pipeline tune` from the built-in recipe for `{target}`; edit it and \
+        "{HEADER_START} from the built-in recipe for `{target}`; edit it and \
          rerun\n# with `pipeline run {}`.\n",
-        path.display()
+        recipe_path.display()
     );
-    crate::report::write_atomically(&path, format!("{header}{text}").as_bytes())
-        .map_err(|source| TuneError::Write { path: path.clone(), source })?;
-    Ok(path)
+    Ok(format!("{header}{text}"))
+}
+
+/// `path` made absolute with its links resolved, where the part that does not exist yet is
+/// taken as written (`..` climbing out of it).
+fn absolute(path: &Path) -> std::io::Result<PathBuf> {
+    let full = std::path::absolute(path)?;
+    let parts: Vec<Component> = full.components().collect();
+    for split in (1..=parts.len()).rev() {
+        let existing: PathBuf = parts[..split].iter().collect();
+        let Ok(mut resolved) = existing.canonicalize() else { continue };
+        for part in &parts[split..] {
+            match part {
+                Component::ParentDir => {
+                    resolved.pop();
+                }
+                Component::CurDir => {}
+                other => resolved.push(other),
+            }
+        }
+        return Ok(resolved);
+    }
+    Ok(full)
 }
 
 /// What replaces the template's blocks and marked lines.

@@ -243,3 +243,39 @@ fn sigint_stops_the_run_and_the_next_run_resumes() {
     assert!(used.iter().all(|(steps, _)| steps == &[true]), "{used:?}\n{}", resumed.stderr);
     assert!(used[0].1, "c1's accuracy was measured before the signal");
 }
+
+#[test]
+fn a_cache_folder_that_cannot_be_written_stops_the_run_before_it_starts() {
+    let project = Project::digits();
+    std::fs::write(project.path("afile"), b"not a folder").unwrap();
+    // /proc exists but no file can be made in it, not even by root (chmod does not stop
+    // root); afile/sub cannot be created.
+    let proc_writable = tempfile::tempfile_in("/proc").is_ok();
+    let mut folders = vec!["afile/sub"];
+    if !proc_writable {
+        folders.push("/proc");
+    }
+    let before = project.files();
+    for folder in folders {
+        let result = outcome(project.run().args(["--cache-dir", folder]));
+        result
+            .expect_code(2)
+            .stderr_has(&[&format!("cache folder {folder}"), "--no-cache"])
+            .no_panic();
+        assert!(!result.stderr.contains("WARN"), "{folder}: {}", result.stderr);
+        assert_eq!(project.files(), before, "{folder}: the run wrote files");
+    }
+}
+
+#[test]
+fn cache_ls_and_clear_on_a_file_is_a_wrong_folder() {
+    let project = Project::digits();
+    std::fs::write(project.path("afile"), b"not a folder").unwrap();
+    for command in ["ls", "clear"] {
+        let result = outcome(project.pipeline().args(["cache", command, "--cache-dir", "afile"]));
+        result
+            .expect_code(2)
+            .stderr_has(&["cache folder afile cannot be read", "hint: name the cache folder"]);
+    }
+    assert_eq!(std::fs::read(project.path("afile")).unwrap(), b"not a folder");
+}

@@ -193,3 +193,26 @@ fn session_tune_writes_inference_json_with_every_tried_setting() {
     outcome(&mut project.run()).expect_code(0);
     assert!(!path.exists(), "a stale inference.json was left");
 }
+
+#[test]
+fn targets_with_an_ort_lib_that_does_not_load_is_a_wrong_flag() {
+    let project = Project::digits();
+    let missing = project.path("nonexistent.so");
+    let mut command = project.pipeline();
+    command.args(["targets", "--ort-lib"]).arg(&missing);
+    let result = outcome(&mut command);
+    result.expect_code(2).stderr_has(&["nonexistent.so", "--ort-lib", "hint:"]).no_panic();
+    assert!(result.stdout.is_empty(), "a table was printed:\n{}", result.stdout);
+}
+
+#[test]
+fn a_measured_run_removes_the_candidates_of_an_earlier_no_measure_run() {
+    let project = Project::digits();
+    outcome(project.run().arg("--no-measure")).expect_code(0);
+    assert!(project.path("out/candidates").is_dir(), "--no-measure saved no candidates");
+
+    let result = outcome(&mut project.run());
+    result.expect_code(0).stderr_has(&["removed", "candidates", "--no-measure run wrote"]);
+    assert!(!project.path("out/candidates").exists(), "stale candidates were left");
+    assert!(project.path("out/model.onnx").is_file());
+}

@@ -139,3 +139,87 @@ fn tune_for_an_npu_fixes_shapes_and_builds_qdq_without_measuring() {
         assert!(project.path(&format!("npu/candidates/{id}/model.onnx")).is_file());
     }
 }
+
+#[test]
+fn tune_checks_the_data_and_output_before_writing_and_names_the_flags() {
+    let project = Project::digits();
+    // The user's own recipe beside the model, as in examples/digits.
+    std::fs::write(project.path("recipe.yaml"), "# mine\n").unwrap();
+    std::fs::write(project.path("afile"), "not a folder").unwrap();
+    let before = project.files();
+    let base = ["model.onnx", "--target", "cpu"];
+    let cases: [(&[&str], &[&str]); 6] = [
+        // test.npz holds labels `y`: without --labels the hint says to pass it.
+        (
+            &["--data", "test.npz", "--output", "t"],
+            &["--data: test.npz holds arrays the model does not take: y", "pass --labels y"],
+        ),
+        (
+            &["--data", "test.npz", "--labels", "z", "--output", "t"],
+            &["--labels: test.npz has no array `z`", "input, y"],
+        ),
+        // Calibration data with labels in it does not fit a calibration set.
+        (
+            &["--data", "calib.npz", "--calibration", "test.npz", "--output", "t"],
+            &["--calibration: test.npz holds arrays the model does not take: y"],
+        ),
+        // The model's own folder, which also holds the user's recipe.yaml.
+        (
+            &["--data", "test.npz", "--labels", "y", "--output", "."],
+            &["--output: . is the model's own folder", "pass --output another folder"],
+        ),
+        (
+            &["--data", "test.npz", "--labels", "y", "--output", "afile"],
+            &["--output: afile is a file, not a folder", "hint: pass --output a folder"],
+        ),
+        // Paths as given: not relative to the recipe that would be written.
+        (
+            &["--data", "t/../nope.npz", "--output", "t"],
+            &["the data file t/../nope.npz does not exist"],
+        ),
+    ];
+    for (args, messages) in cases {
+        let result = outcome(tune(&project, &base).args(args));
+        result.expect_code(2).stderr_has(messages).no_panic();
+        assert!(!result.stderr.contains("`output`"), "a recipe field named:\n{}", result.stderr);
+        assert_eq!(project.files(), before, "{args:?} wrote files");
+    }
+    assert_eq!(std::fs::read_to_string(project.path("recipe.yaml")).unwrap(), "# mine\n");
+}
+
+#[test]
+fn tune_overwrites_only_a_recipe_it_wrote() {
+    let project = Project::digits();
+    let args = ["model.onnx", "--target", "cpu", "--data", "calib.npz", "--output", "t"];
+    outcome(&mut tune(&project, &args)).expect_code(0);
+    // Its own recipe is rewritten by a second tune.
+    outcome(&mut tune(&project, &args)).expect_code(0);
+
+    std::fs::write(project.path("t/recipe.yaml"), "name: mine\n").unwrap();
+    let before = project.files();
+    outcome(&mut tune(&project, &args)).expect_code(2).stderr_has(&[
+        "--output: t/recipe.yaml already exists and `pipeline tune` did not write it",
+        "hint: pass --output another folder, or remove t/recipe.yaml",
+    ]);
+    assert_eq!(std::fs::read_to_string(project.path("t/recipe.yaml")).unwrap(), "name: mine\n");
+    assert_eq!(project.files(), before);
+}
+
+#[test]
+fn tune_refuses_an_unmeasurable_target_before_writing() {
+    let project = Project::digits();
+    let before = project.files();
+    // The project's ONNX Runtime is a CPU build: no CUDA provider.
+    let args = ["model.onnx", "--target", "gpu-cuda", "--data", "calib.npz", "--output", "g"];
+    let result = outcome(&mut tune(&project, &args));
+    if result.code == Some(0) {
+        eprintln!("skipped: this host can measure gpu-cuda");
+        return;
+    }
+    result.expect_code(2).stderr_has(&[
+        "target `gpu-cuda` cannot be measured",
+        "CUDAExecutionProvider",
+        "--no-measure",
+    ]);
+    assert_eq!(project.files(), before, "a refused tune wrote files");
+}

@@ -56,6 +56,19 @@ pub fn session_providers(config: &SessionConfig) -> Vec<String> {
     providers
 }
 
+/// Removes the `candidates/` folder an earlier `--no-measure` run left in `output_dir`: a
+/// measured run's report does not list those models.
+pub fn remove_unmeasured(output_dir: &Path) -> Result<(), RunError> {
+    let folder = output_dir.join(CANDIDATES_DIR);
+    if !folder.is_dir() {
+        return Ok(());
+    }
+    std::fs::remove_dir_all(&folder)
+        .map_err(|source| RunError::Write { path: folder.clone(), source })?;
+    tracing::info!("removed {}, which an earlier --no-measure run wrote", folder.display());
+    Ok(())
+}
+
 /// Moves every built, unmeasured candidate from the work folder to
 /// `<output>/candidates/<id>/`, replacing what an earlier run saved there.
 pub fn save_unmeasured(

@@ -16,8 +16,8 @@ pub mod constraints;
 mod measuring;
 
 pub use measuring::{
-    check_host, save_unmeasured, session_config, session_providers, unmeasured_verdict,
-    CANDIDATES_DIR,
+    check_host, remove_unmeasured, save_unmeasured, session_config, session_providers,
+    unmeasured_verdict, CANDIDATES_DIR,
 };
 
 /// The device a recipe optimizes for, by the name of its profile.
