@@ -300,9 +300,22 @@ pub(crate) fn closest_hint<S: AsRef<str>>(word: &str, known: &[S]) -> String {
 
 /// The known word most similar to `word`, if any is similar enough to be a likely typo.
 pub(crate) fn closest<'k, S: AsRef<str>>(word: &str, known: &'k [S]) -> Option<&'k str> {
+    let lower = word.to_lowercase();
+
+    // A known word that differs only in case, or that has the word as one of its parts
+    // (`cuda` in `gpu-cuda`), is what was meant when it is the only such word.
+    let whole: Vec<&'k str> = known
+        .iter()
+        .map(|k| k.as_ref())
+        .filter(|k| k.to_lowercase() == lower || k.split(['-', '_']).any(|part| part == lower))
+        .collect();
+    if let [only] = whole[..] {
+        return Some(only);
+    }
+
     known
         .iter()
-        .map(|k| (strsim::jaro_winkler(word, k.as_ref()), k.as_ref()))
+        .map(|k| (strsim::jaro_winkler(&lower, &k.as_ref().to_lowercase()), k.as_ref()))
         .filter(|(score, _)| *score >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, k)| k)
@@ -702,5 +715,13 @@ mod tests {
     fn closest_ignores_unrelated_words() {
         assert_eq!(closest("wamup", &["warmup", "runs"]), Some("warmup"));
         assert_eq!(closest("zzz", &["warmup", "runs"]), None);
+    }
+
+    #[test]
+    fn closest_ignores_case_and_finds_a_word_by_one_of_its_parts() {
+        let targets = ["cpu", "gpu-cuda", "gpu-directml", "npu-qnn", "npu-openvino"];
+        assert_eq!(closest("GPU-CUDA", &targets), Some("gpu-cuda"));
+        assert_eq!(closest("cuda", &targets), Some("gpu-cuda"));
+        assert_eq!(closest("qnn", &targets), Some("npu-qnn"));
     }
 }
