@@ -151,13 +151,7 @@ pub struct Prepared {
 /// plan, the output folder, the model, and the data against the model's inputs.
 pub fn prepare(recipe_path: &Path) -> Result<Prepared, RunError> {
     let recipe = recipe::load(recipe_path)?;
-    let plan = plan::build(&recipe)?;
-
-    let model_path = recipe.model_path();
-    // `./.` and `out/./` read better as `.` and `out`.
-    let output_dir: PathBuf = recipe.output_dir().components().collect();
-    let output_model = output_dir.join(model_path.file_name().unwrap_or("model.onnx".as_ref()));
-    check_output(&recipe, &model_path, &output_dir, &output_model)?;
+    let (plan, model_path, output_dir, output_model) = plan_and_output(&recipe)?;
 
     let model = ir::load(&model_path).map_err(RunError::Model)?;
     let (evaluation, calibration) = load_data(&recipe, &model)?;
@@ -184,11 +178,7 @@ pub fn prepare_loaded(
     evaluation: Dataset,
     calibration: Option<Dataset>,
 ) -> Result<Prepared, RunError> {
-    let plan = plan::build(&recipe)?;
-    let model_path = recipe.model_path();
-    let output_dir: PathBuf = recipe.output_dir().components().collect();
-    let output_model = output_dir.join(model_path.file_name().unwrap_or("model.onnx".as_ref()));
-    check_output(&recipe, &model_path, &output_dir, &output_model)?;
+    let (plan, model_path, output_dir, output_model) = plan_and_output(&recipe)?;
     check_metrics(&recipe, &model)?;
     Ok(Prepared {
         recipe,
@@ -200,6 +190,18 @@ pub fn prepare_loaded(
         output_dir,
         output_model,
     })
+}
+
+/// The recipe's plan, model path, output folder and output model path, the output checked
+/// against the model (it may not overwrite it).
+fn plan_and_output(recipe: &Recipe) -> Result<(plan::Plan, PathBuf, PathBuf, PathBuf), RunError> {
+    let plan = plan::build(recipe)?;
+    let model_path = recipe.model_path();
+    // `./.` and `out/./` read better as `.` and `out`.
+    let output_dir: PathBuf = recipe.output_dir().components().collect();
+    let output_model = output_dir.join(model_path.file_name().unwrap_or("model.onnx".as_ref()));
+    check_output(recipe, &model_path, &output_dir, &output_model)?;
+    Ok((plan, model_path, output_dir, output_model))
 }
 
 /// Runs the recipe at `recipe_path` and returns the report it wrote.

@@ -7,62 +7,14 @@
 
 mod common;
 
-use std::process::Command as Process;
-
 use common::{outcome, Project, DIGITS_RECIPE};
 use serde_json::Value;
-
-/// Replaces the digits CNN with an MLP whose `fc1` weight has an outlier of 1000 on pixel 0.
-fn write_mlp(project: &Project) {
-    let script = r#"
-import sys
-import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
-
-folder = sys.argv[1]
-rng = np.random.default_rng(5)
-w1 = (rng.standard_normal((64, 128)) / 8).astype(np.float32)
-test = np.load(f"{folder}/test.npz")
-calib = np.load(f"{folder}/calib.npz")
-for data in (test["input"], calib["input"]):
-    assert data.reshape(len(data), -1)[:, 0].max() == 0, "pixel 0 must be blank"
-xt = test["input"].reshape(len(test["input"]), -1)
-ht = np.maximum(xt @ w1, 0)
-onehot = np.eye(10)[test["y"]]
-w2 = np.linalg.solve(ht.T @ ht + 10.0 * np.eye(128), ht.T @ onehot).astype(np.float32)
-w1[0, 5] = 1000.0
-graph = helper.make_graph(
-    [
-        helper.make_node("Flatten", ["input"], ["flat"], name="flatten"),
-        helper.make_node("MatMul", ["flat", "w1"], ["h"], name="fc1"),
-        helper.make_node("Relu", ["h"], ["r"], name="relu"),
-        helper.make_node("MatMul", ["r", "w2"], ["logits"], name="fc2"),
-    ],
-    "mlp",
-    [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
-    [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
-    [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
-)
-model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-model.ir_version = 8
-onnx.checker.check_model(model)
-onnx.save(model, f"{folder}/model.onnx")
-"#;
-    let output = Process::new(common::venv_python())
-        .arg("-c")
-        .arg(script)
-        .arg(project.root())
-        .output()
-        .expect("the venv's python starts");
-    assert!(output.status.success(), "python failed:\n{}", String::from_utf8_lossy(&output.stderr));
-}
 
 /// The MLP project with per-tensor static quantization and a 5-point accuracy goal, plus
 /// `extra` at the top level of the recipe.
 fn project(extra: &str) -> Project {
     let project = Project::digits();
-    write_mlp(&project);
+    common::write_digits_mlp(&project, 5, true);
     let recipe = DIGITS_RECIPE
         .replace(
             "  - quantize_dynamic: {per_channel: [false, true]}\n",

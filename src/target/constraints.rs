@@ -2,7 +2,9 @@
 //! could not run as built (a symbolic batch on an NPU, dynamic INT8 kernels where only QDQ runs)
 //! fails as a candidate with the reason instead of being measured on the CPU fallback.
 
-use pipeline_passes::ir::proto::{tensor_shape_proto, ModelProto};
+use pipeline_passes::ir;
+use pipeline_passes::ir::proto::ModelProto;
+use pipeline_passes::ir::shapes::Dim;
 
 use super::{Constraint, Target};
 
@@ -66,22 +68,13 @@ fn symbolic_inputs(model: &ModelProto) -> Option<String> {
         graph.initializer.iter().map(|t| t.name()).collect();
     let mut named = Vec::new();
     for input in graph.input.iter().filter(|i| !initializers.contains(i.name())) {
-        let dims = input
-            .r#type
-            .as_ref()
-            .and_then(|t| t.value.as_ref())
-            .and_then(|value| match value {
-                pipeline_passes::ir::proto::type_proto::Value::TensorType(t) => t.shape.as_ref(),
-                _ => None,
-            })
-            .map(|shape| shape.dim.as_slice());
-        let Some(dims) = dims else {
+        let Some(dims) = ir::declared_type(input).and_then(|t| t.dims) else {
             named.push(format!("input `{}` has no declared shape", input.name()));
             continue;
         };
-        let symbolic = dims.iter().find_map(|dim| match &dim.value {
-            Some(tensor_shape_proto::dimension::Value::DimValue(size)) if *size > 0 => None,
-            Some(tensor_shape_proto::dimension::Value::DimParam(name)) => Some(format!("`{name}`")),
+        let symbolic = dims.iter().find_map(|dim| match dim {
+            Dim::Known(size) if *size > 0 => None,
+            Dim::Symbol(name) => Some(format!("`{name}`")),
             _ => Some("an unknown size".to_string()),
         });
         if let Some(dim) = symbolic {
@@ -121,8 +114,8 @@ fn list(items: Vec<String>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pipeline_passes::ir::float_value_info;
     use pipeline_passes::ir::proto::GraphProto;
-    use pipeline_passes::ir::{self, float_value_info};
 
     fn model(input_dims: &[i64], op: &str) -> ModelProto {
         let graph = GraphProto {

@@ -216,3 +216,58 @@ impl Npz {
 pub fn labels(n: usize) -> Array<i64, ndarray::Ix1> {
     Array::from_iter((0..n).map(|i| (i % 10) as i64))
 }
+
+/// Replaces the project's digits CNN with an MLP of the same input and output names (Flatten
+/// -> MatMul `fc1` -> Relu -> MatMul `fc2`), `fc1` random with `seed` and `fc2` fitted to the
+/// test images by ridge regression in numpy (a bare least-squares fit interpolates and is
+/// fragile at 4 bits). With `outlier`, `fc1` gets a weight of 1000 on pixel 0, which is blank
+/// in every digits image: the float model does not notice it, per-tensor INT8 ruins the layer.
+pub fn write_digits_mlp(project: &Project, seed: u64, outlier: bool) {
+    let script = r#"
+import sys
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+folder, seed, outlier = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+rng = np.random.default_rng(seed)
+w1 = (rng.standard_normal((64, 128)) / 8).astype(np.float32)
+# The calibration images carry no labels: fit on the test set.
+test = np.load(f"{folder}/test.npz")
+if outlier:
+    calib = np.load(f"{folder}/calib.npz")
+    for data in (test["input"], calib["input"]):
+        assert data.reshape(len(data), -1)[:, 0].max() == 0, "pixel 0 must be blank"
+xt = test["input"].reshape(len(test["input"]), -1)
+ht = np.maximum(xt @ w1, 0)
+onehot = np.eye(10)[test["y"]]
+w2 = np.linalg.solve(ht.T @ ht + 10.0 * np.eye(128), ht.T @ onehot).astype(np.float32)
+if outlier:
+    w1[0, 5] = 1000.0
+graph = helper.make_graph(
+    [
+        helper.make_node("Flatten", ["input"], ["flat"], name="flatten"),
+        helper.make_node("MatMul", ["flat", "w1"], ["h"], name="fc1"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("MatMul", ["r", "w2"], ["logits"], name="fc2"),
+    ],
+    "mlp",
+    [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
+    [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+    [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+)
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+model.ir_version = 8
+onnx.checker.check_model(model)
+onnx.save(model, f"{folder}/model.onnx")
+"#;
+    let output = std::process::Command::new(venv_python())
+        .arg("-c")
+        .arg(script)
+        .arg(project.root())
+        .arg(seed.to_string())
+        .arg(if outlier { "1" } else { "0" })
+        .output()
+        .expect("the venv's python starts");
+    assert!(output.status.success(), "python failed:\n{}", String::from_utf8_lossy(&output.stderr));
+}
