@@ -358,6 +358,11 @@ impl AccuracyCache {
         let (Some(metric), Some(data)) = (&recipe.metrics.accuracy, &recipe.data.evaluation) else {
             return Ok(None);
         };
+        // TODO: cache fidelity too; its figures depend on the source model's output, which the
+        // key would have to hold, and the report wants all of them, not only the score.
+        if metric.kind == crate::recipe::AccuracyKind::Fidelity {
+            return Ok(None);
+        }
         let path = recipe.resolve(&data.path);
         let content =
             hash_file(&path).map_err(|source| CacheError::Entry { path: path.clone(), source })?;

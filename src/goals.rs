@@ -7,7 +7,7 @@
 use std::cmp::Ordering;
 
 use crate::recipe::{Improvement, LatencyStat, Metrics, Objective};
-use crate::report::{human_bytes, millis, percent, CandidateReport, Latency, Measurement, Status};
+use crate::report::{human_bytes, millis, CandidateReport, Latency, Measurement, Status};
 
 /// Rounding room for comparisons against a goal, so that a value exactly on it passes.
 const EPSILON: f64 = 1e-12;
@@ -60,23 +60,25 @@ fn accuracy_goals(
         missed.push("accuracy was not measured, so its goals cannot be checked".into());
         return;
     };
+    let figure = crate::report::AccuracyFigure::of(spec);
+    let name = figure.header();
     if let Some(max_drop) = &spec.max_drop {
         let allowed = max_drop.allowed(base);
         let drop = base - got;
         if drop > allowed + EPSILON {
             missed.push(format!(
-                "accuracy dropped by {drop:.4} ({} -> {}), more than the {max_drop} allowed",
-                percent(Some(base)),
-                percent(Some(got))
+                "{name} dropped by {drop:.4} ({} -> {}), more than the {max_drop} allowed",
+                figure.format(Some(base)),
+                figure.format(Some(got))
             ));
         }
     }
     if let Some(min) = spec.min {
         if got < min - EPSILON {
             missed.push(format!(
-                "accuracy {} is below the minimum of {}",
-                percent(Some(got)),
-                percent(Some(min))
+                "{name} {} is below the minimum of {}",
+                figure.format(Some(got)),
+                figure.format(Some(min))
             ));
         }
     }

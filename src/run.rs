@@ -22,13 +22,15 @@ use crate::accuracy_aware::Reverter as AccuracyReverter;
 use crate::build::{Builder, StepCache};
 use crate::cache::{self, AccuracyCache, Cache, CacheError};
 use crate::calibrate::OrtRunner;
-use crate::evaluate::{self, DataError, Dataset, EvalError};
+use crate::evaluate::{self, DataError, Dataset, EvalError, Fidelity, Reference};
 use crate::goals;
 use crate::plan::{self, Candidate, PlanError};
-use crate::recipe::{self, LatencyStat, Objective, Recipe, RecipeError};
+use crate::recipe::{
+    self, AccuracyKind, AccuracyMetric, FidelityScore, LatencyStat, Objective, Recipe, RecipeError,
+};
 use crate::report::{
-    self, CandidateReport, Dominated, Latency, Measurement, Note, NoteKind, Report, RuntimeSummary,
-    Status, StepReport,
+    self, AccuracyFigure, CandidateReport, Dominated, Latency, Measurement, Note, NoteKind, Report,
+    RuntimeSummary, Status, StepReport,
 };
 use crate::runtime::{self, IoInfo, ModelSession, OrtOptimizer, RuntimeError, Threads};
 use crate::search::{self, Search, SearchReport, StopReason};
@@ -272,6 +274,8 @@ pub fn run_prepared(
         });
     }
 
+    // The source model's output on the evaluation data, with `kind: fidelity`.
+    let mut reference = None;
     let source = if not_measured.is_some() {
         Measurement { size_bytes: source_size, ..Measurement::default() }
     } else {
@@ -279,16 +283,26 @@ pub fn run_prepared(
             .map_err(|source| RunError::SourceLoad { path: model_path.clone(), source })?;
         info!("measuring the source model {}", model_path.display());
         let known = known_accuracy(accuracy_cache.as_ref(), builder.source_hash());
-        let source =
-            match measure(&recipe, &mut session, &evaluation, source_size, known, &options.stop) {
-                Ok(source) => source,
-                // Ctrl-C while the source was measured: nothing ran, nothing is written.
-                Err(EvalError::Interrupted) => {
-                    let total = Search::new(&plan).planned();
-                    return Err(RunError::Interrupted { done: 0, total, output: output_dir });
-                }
-                Err(error) => return Err(RunError::Measure(error)),
-            };
+        let stop = &options.stop;
+        let measured = source_reference(&recipe, &mut session, &evaluation, &output, stop)
+            .and_then(|kept| {
+                let source = &mut session;
+                let found = kept.as_ref();
+                measure(&recipe, source, &evaluation, source_size, known, found, stop)
+                    .map(|measured| (measured, kept))
+            });
+        let source = match measured {
+            Ok((source, kept)) => {
+                reference = kept;
+                source
+            }
+            // Ctrl-C while the source was measured: nothing ran, nothing is written.
+            Err(EvalError::Interrupted) => {
+                let total = Search::new(&plan).planned();
+                return Err(RunError::Interrupted { done: 0, total, output: output_dir });
+            }
+            Err(error) => return Err(RunError::Measure(error)),
+        };
         remember_accuracy(accuracy_cache.as_ref(), builder.source_hash(), known, &source);
         source
     };
@@ -330,6 +344,7 @@ pub fn run_prepared(
             measuring: not_measured.is_none(),
             options,
             accuracy_cache: accuracy_cache.as_ref(),
+            reference: reference.as_ref(),
         };
         let mut outcome = evaluate_candidate(&bench, candidate, &mut builder);
         if let Some(reverter) = &reverter {
@@ -415,6 +430,12 @@ pub fn run_prepared(
         objective: recipe.objective.iter().map(|o| objective_name(*o).to_string()).collect(),
         latency_stat: recipe.latency_stat().to_string(),
         goals: recipe.goal_descriptions(),
+        accuracy_figure: recipe
+            .metrics
+            .accuracy
+            .as_ref()
+            .map(AccuracyFigure::of)
+            .unwrap_or_default(),
         source,
         candidates: reports,
         best: best_id,
@@ -485,17 +506,45 @@ fn accuracy_output(recipe: &Recipe, outputs: &[&str]) -> String {
         .unwrap_or_default()
 }
 
+/// The source model's output on the evaluation data, kept when accuracy is fidelity to it.
+fn source_reference(
+    recipe: &Recipe,
+    session: &mut ModelSession,
+    evaluation: &Dataset,
+    output: &str,
+    stop: &AtomicBool,
+) -> Result<Option<Reference>, EvalError> {
+    match &recipe.metrics.accuracy {
+        Some(metric) if metric.kind == AccuracyKind::Fidelity => {
+            info!("keeping the source model's output `{output}` on the evaluation data");
+            evaluate::reference_outputs(session, evaluation, output, 64, stop).map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Measures accuracy and latency on one loaded model, the same way for every model.
+/// `reference` is the source model's output, which `kind: fidelity` compares with.
 fn measure(
     recipe: &Recipe,
     session: &mut ModelSession,
     evaluation: &Dataset,
     size_bytes: u64,
     known_accuracy: Option<f64>,
+    reference: Option<&Reference>,
     stop: &AtomicBool,
 ) -> Result<Measurement, EvalError> {
+    let mut fidelity = None;
     let accuracy = match &recipe.metrics.accuracy {
         Some(_) if known_accuracy.is_some() => known_accuracy,
+        Some(metric) if metric.kind == AccuracyKind::Fidelity => {
+            let Some(reference) = reference else {
+                return Err(EvalError::NoReference);
+            };
+            let found = evaluate::fidelity(session, evaluation, reference, 64, stop)?;
+            fidelity = Some(found);
+            Some(fidelity_score(session, metric, reference, &found)?)
+        }
         Some(_) => {
             let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name.as_str()).collect();
             let output = accuracy_output(recipe, &outputs);
@@ -521,7 +570,26 @@ fn measure(
         None => None,
     };
 
-    Ok(Measurement { accuracy, latency_ms: latency, size_bytes })
+    Ok(Measurement { accuracy, fidelity, latency_ms: latency, size_bytes })
+}
+
+/// The fidelity figure the recipe ranks by (`metrics.accuracy.score`).
+fn fidelity_score(
+    session: &ModelSession,
+    metric: &AccuracyMetric,
+    reference: &Reference,
+    found: &Fidelity,
+) -> Result<f64, EvalError> {
+    match metric.score.unwrap_or_default() {
+        FidelityScore::Cosine => Ok(found.cosine_mean),
+        FidelityScore::Top1Agreement => found.top1_agreement.ok_or_else(|| EvalError::BadOutput {
+            model: session.path().to_path_buf(),
+            output: reference.output().to_string(),
+            problem: "has one value per row, so no argmax to agree on\nhint: use `score: \
+                      cosine`, or name an output of class scores in `metrics.accuracy.output`"
+                .into(),
+        }),
+    }
 }
 
 /// What every candidate is measured against and with: the same for all of them.
@@ -541,6 +609,8 @@ pub(crate) struct Bench<'a> {
     pub(crate) options: &'a RunOptions,
     /// Accuracies measured before, when the cache is on.
     pub(crate) accuracy_cache: Option<&'a AccuracyCache>,
+    /// The source model's output on the evaluation data, with `kind: fidelity`.
+    pub(crate) reference: Option<&'a Reference>,
 }
 
 /// The accuracy the cache holds for the model whose bytes hash to `model`.
@@ -577,6 +647,7 @@ pub(crate) fn evaluate_candidate(
         measuring,
         options,
         accuracy_cache,
+        reference,
     } = *bench;
     let _span = debug_span!("candidate", id = %candidate.id).entered();
     let steps = candidate
@@ -667,7 +738,8 @@ pub(crate) fn evaluate_candidate(
     };
     let known = known_accuracy(accuracy_cache, built.hash);
     report.accuracy_cached = known.is_some();
-    let measured = match measure(recipe, &mut session, evaluation, size, known, &options.stop) {
+    let stop = &options.stop;
+    let measured = match measure(recipe, &mut session, evaluation, size, known, reference, stop) {
         Ok(measured) => {
             remember_accuracy(accuracy_cache, built.hash, known, &measured);
             measured
@@ -908,10 +980,12 @@ fn verdict(
         ));
     }
     if let (Some(ours), Some(theirs)) = (m.accuracy, source.accuracy) {
+        let figure = recipe.metrics.accuracy.as_ref().map(AccuracyFigure::of).unwrap_or_default();
         lines.push(format!(
-            "Top-1 accuracy {} against {} for the source.",
-            report::percent(Some(ours)),
-            report::percent(Some(theirs))
+            "{} {} against {} for the source.",
+            figure.name(),
+            figure.format(Some(ours)),
+            figure.format(Some(theirs))
         ));
     }
     let shrink = source.size_bytes as f64 / m.size_bytes.max(1) as f64;

@@ -8,8 +8,9 @@
 //! then is the recipe written. A `recipe.yaml` that tune did not write is never overwritten.
 //!
 //! The built-in recipes are `recipes/<target>.yaml`, embedded in the binary. Tune rewrites
-//! their top-level `name`, `model`, `data` and `output` blocks, drops the `accuracy` metric
-//! when no labels are given, drops the lines marked `# needs calibration` when no calibration
+//! their top-level `name`, `model`, `data` and `output` blocks, turns the `accuracy` metric
+//! into [`FIDELITY_GOAL`] when no labels are given, drops the lines marked
+//! `# needs calibration` when no calibration
 //! data is given, and fills the line marked `# tune: dims` with the model's symbolic
 //! dimensions fixed to 1.
 
@@ -23,6 +24,10 @@ use crate::report::Report;
 use crate::run::{self, Prepared, RunError, RunOptions};
 use crate::runtime::IoInfo;
 use crate::target::{Constraint, HostCpu, Target, UnknownTarget};
+
+/// The accuracy metric of a tuned recipe without labels: every candidate's first output must
+/// keep a mean cosine similarity of at least 0.99 to the model's.
+pub const FIDELITY_GOAL: &str = "accuracy: {kind: fidelity, min: 0.99}";
 
 /// The first words of every recipe tune writes: a `recipe.yaml` without them is the user's,
 /// and tune does not overwrite it.
@@ -394,6 +399,9 @@ fn resolve(template: &str, with: &Replacements<'_>) -> String {
             continue;
         }
         if !with.labels && block == Some("metrics") && line.trim_start().starts_with("accuracy:") {
+            // Without labels, a candidate is judged by how closely it follows the model.
+            let indent = &line[..line.len() - line.trim_start().len()];
+            out.push(format!("{indent}{FIDELITY_GOAL}"));
             continue;
         }
         if line.contains("# tune: dims") {
@@ -489,7 +497,9 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{target}: {e}\n{text}"));
             assert_eq!(recipe.target, target);
             assert_eq!(recipe.model, Path::new("../m.onnx"));
-            assert!(recipe.metrics.accuracy.is_none(), "{target}: accuracy without labels");
+            let accuracy = recipe.metrics.accuracy.as_ref();
+            let kind = accuracy.map(|a| a.kind);
+            assert_eq!(kind, Some(crate::recipe::AccuracyKind::Fidelity), "{target}: no labels");
             assert!(recipe.data.calibration.is_some() == calibrated, "{target}");
             assert!(!text.contains("needs calibration") || calibrated, "{target}:\n{text}");
         }

@@ -73,15 +73,21 @@ fn tune_writes_a_resolved_recipe_that_reruns() {
 }
 
 #[test]
-fn tune_without_labels_or_calibration_drops_accuracy_and_static_quantization() {
+fn tune_without_labels_or_calibration_judges_by_fidelity_and_drops_static_quantization() {
     let project = Project::digits();
     // calib.npz holds inputs only: evaluation data without labels.
     let args = ["model.onnx", "--target", "cpu", "--data", "calib.npz", "--output", "t"];
     outcome(&mut tune(&project, &args)).expect_code(0);
     let text = std::fs::read_to_string(project.path("t/recipe.yaml")).unwrap();
-    assert!(!text.contains("accuracy") && !text.contains("quantize_static"), "{text}");
+    assert!(text.contains("accuracy: {kind: fidelity, min: 0.99}"), "{text}");
+    assert!(!text.contains("kind: top1") && !text.contains("quantize_static"), "{text}");
     let report = report(&project, "t");
-    assert!(report["source"]["accuracy"].is_null());
+    assert!((report["source"]["accuracy"].as_f64().unwrap() - 1.0).abs() < 1e-9, "{report:#}");
+    let candidates = report["candidates"].as_array().unwrap();
+    let measured: Vec<_> =
+        candidates.iter().filter(|c| c["measurement"]["accuracy"].is_f64()).collect();
+    assert!(!measured.is_empty(), "{report:#}");
+    assert!(measured.iter().all(|c| c["measurement"]["fidelity"]["cosine_mean"].is_f64()));
 }
 
 #[test]

@@ -320,7 +320,9 @@ fn goals_and_objectives_on_metrics_that_are_not_measured_are_refused() {
 
     // An accuracy goal cannot be measured without labels.
     let text = replace("labels: y, ", "");
-    assert!(refusal(&text).contains("metrics.accuracy: accuracy needs labeled evaluation data"));
+    assert!(
+        refusal(&text).contains("metrics.accuracy: top-1 accuracy needs labeled evaluation data")
+    );
 
     // An objective with no metric behind it.
     let text = replace("  latency: {warmup: 10, runs: 100, stat: p50}\n", "")
@@ -376,8 +378,9 @@ fn checks_after_parsing_name_their_field() {
     let text = replace("labels: y, ", "");
     assert_eq!(
         refusal(&text),
-        "<dir>/recipe.yaml:8:13: metrics.accuracy: accuracy needs labeled evaluation data\n  \
-         hint: set `data.evaluation.labels` to the name of the labels array in the .npz file"
+        "<dir>/recipe.yaml:8:13: metrics.accuracy: top-1 accuracy needs labeled evaluation data\n  \
+         hint: set `data.evaluation.labels` to the name of the labels array in the .npz file, \
+         or use `kind: fidelity` to compare with the source model's output"
     );
 
     let text = replace("objective: [latency]", "objective: [latency, latency]");

@@ -105,6 +105,24 @@ pub enum EvalError {
         what: &'static str,
     },
 
+    /// The source model's output on the evaluation data, kept for fidelity, would not fit.
+    #[error(
+        "the source model's output '{output}' on the evaluation data takes more than {limit} \
+         bytes, too much to keep for fidelity\n\
+         hint: use fewer evaluation samples (`data.evaluation.samples`) or a smaller output \
+         (`metrics.accuracy.output`)"
+    )]
+    ReferenceTooLarge {
+        /// The output compared.
+        output: String,
+        /// The most bytes allowed.
+        limit: usize,
+    },
+
+    /// Fidelity was asked for without the source model's output to compare with.
+    #[error("fidelity needs the source model's output, which was not kept (a bug)")]
+    NoReference,
+
     /// The stop flag was set (Ctrl-C) between two runs: the measurement is abandoned.
     #[error("the measurement was stopped before it finished")]
     Interrupted,
@@ -183,9 +201,53 @@ pub fn accuracy_top1_until(
     batch: usize,
     stop: &AtomicBool,
 ) -> Result<f64, EvalError> {
+    let labels = class_labels(dataset)?;
+
+    let mut correct = 0usize;
+    for_each_batch(session, dataset, output, batch, stop, |session, rows, scores| {
+        let predicted = argmax_rows(&scores, rows.fed).map_err(|problem| EvalError::BadOutput {
+            model: session.path().to_path_buf(),
+            output: output.to_string(),
+            problem,
+        })?;
+        correct += predicted[..rows.real]
+            .iter()
+            .zip(&labels[rows.start..rows.start + rows.real])
+            .filter(|(p, l)| i64::try_from(**p).is_ok_and(|p| p == **l))
+            .count();
+        Ok(())
+    })?;
+
+    Ok(correct as f64 / dataset.len() as f64)
+}
+
+/// Which samples one batch holds.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Rows {
+    /// The index of the batch's first sample in the dataset.
+    pub start: usize,
+    /// How many of the batch's rows are samples of the dataset.
+    pub real: usize,
+    /// How many rows were fed to the model: `real`, or more when the batch was padded.
+    pub fed: usize,
+}
+
+/// Runs the whole dataset through `session` in batches and hands `visit` each batch's rows and
+/// its `output` tensor.
+///
+/// Batches hold `batch` samples, or the batch size the model fixes on its inputs' first
+/// dimension; then the last batch is padded with copies of its last sample, and the tensor has
+/// more rows than real samples.
+pub(super) fn for_each_batch(
+    session: &mut ModelSession,
+    dataset: &Dataset,
+    output: &str,
+    batch: usize,
+    stop: &AtomicBool,
+    mut visit: impl FnMut(&ModelSession, Rows, Tensor) -> Result<(), EvalError>,
+) -> Result<(), EvalError> {
     let inputs = session.inputs().to_vec();
     dataset.check_inputs(&inputs)?;
-    let labels = class_labels(dataset)?;
     if !session.outputs().iter().any(|o| o.name == output) {
         return Err(EvalError::UnknownOutput {
             model: session.path().to_path_buf(),
@@ -199,39 +261,28 @@ pub fn accuracy_top1_until(
         None => (batch, false),
     };
 
-    let mut correct = 0usize;
     for start in (0..dataset.len()).step_by(size) {
         check_stop(stop)?;
         let end = (start + size).min(dataset.len());
         let mut feeds = dataset.batch(&inputs, start..end);
-        let mut rows = end - start;
-        if fixed && rows < size {
+        let mut rows = Rows { start, real: end - start, fed: end - start };
+        if fixed && rows.real < size {
             feeds = pad_rows(feeds, size);
-            rows = size;
+            rows.fed = size;
         }
 
         let outputs = session.run(&feeds)?;
-        let scores = outputs.into_iter().find(|(name, _)| name == output).map(|(_, t)| t);
-        let Some(scores) = scores else {
+        let tensor = outputs.into_iter().find(|(name, _)| name == output).map(|(_, t)| t);
+        let Some(tensor) = tensor else {
             return Err(EvalError::BadOutput {
                 model: session.path().to_path_buf(),
                 output: output.to_string(),
                 problem: "was not returned by the run".into(),
             });
         };
-        let predicted = argmax_rows(&scores, rows).map_err(|problem| EvalError::BadOutput {
-            model: session.path().to_path_buf(),
-            output: output.to_string(),
-            problem,
-        })?;
-        correct += predicted[..end - start]
-            .iter()
-            .zip(&labels[start..end])
-            .filter(|(p, l)| i64::try_from(**p).is_ok_and(|p| p == **l))
-            .count();
+        visit(session, rows, tensor)?;
     }
-
-    Ok(correct as f64 / dataset.len() as f64)
+    Ok(())
 }
 
 /// Times `runs` sequential runs of the dataset's first sample (or first fixed-size batch) after
@@ -441,23 +492,24 @@ fn argmax_rows(scores: &Tensor, rows: usize) -> Result<Vec<usize>, String> {
         return Err("has no class scores (last dimension is 0)".into());
     }
     let flat: Vec<f64> = as_f64(scores).iter().copied().collect();
-    Ok(flat
-        .chunks(classes)
-        .map(|row| {
-            let mut best = 0;
-            for (index, &value) in row.iter().enumerate() {
-                let current = row[best];
-                if !current.is_nan() && (value > current || value.is_nan()) {
-                    best = index;
-                }
-            }
-            best
-        })
-        .collect())
+    Ok(flat.chunks(classes).map(argmax).collect())
+}
+
+/// The index of the largest value of `row`: the first of ties, and NaN counts as largest, as
+/// `numpy.argmax` does; 0 for an empty row.
+pub(super) fn argmax(row: &[f64]) -> usize {
+    let mut best = 0;
+    for (index, &value) in row.iter().enumerate() {
+        let current = row[best];
+        if !current.is_nan() && (value > current || value.is_nan()) {
+            best = index;
+        }
+    }
+    best
 }
 
 /// The values as f64, for numeric comparisons (booleans become 0 and 1).
-fn as_f64(tensor: &Tensor) -> ArrayD<f64> {
+pub(super) fn as_f64(tensor: &Tensor) -> ArrayD<f64> {
     match tensor {
         Tensor::F32(a) => a.mapv(f64::from),
         Tensor::F16(a) => a.mapv(f64::from),

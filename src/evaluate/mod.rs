@@ -1,11 +1,14 @@
 //! Datasets and metrics: `.npy`/`.npz` data checked against a model's inputs, top-1 accuracy,
-//! latency percentiles, and output comparison. Progress reporting is the caller's.
+//! fidelity to the source model's output, latency percentiles, and output comparison.
+//! Progress reporting is the caller's.
 
 mod dataset;
+mod fidelity;
 mod metrics;
 
 pub use crate::runtime::{ElemType, Tensor};
 pub use dataset::{DataError, Dataset};
+pub use fidelity::{fidelity, reference_outputs, Fidelity, Reference, MAX_REFERENCE_BYTES};
 pub use metrics::{
     accuracy_top1, accuracy_top1_until, compare_outputs, latency, latency_until, EvalError,
     LatencyStats,

@@ -18,7 +18,7 @@ fn latency(ms: f64) -> Latency {
 }
 
 fn measured(accuracy: Option<f64>, ms: Option<f64>, size: u64) -> Measurement {
-    Measurement { accuracy, latency_ms: ms.map(latency), size_bytes: size }
+    Measurement { accuracy, fidelity: None, latency_ms: ms.map(latency), size_bytes: size }
 }
 
 fn candidate(id: &str, status: Status, m: Option<Measurement>) -> CandidateReport {
@@ -41,7 +41,7 @@ fn passed(id: &str, accuracy: f64, ms: f64, size: u64) -> CandidateReport {
 }
 
 fn accuracy(max_drop: Option<MaxDrop>, min: Option<f64>) -> Option<AccuracyMetric> {
-    Some(AccuracyMetric { kind: AccuracyKind::Top1, output: None, max_drop, min })
+    Some(AccuracyMetric { kind: AccuracyKind::Top1, output: None, score: None, max_drop, min })
 }
 
 fn latency_goal(

@@ -126,10 +126,16 @@ pub struct Metrics {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccuracyMetric {
-    /// How a prediction is scored against its label.
+    /// How a prediction is scored: `top1` against the labels, or `fidelity` against the
+    /// source model's own output on the same inputs (no labels needed).
     pub kind: AccuracyKind,
     /// The model output holding the scores; the first output when absent.
     pub output: Option<String>,
+    /// With `kind: fidelity`, the figure that counts as the accuracy (goals and ranking):
+    /// `cosine`, the mean over samples of the cosine similarity between the candidate's
+    /// output and the source model's (the default), or `top1_agreement`, the share of rows
+    /// whose largest value is at the same index in both. All fidelity figures are reported.
+    pub score: Option<FidelityScore>,
     /// The largest drop from the source model's accuracy a candidate may have: a number is an
     /// absolute drop (`0.01` is one point of a 0..1 accuracy), `"1%"` is relative to the
     /// source model's accuracy.
@@ -152,6 +158,19 @@ impl AccuracyMetric {
 pub enum AccuracyKind {
     /// The class with the highest score equals the label.
     Top1,
+    /// The output follows the source model's output on the same inputs.
+    Fidelity,
+}
+
+/// The fidelity figure that counts as a candidate's accuracy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FidelityScore {
+    /// Mean cosine similarity of each sample's output to the source model's.
+    #[default]
+    Cosine,
+    /// The share of rows (along the output's last axis) whose argmax equals the source's.
+    Top1Agreement,
 }
 
 /// The largest accuracy drop a candidate may have.
@@ -482,7 +501,8 @@ macro_rules! display_as_written {
 }
 
 display_as_written! {
-    AccuracyKind { Top1 => "top1" }
+    AccuracyKind { Top1 => "top1", Fidelity => "fidelity" }
+    FidelityScore { Cosine => "cosine", Top1Agreement => "top1_agreement" }
     LatencyStat { P50 => "p50", P90 => "p90", P99 => "p99", Mean => "mean" }
     Objective { Latency => "latency", Size => "size", Accuracy => "accuracy" }
     Strategy { Exhaustive => "exhaustive", Random => "random", Greedy => "greedy", Tpe => "tpe" }
@@ -692,11 +712,20 @@ fn validate(recipe: &Recipe, tree: &Node) -> Result<(), DeError> {
 
     if let Some(accuracy) = &recipe.metrics.accuracy {
         let labels = recipe.data.evaluation.as_ref().and_then(|data| data.labels.as_ref());
-        if labels.is_none() {
+        if accuracy.kind == AccuracyKind::Top1 && accuracy.score.is_some() {
+            return Err(at(
+                &[key("metrics"), key("accuracy"), key("score")],
+                "`score` chooses a fidelity figure, and `kind` is `top1`".into(),
+                "remove `score`, or set `kind: fidelity` to compare with the source model's \
+                 output instead of labels",
+            ));
+        }
+        if accuracy.kind == AccuracyKind::Top1 && labels.is_none() {
             return Err(at(
                 &[key("metrics"), key("accuracy")],
-                "accuracy needs labeled evaluation data".into(),
-                "set `data.evaluation.labels` to the name of the labels array in the .npz file",
+                "top-1 accuracy needs labeled evaluation data".into(),
+                "set `data.evaluation.labels` to the name of the labels array in the .npz \
+                 file, or use `kind: fidelity` to compare with the source model's output",
             ));
         }
         if let Some(min) = accuracy.min.filter(|min| !(0.0..=1.0).contains(min)) {

@@ -8,15 +8,15 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{CandidateReport, Measurement, Report, Status};
+use super::{AccuracyFigure, CandidateReport, Measurement, Report, Status};
 
 /// What one axis shows.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Axis {
     /// Milliseconds of the report's latency statistic.
     Latency,
-    /// Top-1 accuracy in percent.
-    Accuracy,
+    /// The accuracy figure: in percent, or cosine similarity as it is.
+    Accuracy(AccuracyFigure),
     /// Model size in the unit `divisor` bytes.
     Size { divisor: f64, unit: &'static str },
 }
@@ -30,7 +30,8 @@ impl Axis {
                 "mean" => l.mean,
                 _ => l.p50,
             }),
-            Axis::Accuracy => m.accuracy.map(|a| a * 100.0),
+            Axis::Accuracy(AccuracyFigure::Cosine) => m.accuracy,
+            Axis::Accuracy(_) => m.accuracy.map(|a| a * 100.0),
             Axis::Size { divisor, .. } => Some(m.size_bytes as f64 / divisor),
         }
     }
@@ -38,7 +39,15 @@ impl Axis {
     fn description(self, stat: &str) -> String {
         match self {
             Axis::Latency => format!("latency {stat} (ms, lower is better)"),
-            Axis::Accuracy => "top-1 accuracy (%, higher is better)".to_string(),
+            Axis::Accuracy(AccuracyFigure::Top1) => {
+                "top-1 accuracy (%, higher is better)".to_string()
+            }
+            Axis::Accuracy(AccuracyFigure::Cosine) => {
+                "cosine similarity to the source (higher is better)".to_string()
+            }
+            Axis::Accuracy(AccuracyFigure::Top1Agreement) => {
+                "top-1 agreement with the source (%, higher is better)".to_string()
+            }
             Axis::Size { unit, .. } => format!("size ({unit}, lower is better)"),
         }
     }
@@ -58,9 +67,9 @@ fn axes(report: &Report) -> Option<(Axis, Axis)> {
         _ => Axis::Size { divisor: 1024.0 * 1024.0 * 1024.0, unit: "GiB" },
     };
     match (latency, accuracy) {
-        (true, true) => Some((Axis::Latency, Axis::Accuracy)),
+        (true, true) => Some((Axis::Latency, Axis::Accuracy(report.accuracy_figure))),
         (true, false) => Some((Axis::Latency, size)),
-        (false, true) => Some((size, Axis::Accuracy)),
+        (false, true) => Some((size, Axis::Accuracy(report.accuracy_figure))),
         (false, false) => None,
     }
 }
@@ -210,7 +219,7 @@ fn draw(
 fn short(axis: Axis) -> &'static str {
     match axis {
         Axis::Latency => "latency",
-        Axis::Accuracy => "accuracy",
+        Axis::Accuracy(_) => "accuracy",
         Axis::Size { .. } => "size",
     }
 }

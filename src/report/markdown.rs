@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{human_bytes, millis, percent, CandidateReport, Report, Status};
+use super::{human_bytes, millis, CandidateReport, Report, Status};
 
 /// Renders the report as Markdown: the verdict, the goals, one row per candidate, and the
 /// notes on candidates' models (a provider-specific model, for one) under the table.
@@ -80,14 +80,18 @@ pub fn render_markdown(report: &Report) -> String {
         );
     }
 
-    let _ =
-        writeln!(out, "| id | candidate | accuracy | latency p50 | latency p90 | size | result |");
+    let figure = report.accuracy_figure;
+    let _ = writeln!(
+        out,
+        "| id | candidate | {} | latency p50 | latency p90 | size | result |",
+        figure.header()
+    );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     let source = &report.source;
     let _ = writeln!(
         out,
         "| source | original model | {} | {} | {} | {} | baseline |",
-        percent(source.accuracy),
+        figure.format(source.accuracy),
         millis(source.latency_ms.as_ref().map(|l| l.p50)),
         millis(source.latency_ms.as_ref().map(|l| l.p90)),
         human_bytes(source.size_bytes)
@@ -111,7 +115,7 @@ pub fn render_markdown(report: &Report) -> String {
             "| {} | `{}` | {} | {} | {} | {} | {} |",
             candidate.id,
             candidate.label,
-            percent(m.and_then(|m| m.accuracy)),
+            figure.format(m.and_then(|m| m.accuracy)),
             millis(latency.map(|l| l.p50)) + &other_batch(latency, source),
             millis(latency.map(|l| l.p90)),
             m.map_or_else(|| "-".to_string(), |m| human_bytes(m.size_bytes)),
@@ -157,7 +161,11 @@ fn write_front(out: &mut String, report: &Report) {
          objective ({}: as good on all, better on one), best first:\n",
         report.objective.join(", ")
     );
-    let _ = writeln!(out, "| id | candidate | accuracy | latency p50 | latency p90 | size |");
+    let _ = writeln!(
+        out,
+        "| id | candidate | {} | latency p50 | latency p90 | size |",
+        report.accuracy_figure.header()
+    );
     let _ = writeln!(out, "|---|---|---|---|---|---|");
     for candidate in report.pareto_front.iter().filter_map(|id| report.candidate(id)) {
         let m = candidate.measurement.as_ref();
@@ -170,7 +178,7 @@ fn write_front(out: &mut String, report: &Report) {
             out,
             "| {id} | `{}` | {} | {} | {} | {} |",
             candidate.label,
-            percent(m.and_then(|m| m.accuracy)),
+            report.accuracy_figure.format(m.and_then(|m| m.accuracy)),
             millis(latency.map(|l| l.p50)),
             millis(latency.map(|l| l.p90)),
             m.map_or_else(|| "-".to_string(), |m| human_bytes(m.size_bytes)),
@@ -289,7 +297,7 @@ fn write_accuracy_aware(out: &mut String, report: &Report) {
     }
     let _ = writeln!(out, "\n## Accuracy-aware quantization\n");
     for (candidate, aware) in worked {
-        let before = percent(aware.accuracy_before);
+        let before = report.accuracy_figure.format(aware.accuracy_before);
         let _ = writeln!(
             out,
             "- {} `{}`: `{}` step, accuracy {before} as first built; goal {}",
@@ -310,7 +318,7 @@ fn write_accuracy_aware(out: &mut String, report: &Report) {
                 out,
                 "  - revert {}: `{node}` kept in float: accuracy {}",
                 index + 1,
-                percent(Some(*accuracy))
+                report.accuracy_figure.format(Some(*accuracy))
             );
         }
     }

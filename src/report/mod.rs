@@ -31,6 +31,8 @@ pub struct Report {
     pub latency_stat: String,
     /// The goals every candidate must meet, in words.
     pub goals: Vec<String>,
+    /// What `accuracy` holds in every measurement: `top1`, `cosine` or `top1_agreement`.
+    pub accuracy_figure: AccuracyFigure,
     pub source: Measurement,
     pub candidates: Vec<CandidateReport>,
     /// The id of the winning candidate, if any met every goal.
@@ -81,8 +83,12 @@ pub struct RuntimeSummary {
 /// What was measured on one model.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Measurement {
-    /// Top-1 accuracy on the evaluation data, 0 to 1.
+    /// The accuracy metric's figure, 0 to 1: top-1 accuracy on the evaluation data, or with
+    /// `kind: fidelity` the chosen fidelity score.
     pub accuracy: Option<f64>,
+    /// Every fidelity figure against the source model's output, with `kind: fidelity`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fidelity: Option<crate::evaluate::Fidelity>,
     pub latency_ms: Option<Latency>,
     /// Bytes of the serialized model, external data included.
     pub size_bytes: u64,
@@ -283,6 +289,57 @@ pub fn human_bytes(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// What the accuracy figure of a run is, for headers, sentences and number formats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccuracyFigure {
+    /// Top-1 accuracy against labels, shown in percent.
+    #[default]
+    Top1,
+    /// Mean cosine similarity to the source model's output, shown with four decimals.
+    Cosine,
+    /// The share of rows whose argmax agrees with the source model's, in percent.
+    Top1Agreement,
+}
+
+impl AccuracyFigure {
+    /// The figure a metric measures.
+    pub fn of(metric: &crate::recipe::AccuracyMetric) -> AccuracyFigure {
+        use crate::recipe::{AccuracyKind, FidelityScore};
+        match (metric.kind, metric.score.unwrap_or_default()) {
+            (AccuracyKind::Top1, _) => AccuracyFigure::Top1,
+            (AccuracyKind::Fidelity, FidelityScore::Cosine) => AccuracyFigure::Cosine,
+            (AccuracyKind::Fidelity, FidelityScore::Top1Agreement) => AccuracyFigure::Top1Agreement,
+        }
+    }
+
+    /// A short column header.
+    pub fn header(self) -> &'static str {
+        match self {
+            AccuracyFigure::Top1 => "accuracy",
+            AccuracyFigure::Cosine => "cosine",
+            AccuracyFigure::Top1Agreement => "top-1 agree",
+        }
+    }
+
+    /// The figure's name in a sentence, capitalized.
+    pub fn name(self) -> &'static str {
+        match self {
+            AccuracyFigure::Top1 => "Top-1 accuracy",
+            AccuracyFigure::Cosine => "Cosine similarity to the source model's output",
+            AccuracyFigure::Top1Agreement => "Top-1 agreement with the source model",
+        }
+    }
+
+    /// A value of the figure, or a dash.
+    pub fn format(self, value: Option<f64>) -> String {
+        match self {
+            AccuracyFigure::Cosine => value.map_or_else(|| "-".to_string(), |v| format!("{v:.4}")),
+            AccuracyFigure::Top1 | AccuracyFigure::Top1Agreement => percent(value),
+        }
     }
 }
 

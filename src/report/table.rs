@@ -2,15 +2,16 @@
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
 
-use super::{human_bytes, millis, percent, Measurement, Report};
+use super::{human_bytes, millis, AccuracyFigure, Measurement, Report};
 
 /// Renders one row for the source model and one per candidate.
 pub fn render_table(report: &Report) -> String {
     let mut table = Table::new();
     table.load_style(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
-    table.set_header(["", "candidate", "accuracy", "p50", "p90", "size", "result"]);
+    let figure = report.accuracy_figure;
+    table.set_header(["", "candidate", figure.header(), "p50", "p90", "size", "result"]);
 
-    table.add_row(row("source", "original model", &report.source, "baseline"));
+    table.add_row(row(figure, "source", "original model", &report.source, "baseline"));
     for candidate in &report.candidates {
         let marker = if report.best.as_deref() == Some(candidate.id.as_str()) { "* " } else { "" };
         let mut result = candidate.status.as_str().to_string();
@@ -23,7 +24,7 @@ pub fn render_table(report: &Report) -> String {
         let id = format!("{marker}{}", candidate.id);
         let empty = Measurement::default();
         let measured = candidate.measurement.as_ref().unwrap_or(&empty);
-        let mut cells = row(&id, &candidate.label, measured, &result);
+        let mut cells = row(figure, &id, &candidate.label, measured, &result);
         cells[3] += &super::markdown::other_batch(measured.latency_ms.as_ref(), &report.source);
         if candidate.measurement.is_none() {
             cells[5] = "-".to_string();
@@ -33,12 +34,18 @@ pub fn render_table(report: &Report) -> String {
     table.to_string()
 }
 
-fn row(id: &str, label: &str, m: &Measurement, result: &str) -> Vec<String> {
+fn row(
+    figure: AccuracyFigure,
+    id: &str,
+    label: &str,
+    m: &Measurement,
+    result: &str,
+) -> Vec<String> {
     let latency = m.latency_ms.as_ref();
     vec![
         id.to_string(),
         label.to_string(),
-        percent(m.accuracy),
+        figure.format(m.accuracy),
         millis(latency.map(|l| l.p50)),
         millis(latency.map(|l| l.p90)),
         human_bytes(m.size_bytes),

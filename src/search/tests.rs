@@ -214,6 +214,7 @@ fn the_score_is_the_first_objective_lower_is_better() {
         reasons: Vec::new(),
         measurement: Some(Measurement {
             accuracy: Some(0.9),
+            fidelity: None,
             latency_ms: Some(latency),
             size_bytes: 1000,
         }),

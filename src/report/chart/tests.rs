@@ -19,6 +19,7 @@ fn candidate(id: &str, status: Status, accuracy: Option<f64>, ms: f64) -> Candid
         reasons: Vec::new(),
         measurement: Some(Measurement {
             accuracy,
+            fidelity: None,
             latency_ms: Some(latency(ms)),
             size_bytes: 20_000,
         }),
@@ -47,8 +48,10 @@ fn report(accuracy: bool) -> Report {
         objective: vec!["latency".into()],
         latency_stat: "p90".into(),
         goals: Vec::new(),
+        accuracy_figure: AccuracyFigure::Top1,
         source: Measurement {
             accuracy: accuracy(0.95),
+            fidelity: None,
             latency_ms: Some(latency(4.0)),
             size_bytes: 80_000,
         },
