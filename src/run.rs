@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use pipeline_passes::ir::{self, proto::ModelProto, IrError};
 use pipeline_passes::pass::Artifact;
-use tracing::{debug_span, info, trace_span};
+use tracing::{debug_span, info, trace_span, warn};
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
 use crate::accuracy_aware::Reverter as AccuracyReverter;
@@ -276,12 +276,23 @@ pub fn run_prepared(
 
     // The source model's output on the evaluation data, with `kind: fidelity`.
     let mut reference = None;
+    // The source's outputs that hold NaN or infinity on the first evaluation batch.
+    let mut source_non_finite = Vec::new();
     let source = if not_measured.is_some() {
         Measurement { size_bytes: source_size, ..Measurement::default() }
     } else {
         let mut session = ModelSession::load_configured(&model_path, &session_config)
             .map_err(|source| RunError::SourceLoad { path: model_path.clone(), source })?;
         info!("measuring the source model {}", model_path.display());
+        source_non_finite = evaluate::non_finite_outputs(&mut session, &evaluation, CHECK_BATCH)
+            .map_err(RunError::Measure)?;
+        if !source_non_finite.is_empty() {
+            warn!(
+                "the source model's output {} holds NaN or infinity on the first evaluation \
+                 samples; candidates are not held to finite values there",
+                source_non_finite.join(", ")
+            );
+        }
         let known = known_accuracy(accuracy_cache.as_ref(), builder.source_hash());
         let stop = &options.stop;
         let measured = source_reference(&recipe, &mut session, &evaluation, &output, stop)
@@ -345,6 +356,7 @@ pub fn run_prepared(
             options,
             accuracy_cache: accuracy_cache.as_ref(),
             reference: reference.as_ref(),
+            source_non_finite: &source_non_finite,
         };
         let mut outcome = evaluate_candidate(&bench, candidate, &mut builder);
         if let Some(reverter) = &reverter {
@@ -611,7 +623,13 @@ pub(crate) struct Bench<'a> {
     pub(crate) accuracy_cache: Option<&'a AccuracyCache>,
     /// The source model's output on the evaluation data, with `kind: fidelity`.
     pub(crate) reference: Option<&'a Reference>,
+    /// The source's outputs that hold NaN or infinity on the first evaluation batch; a
+    /// candidate's other outputs must stay finite there.
+    pub(crate) source_non_finite: &'a [String],
 }
+
+/// How many evaluation samples the check for NaN and infinity runs on.
+const CHECK_BATCH: usize = 64;
 
 /// The accuracy the cache holds for the model whose bytes hash to `model`.
 fn known_accuracy(cache: Option<&AccuracyCache>, model: Option<blake3::Hash>) -> Option<f64> {
@@ -648,6 +666,7 @@ pub(crate) fn evaluate_candidate(
         options,
         accuracy_cache,
         reference,
+        source_non_finite,
     } = *bench;
     let _span = debug_span!("candidate", id = %candidate.id).entered();
     let steps = candidate
@@ -736,6 +755,26 @@ pub(crate) fn evaluate_candidate(
             return report;
         }
     };
+    let non_finite = match evaluate::non_finite_outputs(&mut session, evaluation, CHECK_BATCH) {
+        Ok(found) => found,
+        Err(error) => {
+            report.reasons.push(format!("measuring failed: {error}"));
+            return report;
+        }
+    };
+    let new_non_finite: Vec<&str> = non_finite
+        .iter()
+        .filter(|name| !source_non_finite.contains(name))
+        .map(String::as_str)
+        .collect();
+    if !new_non_finite.is_empty() {
+        report.reasons.push(format!(
+            "output {} holds NaN or infinity on the first {CHECK_BATCH} evaluation samples, \
+             where the source model's is finite",
+            new_non_finite.join(", ")
+        ));
+        return report;
+    }
     let known = known_accuracy(accuracy_cache, built.hash);
     report.accuracy_cached = known.is_some();
     let stop = &options.stop;

@@ -285,6 +285,40 @@ pub(super) fn for_each_batch(
     Ok(())
 }
 
+/// The outputs that hold NaN or infinity on the first batch of the evaluation data (up to
+/// `batch` samples, or the batch the model fixes), sorted by name.
+///
+/// A cheap check run on every measured model before its metrics: a candidate whose output
+/// goes non-finite where the source's stays finite is broken however its accuracy reads.
+/// Integer and boolean outputs are never non-finite.
+pub fn non_finite_outputs(
+    session: &mut ModelSession,
+    dataset: &Dataset,
+    batch: usize,
+) -> Result<Vec<String>, EvalError> {
+    let inputs = session.inputs().to_vec();
+    dataset.check_inputs(&inputs)?;
+    let size = match fixed_batch(session, dataset)? {
+        Some(fixed) => fixed,
+        None => batch.max(1),
+    };
+    let feeds = pad_rows(dataset.batch(&inputs, 0..size.min(dataset.len())), size);
+
+    let outputs = session.run(&feeds)?;
+    let mut found: Vec<String> = outputs
+        .into_iter()
+        .filter(|(_, tensor)| match tensor {
+            Tensor::F32(a) => a.iter().any(|v| !v.is_finite()),
+            Tensor::F16(a) => a.iter().any(|v| !v.is_finite()),
+            Tensor::F64(a) => a.iter().any(|v| !v.is_finite()),
+            _ => false,
+        })
+        .map(|(name, _)| name)
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
 /// Times `runs` sequential runs of the dataset's first sample (or first fixed-size batch) after
 /// `warmup` untimed ones; only ONNX Runtime's run is timed, not preparing the inputs.
 pub fn latency(
