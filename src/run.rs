@@ -82,8 +82,8 @@ pub enum RunError {
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 
-    #[error("the source model {path} does not load in ONNX Runtime: {source}")]
-    SourceLoad { path: PathBuf, source: RuntimeError },
+    #[error("the source model {path} does not load in ONNX Runtime: {source}\n  hint: {hint}")]
+    SourceLoad { path: PathBuf, source: RuntimeError, hint: String },
 
     #[error(transparent)]
     Data(Box<DataError>),
@@ -232,6 +232,7 @@ pub fn run_prepared(
         output_model,
     } = prepared;
 
+    let load_hint = source_load_hint(&source_model);
     let runtime = runtime::init(options.ort_lib.as_deref())?;
     // Why candidates are not measured, when they are not: checked before anything runs.
     let not_measured = crate::target::check_host(&recipe, options.no_measure)?;
@@ -281,8 +282,10 @@ pub fn run_prepared(
     let source = if not_measured.is_some() {
         Measurement { size_bytes: source_size, ..Measurement::default() }
     } else {
-        let mut session = ModelSession::load_configured(&model_path, &session_config)
-            .map_err(|source| RunError::SourceLoad { path: model_path.clone(), source })?;
+        let mut session =
+            ModelSession::load_configured(&model_path, &session_config).map_err(|source| {
+                RunError::SourceLoad { path: model_path.clone(), source, hint: load_hint.clone() }
+            })?;
         info!("measuring the source model {}", model_path.display());
         source_non_finite = evaluate::non_finite_outputs(&mut session, &evaluation, CHECK_BATCH)
             .map_err(RunError::Measure)?;
@@ -488,6 +491,32 @@ fn load_data(recipe: &Recipe, model: &ModelProto) -> Result<(Dataset, Option<Dat
         None => None,
     };
     Ok((evaluation, calibration))
+}
+
+/// What to tell a user whose source model ONNX Runtime cannot load: about its operators of
+/// custom domains, when it has any, which only a custom-op library would provide.
+fn source_load_hint(model: &ModelProto) -> String {
+    const KNOWN: [&str; 4] = ["", "ai.onnx", "ai.onnx.ml", "com.microsoft"];
+    let mut custom: Vec<String> = model
+        .graph
+        .iter()
+        .flat_map(|g| &g.node)
+        .filter(|node| !KNOWN.contains(&node.domain()))
+        .map(|node| format!("{}:{}", node.domain(), node.op_type()))
+        .collect();
+    custom.sort();
+    custom.dedup();
+    if custom.is_empty() {
+        return "check that the model loads with the `onnxruntime` Python package of the same \
+                version; `pipeline inspect` shows its opsets and operators"
+            .to_string();
+    }
+    format!(
+        "the model uses {}, of a custom domain that ONNX Runtime knows only from a custom-op \
+         library, which pipeline does not load; replace the operator, or build the candidates \
+         without measuring them (`--no-measure`)",
+        custom.join(", ")
+    )
 }
 
 /// The accuracy metric must name an output the model has.

@@ -41,7 +41,8 @@ use std::path::PathBuf;
 pub use graph::{
     attr_float, attr_int, attr_ints, attr_string, attr_tensor, collect_reads, import_opset,
     initializer, make_node, node_attr_float, node_attr_int, node_attr_ints, opset_version,
-    remove_dead_nodes, replace_node, topological_order, GraphIndex, NameGenerator,
+    remove_dead_nodes, replace_node, subgraph_op_counts, subgraphs_left_alone, topological_order,
+    GraphIndex, NameGenerator,
 };
 pub use io::{decode, encode, load, save, ExternalData, SaveOptions};
 pub use tensor::{

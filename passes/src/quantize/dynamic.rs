@@ -47,6 +47,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tracing::{debug, info, info_span, warn};
 
+use crate::quantize::static_quant::prepare::fold_constant_weights;
+
 use crate::ir::proto::tensor_proto::DataType;
 use crate::ir::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 use crate::ir::{self, NameGenerator};
@@ -167,8 +169,20 @@ impl Pass for QuantizeDynamic {
 
         check_opset(&model)?;
         let graph = model.graph.as_mut().ok_or_else(|| model_error("the model has no graph"))?;
+        // Weights held by Constant nodes or behind a Cast of an initializer are quantized like
+        // initializers, as static quantization does.
+        let excluded: HashSet<&str> =
+            self.config.nodes_to_exclude.iter().map(String::as_str).collect();
+        let folded = fold_constant_weights(graph, |node| {
+            is_candidate(node, &self.config) && !excluded.contains(node.name())
+        });
+        debug!(?folded, "constant weights folded into initializers");
 
         let summary = quantize_graph(graph, &self.config)?;
+        let op_types: Vec<&str> = self.config.op_types.iter().map(String::as_str).collect();
+        if let Some(left) = ir::subgraphs_left_alone(graph, &op_types) {
+            warn!("quantize_dynamic: {left}");
+        }
         if summary.uses_ms_domain {
             import_ms_domain(&mut model)?;
         }
@@ -555,13 +569,26 @@ fn nothing_quantized(
     if skipped.len() > MAX_LISTED_SKIPS {
         reason.push_str(&format!("; and {} more", skipped.len() - MAX_LISTED_SKIPS));
     }
+    let op_types: Vec<&str> = config.op_types.iter().map(String::as_str).collect();
+    if let Some(left) = ir::subgraphs_left_alone(graph, &op_types) {
+        reason.push_str(&format!("; {left}"));
+    }
     PassError::Unchanged { pass: QuantizeDynamic::NAME, reason }
 }
 
 /// The weight's initializer, when it is a constant float32 tensor.
 fn check_weight<'g>(graph: &'g GraphProto, weight: &str) -> Result<&'g TensorProto, Skip> {
     let Some(tensor) = ir::initializer(graph, weight) else {
-        return Err(format!("weight `{weight}` is not an initializer"));
+        let producer = graph.node.iter().find(|n| n.output.iter().any(|o| o == weight));
+        return Err(match producer {
+            Some(node) => format!(
+                "weight `{weight}` is computed by a {} node, not a constant (hint: `fuse` \
+                 first folds constant computations such as Cast or Transpose of a weight into \
+                 initializers)",
+                node.op_type()
+            ),
+            None => format!("weight `{weight}` is not an initializer"),
+        });
     };
     if graph.input.iter().any(|input| input.name() == weight) {
         return Err(format!(

@@ -43,7 +43,7 @@
 
 mod ops;
 mod plan;
-mod prepare;
+pub(crate) mod prepare;
 mod qdq;
 mod qoperator;
 mod types;
@@ -561,6 +561,11 @@ fn nothing_to_quantize(graph: &GraphProto, settings: &Settings) -> PassError {
          filters, or leave this model in float",
         graph.node.len()
     );
+    let op_types: Vec<&str> = settings.op_types.iter().map(|op| op.as_ref()).collect();
+    let reason = match ir::subgraphs_left_alone(graph, &op_types) {
+        Some(left) => format!("{reason}; {left}"),
+        None => reason,
+    };
     PassError::Unchanged { pass: QuantizeStatic::NAME, reason }
 }
 

@@ -27,6 +27,7 @@ pub mod layout;
 mod rewrite;
 mod source;
 
+use crate::quantize::static_quant::prepare::fold_constant_weights;
 use regex::Regex;
 use tracing::{info, info_span};
 
@@ -300,6 +301,12 @@ impl Pass for QuantizeWeights {
         };
 
         let graph = model.graph.as_mut().ok_or_else(|| model_error("the model has no graph"))?;
+        // A weight behind a Cast of an initializer (a float16 weight read as float32) is read
+        // as the float32 initializer the Cast makes.
+        let folded = fold_constant_weights(graph, |node| {
+            matches!(node.op_type(), "MatMul" | "Gather") && matches!(node.domain(), "" | "ai.onnx")
+        });
+        tracing::debug!(?folded, "constant weights folded into initializers");
         let summary = rewrite::quantize_graph(graph, self, format, importance.as_ref())?;
         if summary.uses_ms_domain {
             import_ms_domain(&mut model)?;

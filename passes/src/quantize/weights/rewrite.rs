@@ -566,6 +566,9 @@ fn nothing_quantized(graph: &GraphProto, skipped: &[(String, String)]) -> PassEr
     if skipped.len() > MAX_LISTED_SKIPS {
         reason.push_str(&format!("; and {} more", skipped.len() - MAX_LISTED_SKIPS));
     }
+    if let Some(left) = ir::subgraphs_left_alone(graph, &["MatMul", "Gather"]) {
+        reason.push_str(&format!("; {left}"));
+    }
     let quantized = count("MatMulNBits") + count("GatherBlockQuantized");
     if quantized > 0 {
         reason.push_str(&format!(
