@@ -138,7 +138,8 @@ fn an_opset_is_set_where_the_operators_allow_and_refused_naming_the_one_that_cha
     write_digits_mlp(&project, 3, false);
     project.edit_recipe(
         "  - quantize_dynamic: {per_channel: [false, true]}\n",
-        "  - one_of:\n      - export: {format: onnx, opset: [14, 20, 21, 13], ir_version: 9}\n      \
+        "  - one_of:\n      \
+         - export: {format: onnx, opset: [14, 20, 21, 13], ir_version: 9}\n      \
          - export: {format: onnx, opset: 20}\n",
     );
     outcome(&mut project.run()).expect_code(0).no_panic();
