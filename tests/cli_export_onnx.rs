@@ -211,6 +211,13 @@ fn the_ort_file_lands_beside_the_model_and_gives_its_outputs() {
     assert!(message.starts_with("model.ort: ORT format"), "{message}");
     assert!(message.contains("level `basic`"), "{message}");
 
+    // A second run reads the step and its `.ort` file from the cache, byte for byte.
+    std::fs::remove_file(&ort).unwrap();
+    outcome(&mut project.run()).expect_code(0).no_panic();
+    let again = self::report(&project);
+    assert_eq!(again["candidates"][0]["steps"][0]["cached"], true, "{again:#}");
+    assert_eq!(std::fs::read(&ort).unwrap(), bytes, "the cached file differs");
+
     // A winner without the export leaves no stale `.ort` beside the new model.
     project.edit_recipe(
         "  - quantize_dynamic: {per_channel: [false, true]}\n",
