@@ -27,8 +27,8 @@ pub fn export(
         .map_err(|e| PassError::Model { pass, reason: format!("ORT format: {e}") })?;
 
     let scope = match level {
-        OptimizationLevel::Basic => "for every execution provider",
-        _ => "provider-specific: for the provider it was made on",
+        OptimizationLevel::Basic => "standard operators only, for any execution provider",
+        _ => "provider-specific: made for the provider it was optimized on",
     };
     let summary = format!(
         "ORT format, {} bytes, optimized at level `{level}` by {} ({scope})",
@@ -94,7 +94,7 @@ mod tests {
             .expect("the echo runtime writes");
         assert_eq!(bytes, prost::Message::encode_to_vec(&model));
         assert!(summary.contains("`basic` by an echoing runtime"), "{summary}");
-        assert!(summary.contains("every execution provider"), "{summary}");
+        assert!(summary.contains("for any execution provider"), "{summary}");
 
         let (_, summary) = export(&model, OptimizationLevel::Extended, &context, "export").unwrap();
         assert!(summary.contains("provider-specific"), "{summary}");
