@@ -97,13 +97,13 @@ fn a_format_not_built_yet_is_refused_at_validation() {
     let project = Project::digits();
     project.edit_recipe(
         "  - quantize_dynamic: {per_channel: [false, true]}\n",
-        "  - export: {format: onnx}\n",
+        "  - export: {format: nnef}\n",
     );
     let before = project.files();
     outcome(project.pipeline().arg("validate").arg(project.recipe()))
         .expect_code(2)
         .no_panic()
-        .stderr_has(&["export", "`format: onnx` is not built yet", "gguf"]);
+        .stderr_has(&["export", "`format: nnef` is not built yet", "gguf"]);
     outcome(&mut project.run()).expect_code(2).stderr_has(&["not built yet"]);
     assert_eq!(project.files(), before, "nothing was written");
 }
