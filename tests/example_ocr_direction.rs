@@ -76,7 +76,7 @@ fn ocr_direction_example_accuracies_equal_onnx_runtime_pythons() {
     let recipe = example.join("recipe.yaml");
     let validated = outcome(pipeline().arg("validate").arg(&recipe));
     validated.expect_code(0).no_panic();
-    assert!(validated.stdout.contains("8 candidate(s)"), "{}", validated.stdout);
+    assert!(validated.stdout.contains("5 candidate(s)"), "{}", validated.stdout);
 
     // A short run: the source's and the winner's accuracies are ORT Python's.
     let project = Project::digits();
