@@ -330,6 +330,7 @@ pub fn run_prepared(
         .tempdir_in(&output_dir)
         .map_err(|source| RunError::Write { path: output_dir.clone(), source })?;
 
+    let figure = recipe.metrics.accuracy.as_ref().map(AccuracyFigure::of).unwrap_or_default();
     let reverter = AccuracyReverter::new(&recipe, &evaluation, &output);
     let candidates = plan.candidates();
     let mut search = Search::new(&plan);
@@ -371,7 +372,8 @@ pub fn run_prepared(
         if options.stop.load(AtomicOrdering::Relaxed) && outcome.measurement.is_none() {
             break;
         }
-        info!("{} {}: {}", candidate.id, candidate.label(), summary_line(&outcome));
+        let line = summary_line(&outcome, figure);
+        info!("{} {}: {line}", candidate.id, candidate.label());
         let scored = search::Outcome::of(&outcome, &recipe.objective, recipe.latency_stat());
         search.tell(index, scored, started.elapsed());
         evaluated.push((index, outcome));
@@ -1005,12 +1007,13 @@ fn compare(
     goals::compare(objective, a, b, stat)
 }
 
-fn summary_line(report: &CandidateReport) -> String {
+fn summary_line(report: &CandidateReport, figure: AccuracyFigure) -> String {
     match &report.measurement {
         Some(m) => format!(
-            "{} (accuracy {}, p50 {}, {})",
+            "{} ({} {}, p50 {}, {})",
             report.status.as_str(),
-            report::percent(m.accuracy),
+            figure.header(),
+            figure.format(m.accuracy),
             report::millis(m.latency_ms.as_ref().map(|l| l.p50)),
             report::human_bytes(m.size_bytes)
         ),

@@ -16,7 +16,7 @@ pub fn render_table(report: &Report) -> String {
         let marker = if report.best.as_deref() == Some(candidate.id.as_str()) { "* " } else { "" };
         let mut result = candidate.status.as_str().to_string();
         if let Some(reason) = candidate.reasons.first() {
-            result = format!("{result}: {reason}");
+            result = format!("{result}: {}", shortened(reason));
         }
         for note in &candidate.notes {
             result = format!("{result} ({})", note.kind.as_str());
@@ -51,4 +51,33 @@ fn row(
         human_bytes(m.size_bytes),
         result.to_string(),
     ]
+}
+
+/// The most characters of a reason the table shows; report.md and report.json hold it whole.
+const MAX_REASON_CHARS: usize = 160;
+
+/// `reason`, cut at a word boundary to at most [`MAX_REASON_CHARS`] characters with an
+/// ellipsis and a pointer to the report when longer.
+fn shortened(reason: &str) -> String {
+    if reason.chars().count() <= MAX_REASON_CHARS {
+        return reason.to_string();
+    }
+    let cut: String = reason.chars().take(MAX_REASON_CHARS).collect();
+    let cut = cut.rsplit_once(' ').map_or(cut.as_str(), |(head, _)| head);
+    format!("{cut} … (whole reason in report.md)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_reasons_are_cut_at_a_word_and_short_ones_kept() {
+        assert_eq!(shortened("a short reason"), "a short reason");
+
+        let long = "word ".repeat(100);
+        let cut = shortened(&long);
+        assert!(cut.ends_with("word … (whole reason in report.md)"), "{cut}");
+        assert!(cut.chars().count() <= MAX_REASON_CHARS + 40, "{cut}");
+    }
 }
