@@ -201,6 +201,8 @@ pub fn accuracy_top1_until(
     batch: usize,
     stop: &AtomicBool,
 ) -> Result<f64, EvalError> {
+    // Data that does not fit the model is the first thing to say, before missing labels.
+    dataset.check_inputs(session.inputs())?;
     let labels = class_labels(dataset)?;
 
     let mut correct = 0usize;
