@@ -62,14 +62,17 @@ TOOLS = ["ORT", "pipeline", "Olive"]
 
 def run_measured(command, log, env=None):
     """Runs a command with its output in `log`; returns its exit code, wall seconds and peak
-    resident memory in MiB (the largest of the process and the children it waited for)."""
+    resident memory in MiB, as GNU time reports it. (A child's own max RSS from `wait4` is no
+    good here: Linux counts in it the memory of the process it was forked from, this one.)"""
+    peak = Path(f"{log}.rss")
     with open(log, "w") as out:
         start = time.perf_counter()
-        child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(child.pid, 0)
+        code = subprocess.call(["/usr/bin/time", "-f", "%M", "-o", str(peak), *command],
+                               stdout=out, stderr=subprocess.STDOUT, env=env)
         wall = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
-    return child.returncode, wall, usage.ru_maxrss / 1024
+    # GNU time writes "Command exited with non-zero status N" before the figure on failure.
+    kib = int(peak.read_text().split()[-1])
+    return code, wall, kib / 1024
 
 
 def fresh(folder):
@@ -276,9 +279,11 @@ def measure(args, spec, built):
 
 
 def cell(value, reference, digits):
+    """`value` with `digits` decimals (significant digits when `digits` is a format such as
+    "3g"), and its ratio to `reference` when there is one."""
     if value is None:
         return "-"
-    text = f"{value:.{digits}f}"
+    text = f"{value:.{digits}}" if isinstance(digits, str) else f"{value:.{digits}f}"
     if reference:
         text += f" ({value / reference:.2f}x)"
     return text
@@ -300,7 +305,7 @@ def table_rows(results):
                 method,
                 tool,
                 cell(b["wall_s"], ref.get("wall_s"), 2),
-                cell(b["quantize_s"], ref.get("quantize_s"), 3),
+                cell(b["quantize_s"], ref.get("quantize_s"), "3g"),
                 cell(b["rss_mib"], ref.get("rss_mib"), 0),
                 cell(f["size_bytes"] / 1024, ref.get("size_bytes", 0) / 1024, 1),
                 cell(f["p50_ms"], ref.get("p50_ms"), 3),

@@ -8,10 +8,10 @@
 # the reference) and `olive run` on an equivalent Olive config. bench/compare.py prints, per
 # model and method, each command's wall time, the quantization step's time (pipeline: the
 # step's `build_s` in report.json; ORT: the call; Olive: its "Pass ... finished in" log line),
-# peak memory (max RSS), the model's size, its p50 latency, its accuracy (digits: top-1) or
-# fidelity (MiniLM: mean cosine of the sentence embedding to the float model's), with ratios
-# to ORT's figures, and how far each model's output is from that of ORT's model. No test runs
-# this.
+# peak memory (max RSS, by GNU time), the model's size, its p50 latency, its accuracy (digits:
+# top-1) or fidelity (MiniLM: mean cosine of the sentence embedding to the float model's), with
+# ratios to ORT's figures, and how far each model's output is from that of ORT's model. No
+# test runs this.
 #
 # Tools: a virtual environment of its own, .cache/bench/venv, made on first use from PyPI with
 # onnxruntime==1.31.1, olive-ai==0.13.0 and requests (which Olive imports without requiring
@@ -52,6 +52,10 @@ if [ ! -x "$venv/bin/olive" ] || [ "$(cat "$stamp" 2>/dev/null)" != "${packages[
   echo "${packages[*]}" >"$stamp"
 fi
 python="$venv/bin/python"
+if [ ! -x /usr/bin/time ]; then
+  echo "error: no /usr/bin/time (GNU time measures peak memory); hint: apt-get install time" >&2
+  exit 2
+fi
 
 pipeline="$(bench_build_pipeline "$profile")"
 mkdir -p "$work"
