@@ -21,10 +21,11 @@
 # (OLIVE_DISABLE_TELEMETRY=1) and no model hub is used.
 #
 # Work files go to .cache/bench/compare/ (results.json and results.md at the end). Settings,
-# by variable: MODELS (digits,minilm), METHODS (dynamic,static,int4), REPEATS (3: each command
-# runs that many times, medians), RUNS (latency runs: 300 for digits, 20 for MiniLM), THREADS
-# (1, intra-op threads of every session), PROFILE (release, or debug: quicker to build,
-# slower to quantize).
+# by variable: MODELS (digits,minilm; add ocr for PaddleOCR's text-direction classifier, made
+# by examples/ocr-direction/prepare.sh), METHODS (dynamic,static,int4), REPEATS (3: each
+# command runs that many times, medians), RUNS (latency runs: 300 for digits, 100 for ocr, 20
+# for MiniLM), THREADS (1, intra-op threads of every session), PROFILE (release, or debug:
+# quicker to build, slower to quantize).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -59,6 +60,16 @@ fi
 
 pipeline="$(bench_build_pipeline "$profile")"
 mkdir -p "$work"
+case ",$models," in
+  *,ocr,*)
+    if [ ! -x examples/ocr-direction/prepare.sh ]; then
+      echo "error: MODELS has ocr but examples/ocr-direction/prepare.sh is missing" >&2
+      echo "  hint: leave ocr out of MODELS on a checkout without that example" >&2
+      exit 2
+    fi
+    examples/ocr-direction/prepare.sh >&2
+    ;;
+esac
 case ",$models," in
   *,minilm,*)
     scripts/fetch-minilm.sh >/dev/null
