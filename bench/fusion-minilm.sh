@@ -13,6 +13,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+. bench/lib.sh
 
 batch="${BATCH:-4}"
 sequence="${SEQUENCE:-128}"
@@ -52,8 +53,7 @@ for row in range(1, batch):
 np.savez(path, input_ids=ids, attention_mask=mask)
 PY
 
-echo "building pipeline (debug) ..." >&2
-cargo build --quiet --bin pipeline
+pipeline="$(bench_build_pipeline debug)"
 
 # A recipe that only fuses; the latency it asks for is the least `run` accepts, since the
 # comparison below measures all three models the same way.
@@ -72,7 +72,7 @@ EOF
 rm -rf "$work/out"
 started=$(date +%s%N)
 status=0
-target/debug/pipeline -q run "$work/recipe.yaml" >"$work/pipeline.log" 2>&1 || status=$?
+"$pipeline" -q run "$work/recipe.yaml" >"$work/pipeline.log" 2>&1 || status=$?
 ours_ms=$(( ($(date +%s%N) - started) / 1000000 ))
 ours="$work/out/$(basename "$model")"
 if [ ! -s "$ours" ]; then

@@ -10,12 +10,11 @@ Run by bench/fusion-minilm.sh, which makes the models and the inputs; it takes
 
 import argparse
 import collections
-import statistics
-import time
 
 import numpy as np
 import onnx
-import onnxruntime as ort
+
+from benchlib import LEVELS, alternated_medians, print_table, session
 
 # The operators a fusion writes: ONNX Runtime's contrib operators, and the standard ones
 # that replace chains (LayerNormalization since opset 17, Gelu since opset 20).
@@ -32,12 +31,6 @@ FUSED = [
     "Gemm",
 ]
 
-LEVELS = {
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-}
-
-
 def histogram(path):
     model = onnx.load(path, load_external_data=False)
     counts = collections.Counter()
@@ -45,27 +38,6 @@ def histogram(path):
         domain = "" if node.domain in ("", "ai.onnx") else node.domain + ":"
         counts[domain + node.op_type] += 1
     return counts
-
-
-def print_table(header, rows):
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-
-    def line(row):
-        cells = enumerate(zip(row, widths))
-        return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in cells)
-
-    print(line(header))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print(line(row))
-
-
-def session(path, level, threads):
-    options = ort.SessionOptions()
-    options.graph_optimization_level = LEVELS[level]
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
 def main():
@@ -102,7 +74,7 @@ def main():
     feeds = {key: data[key] for key in data.files}
     shape = "x".join(str(d) for d in next(iter(feeds.values())).shape)
     print(f"\n== outputs on {shape} inputs, against the source (optimization level basic)")
-    sessions = {name: session(path, "basic", args.threads) for name, path in models.items()}
+    sessions = {name: session(path, args.threads, "basic") for name, path in models.items()}
     expected = dict(zip([o.name for o in sessions["source"].get_outputs()],
                         sessions["source"].run(None, feeds)))
     rows = []
@@ -127,17 +99,8 @@ def main():
           f"models alternated, intra_op_num_threads={args.threads})")
     rows = []
     for level in LEVELS:
-        sessions = {name: session(path, level, args.threads) for name, path in models.items()}
-        for _ in range(args.warmup):
-            for s in sessions.values():
-                s.run(None, feeds)
-        times = {name: [] for name in names}
-        for _ in range(args.runs):
-            for name in names:
-                start = time.perf_counter()
-                sessions[name].run(None, feeds)
-                times[name].append((time.perf_counter() - start) * 1000)
-        medians = {name: statistics.median(t) for name, t in times.items()}
+        sessions = {name: session(path, args.threads, level) for name, path in models.items()}
+        medians = alternated_medians(sessions, feeds, args.runs, args.warmup)
         row = [f"median, ORT level {level}"]
         for name in names:
             ratio = medians["source"] / medians[name]

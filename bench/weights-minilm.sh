@@ -16,6 +16,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+. bench/lib.sh
 
 batch="${BATCH:-4}"
 sequence="${SEQUENCE:-128}"
@@ -32,35 +33,11 @@ fi
 model="$(scripts/fetch-minilm.sh)"
 mkdir -p "$work"
 
-# Evaluation and calibration token ids within the vocabulary ([CLS] first, [SEP] last), with
-# padding on some rows; two different draws so calibration never sees the evaluation inputs.
-"$python" - "$work" "$batch" "$sequence" <<'PY'
-import sys
-import numpy as np
-
-work, batch, sequence = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-for name, seed in (("inputs", 0), ("calibration", 1)):
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(1000, 30522, size=(batch, sequence), dtype=np.int64)
-    ids[:, 0] = 101
-    mask = np.ones((batch, sequence), dtype=np.int64)
-    for row in range(1, batch):
-        end = sequence - row * sequence // (2 * batch)
-        mask[row, end:] = 0
-        ids[row, end:] = 0
-        ids[row, end - 1] = 102
-    ids[0, -1] = 102
-    np.savez(f"{work}/{name}.npz", input_ids=ids, attention_mask=mask)
-PY
-
-if [ "$profile" = release ]; then
-  echo "building pipeline (release) ..." >&2
-  cargo build --quiet --release --bin pipeline
-else
-  echo "building pipeline (debug) ..." >&2
-  cargo build --quiet --bin pipeline
-fi
-pipeline="target/$profile/pipeline"
+# Evaluation and calibration token ids within the vocabulary, with padding on some rows; two
+# different draws so calibration never sees the evaluation inputs.
+bench_minilm_tokens "$python" "$work/inputs.npz" "$batch" "$sequence" 0
+bench_minilm_tokens "$python" "$work/calibration.npz" "$batch" "$sequence" 1
+pipeline="$(bench_build_pipeline "$profile")"
 
 # One recipe per variant, each with one candidate: `run` measures it once (the comparison
 # below measures every model the same way) and writes it to its own folder.

@@ -9,27 +9,11 @@ Run by bench/weights-minilm.sh, which makes the models and the inputs; it takes 
 
 import argparse
 import collections
-import os
-import statistics
-import time
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
-
-def stored_size(path):
-    """The model file and every external data file it names, in bytes."""
-    model = onnx.load(path, load_external_data=False)
-    total = os.path.getsize(path)
-    folder = os.path.dirname(path)
-    seen = set()
-    for tensor in model.graph.initializer:
-        for entry in tensor.external_data:
-            if entry.key == "location" and entry.value not in seen:
-                seen.add(entry.value)
-                total += os.path.getsize(os.path.join(folder, entry.value))
-    return total
+from benchlib import alternated_medians, cosine_rows, print_table, session, stored_size
 
 
 def ops(path):
@@ -37,34 +21,6 @@ def ops(path):
     counts = collections.Counter(node.op_type for node in model.graph.node)
     keys = ["MatMulNBits", "MatMulInteger", "DequantizeLinear", "MatMul"]
     return ", ".join(f"{counts[k]} {k}" for k in keys if counts[k])
-
-
-def print_table(header, rows):
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-
-    def line(row):
-        cells = enumerate(zip(row, widths))
-        return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in cells)
-
-    print(line(header))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print(line(row))
-
-
-def session(path, threads):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-
-
-def cosine_rows(a, b):
-    """Cosine similarity of each row of the last axis, flattened over the others."""
-    a = a.reshape(-1, a.shape[-1]).astype(np.float64)
-    b = b.reshape(-1, b.shape[-1]).astype(np.float64)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return (a * b).sum(axis=1) / np.maximum(norms, 1e-30)
 
 
 def main():
@@ -90,16 +46,7 @@ def main():
     outputs = [o.name for o in sessions["source"].get_outputs() if o.type == "tensor(float)"]
     expected = dict(zip(outputs, sessions["source"].run(outputs, feeds)))
 
-    for _ in range(args.warmup):
-        for s in sessions.values():
-            s.run(None, feeds)
-    times = {name: [] for name in names}
-    for _ in range(args.runs):
-        for name in names:
-            start = time.perf_counter()
-            sessions[name].run(None, feeds)
-            times[name].append((time.perf_counter() - start) * 1000)
-    medians = {name: statistics.median(t) for name, t in times.items()}
+    medians = alternated_medians(sessions, feeds, args.runs, args.warmup)
 
     source_size = stored_size(args.source)
     rows = []
