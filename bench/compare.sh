@@ -21,7 +21,7 @@
 # (OLIVE_DISABLE_TELEMETRY=1) and no model hub is used.
 #
 # Work files go to .cache/bench/compare/ (results.json and results.md at the end). Settings,
-# by variable: MODELS (digits,minilm; add ocr for PaddleOCR's text-direction classifier, made
+# by variable: MODELS (digits,minilm,ocr; ocr is PaddleOCR's text-direction classifier, made
 # by examples/ocr-direction/prepare.sh), METHODS (dynamic,static,int4), REPEATS (3: each
 # command runs that many times, medians), RUNS (latency runs: 300 for digits, 100 for ocr, 20
 # for MiniLM), THREADS (1, intra-op threads of every session), PROFILE (release, or debug:
@@ -32,7 +32,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 . bench/lib.sh
 
-models="${MODELS:-digits,minilm}"
+models="${MODELS:-digits,minilm,ocr}"
 methods="${METHODS:-dynamic,static,int4}"
 repeats="${REPEATS:-3}"
 runs="${RUNS:-0}"
