@@ -2,11 +2,12 @@
 //!
 //! The pass leaves the model as it is and hands the file it makes to the engine as an
 //! [`Artifact`] through [`PassContext::artifacts`]; the engine saves it next to the
-//! candidate's model as `<model stem>.<extension>`. Only GGUF is built ([`gguf`]); the other
-//! formats a recipe may name (`onnx`, `ort`, `nnef`) are refused when the pass is built, so a
-//! recipe that asks for them fails at validation rather than after a run.
+//! candidate's model as `<model stem>.<extension>`. GGUF ([`gguf`]) and NNEF ([`nnef`]) are
+//! built; the other formats a recipe may name (`onnx`, `ort`) are refused when the pass is
+//! built, so a recipe that asks for them fails at validation rather than after a run.
 
 pub mod gguf;
+pub mod nnef;
 
 use tracing::{info, info_span};
 
@@ -15,19 +16,19 @@ use crate::pass::{Artifact, Configured, Pass, PassContext, PassError};
 
 /// The extensions of the files this pass may write beside a model, so that the engine can
 /// clear the ones an earlier run left.
-pub const ARTIFACT_EXTENSIONS: &[&str] = &["gguf"];
+pub const ARTIFACT_EXTENSIONS: &[&str] = &["gguf", nnef::EXTENSION];
 
 /// The configuration of [`Export`].
 #[derive(Clone, Debug, PartialEq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExportConfig {
     /// The format to write: `gguf`, the model's weights as a GGUF file (MatMulNBits weights
-    /// as Q4_0 or Q8_0 where they fit, other float weights as F32 or F16). `onnx`, `ort` and
-    /// `nnef` are not built yet.
+    /// as Q4_0 or Q8_0 where they fit, other float weights as F32 or F16); `nnef`, the whole
+    /// model as tract's NNEF archive `<stem>.nnef.tgz`. `onnx` and `ort` are not built yet.
     pub format: ExportFormat,
 }
 
-/// The formats a recipe may name. Only [`ExportFormat::Gguf`] is built.
+/// The formats a recipe may name. [`ExportFormat::Gguf`] and [`ExportFormat::Nnef`] are built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExportFormat {
@@ -37,7 +38,7 @@ pub enum ExportFormat {
     Onnx,
     /// ONNX Runtime's own format (not built yet).
     Ort,
-    /// NNEF through tract (not built yet).
+    /// NNEF through tract, as one `.nnef.tgz` archive.
     Nnef,
 }
 
@@ -52,7 +53,8 @@ impl ExportFormat {
     }
 }
 
-/// Writes the model's weights as a GGUF file beside the model, which it returns unchanged.
+/// Writes the model's weights as a GGUF file, or the model as an NNEF archive, beside the
+/// model, which it returns unchanged.
 #[derive(Clone, Debug)]
 pub struct Export {
     format: ExportFormat,
@@ -64,12 +66,13 @@ impl Configured for Export {
 
     fn from_config(config: Self::Config) -> Result<Self, PassError> {
         match config.format {
-            ExportFormat::Gguf => Ok(Export { format: config.format }),
+            ExportFormat::Gguf | ExportFormat::Nnef => Ok(Export { format: config.format }),
             other => Err(PassError::Config {
                 pass: Self::NAME,
                 message: format!(
-                    "`format: {}` is not built yet; the only format is `gguf` (hint: for the \
-                     optimized ONNX model itself no export step is needed, the run writes it)",
+                    "`format: {}` is not built yet; the formats built are `gguf` and `nnef` \
+                     (hint: for the optimized ONNX model itself no export step is needed, the \
+                     run writes it)",
                     other.name()
                 ),
             }),
@@ -93,14 +96,19 @@ impl Pass for Export {
             });
         };
 
-        let exported = gguf::export(&model)
-            .map_err(|error| PassError::Model { pass: Self::NAME, reason: error.to_string() })?;
-        info!("{}", exported.summary);
-        sink.add(Artifact {
-            extension: ARTIFACT_EXTENSIONS[0],
-            bytes: exported.bytes,
-            summary: exported.summary,
-        });
+        let fail = |reason: String| PassError::Model { pass: Self::NAME, reason };
+        let (extension, bytes, summary) = match self.format {
+            ExportFormat::Nnef => {
+                let exported = nnef::export(&model).map_err(|e| fail(e.to_string()))?;
+                (nnef::EXTENSION, exported.bytes, exported.summary)
+            }
+            _ => {
+                let exported = gguf::export(&model).map_err(|e| fail(e.to_string()))?;
+                (ARTIFACT_EXTENSIONS[0], exported.bytes, exported.summary)
+            }
+        };
+        info!("{summary}");
+        sink.add(Artifact { extension, bytes, summary });
         Ok(model)
     }
 }
