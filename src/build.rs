@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use pipeline_passes::convert::ort_optimize::OrtOptimize;
+use pipeline_passes::export::Export;
 use pipeline_passes::ir::proto::ModelProto;
 use pipeline_passes::pass::{
     Artifact, ArtifactSink, Configured, ModelRunner, PassContext, PassError, Runtime,
@@ -61,7 +62,10 @@ impl StepCache {
                     .field("samples", format!("{samples:?}").as_bytes());
             }
         }
-        if calibrates || step.pass == <OrtOptimize as Configured>::NAME {
+        // The ORT format is ONNX Runtime's to write, and may differ between its versions.
+        let ort_format = step.pass == <Export as Configured>::NAME
+            && step.config.get("format").and_then(|f| f.as_str()) == Some("ort");
+        if calibrates || ort_format || step.pass == <OrtOptimize as Configured>::NAME {
             key.field("ort", self.ort_version.as_bytes());
         }
         key.finish()

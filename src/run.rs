@@ -13,8 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use pipeline_passes::export::onnx::{stamp_provenance, OnnxWrite};
+use pipeline_passes::export::{Export, ExportConfig};
 use pipeline_passes::ir::{self, proto::ModelProto, IrError};
-use pipeline_passes::pass::Artifact;
+use pipeline_passes::pass::{Artifact, Configured};
 use tracing::{debug_span, info, trace_span, warn};
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
@@ -755,7 +757,16 @@ pub(crate) fn evaluate_candidate(
 
     let folder = work.join(&candidate.id);
     let path = folder.join(file_name);
-    if let Err(error) = save_candidate(&model, &folder, &path, options.external_data_above) {
+    let written = onnx_write(candidate);
+    let saved = match &written {
+        Some(write) => {
+            let mut stamped = ModelProto::clone(&model);
+            stamp_provenance(&mut stamped, &recipe.name, &candidate.label());
+            save_candidate(&stamped, &folder, &path, Write::Export(write))
+        }
+        None => save_candidate(&model, &folder, &path, Write::Above(options.external_data_above)),
+    };
+    if let Err(error) = saved {
         report.reasons.push(format!("saving the model failed: {error}"));
         return report;
     }
@@ -834,22 +845,44 @@ fn notes(model: &ModelProto) -> Vec<Note> {
         .collect()
 }
 
-/// Saves a candidate in its own folder, with external data when it is large.
+/// How a candidate's model file is written.
+enum Write<'a> {
+    /// With external data when the model is larger than this many bytes.
+    Above(usize),
+    /// As the candidate's `export: {format: onnx}` step says.
+    Export(&'a OnnxWrite),
+}
+
+/// How the last `export: {format: onnx}` step of `candidate` has its model written, if it
+/// has one.
+fn onnx_write(candidate: &Candidate) -> Option<OnnxWrite> {
+    let export = <Export as Configured>::NAME;
+    let steps = candidate.steps.iter().rev().filter(|step| step.pass == export);
+    steps.filter_map(|step| ExportConfig::onnx_write(&step.config)).next()
+}
+
+/// Saves a candidate in its own folder, with its tensors in one data file
+/// `<model file>.data` when `write` says so.
 fn save_candidate(
     model: &ModelProto,
     folder: &Path,
     path: &Path,
-    external_data_above: usize,
+    write: Write<'_>,
 ) -> Result<(), String> {
     use prost::Message;
 
     std::fs::create_dir_all(folder).map_err(|e| format!("{}: {e}", folder.display()))?;
-    let mut options = ir::SaveOptions::default();
-    if model.encoded_len() > external_data_above {
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        options.external_data =
-            Some(ir::ExternalData { location: format!("{name}.data"), size_threshold: 1024 });
-    }
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let options = match write {
+        Write::Export(write) => write.save_options(model, &name),
+        Write::Above(bytes) if model.encoded_len() > bytes => ir::SaveOptions {
+            external_data: Some(ir::ExternalData {
+                location: format!("{name}.data"),
+                size_threshold: 1024,
+            }),
+        },
+        Write::Above(_) => ir::SaveOptions::default(),
+    };
     ir::save(model, path, &options).map_err(|e| e.to_string())
 }
 

@@ -4,6 +4,7 @@
 //! search or ONNX Runtime. A pass gets its typed configuration and a model, and returns a
 //! new model or an error that says why it could not.
 
+pub mod bytes;
 pub mod convert;
 pub mod export;
 pub mod fusion;

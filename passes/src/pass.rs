@@ -144,6 +144,18 @@ pub trait GraphOptimizer: Sync {
         level: OptimizationLevel,
     ) -> Result<ModelProto, RunnerError>;
 
+    /// Writes `model`, optimized at `level`, in the runtime's own file format (ONNX
+    /// Runtime's ORT format) and returns the file's bytes, checked to load again in the
+    /// runtime. A runtime without a format of its own says so.
+    fn write_runtime_format(
+        &self,
+        model: &ModelProto,
+        level: OptimizationLevel,
+    ) -> Result<Vec<u8>, RunnerError> {
+        let _ = (model, level);
+        Err(RunnerError(format!("{} has no format of its own", self.describe())))
+    }
+
     /// The runtime, its version and the execution providers it optimizes for, as a reader
     /// of a note in the model should see them (`ONNX Runtime 1.31.1 on the CPU execution
     /// provider`).
@@ -310,6 +322,16 @@ const QUANTIZE_STATIC_APPLIES: &[AppliesWhen] = &[
 const QUANTIZE_WEIGHTS_APPLIES: &[AppliesWhen] =
     &[AppliesWhen::new("accuracy_level", "format", &["matmul_nbits", "auto"])];
 
+/// export's parameters each belong to one format.
+const EXPORT_APPLIES: &[AppliesWhen] = &[
+    AppliesWhen::new("external_data", "format", &["onnx"]),
+    AppliesWhen::new("size_threshold", "format", &["onnx"]),
+    AppliesWhen::new("size_threshold", "external_data", &["auto"]),
+    AppliesWhen::new("opset", "format", &["onnx"]),
+    AppliesWhen::new("ir_version", "format", &["onnx"]),
+    AppliesWhen::new("optimization", "format", &["ort"]),
+];
+
 /// Every pass the engine knows, in the order `pipeline passes` lists them.
 pub fn registry() -> &'static [PassInfo] {
     static REGISTRY: &[PassInfo] = &[
@@ -378,12 +400,13 @@ pub fn registry() -> &'static [PassInfo] {
         },
         PassInfo {
             name: Export::NAME,
-            summary: "writes the model's weights to another format beside the model (GGUF)",
+            summary: "the model as ONNX (inline or external data, opset, IR version), or \
+                      beside it in ORT format or GGUF",
             version: 1,
             calibration: CalibrationUse::Never,
             config_schema: config_schema::<<Export as Configured>::Config>,
             build: build::<Export>,
-            applies_when: &[],
+            applies_when: EXPORT_APPLIES,
         },
     ];
     REGISTRY

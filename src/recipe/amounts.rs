@@ -55,30 +55,8 @@ pub(super) fn parse_percent(text: &str) -> Option<f64> {
     text.trim().strip_suffix('%').and_then(|n| n.trim().parse::<f64>().ok())
 }
 
-/// Reads a byte count: a whole number of bytes, or a number with a unit, decimal
-/// (`kB`/`KB`, `MB`, `GB`: powers of 1000) or binary (`KiB`, `MiB`, `GiB`: powers of 1024),
-/// rounded to whole bytes. A fraction of a byte (`"1.5"`, `"1.5B"`) is no byte count.
-pub fn parse_bytes(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let unit = unit.trim().to_ascii_lowercase();
-    if matches!(unit.as_str(), "" | "b") {
-        return number.parse().ok();
-    }
-    let number: f64 = number.parse().ok()?;
-    let scale: f64 = match unit.as_str() {
-        "kb" => 1e3,
-        "mb" => 1e6,
-        "gb" => 1e9,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        _ => return None,
-    };
-    let bytes = (number * scale).round();
-    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
-}
+pub use pipeline_passes::bytes::parse_bytes;
+use pipeline_passes::bytes::SIZE_PATTERN;
 
 /// Which metric an improvement belongs to: it decides the absolute unit and what the
 /// messages say.
@@ -265,9 +243,6 @@ impl<'de> Deserialize<'de> for ByteCount {
         d.deserialize_any(ByteCountVisitor)
     }
 }
-
-/// The pattern of a size with a unit, for the schema.
-const SIZE_PATTERN: &str = "^\\s*([0-9]+\\s*[bB]?|[0-9]+(\\.[0-9]+)?\\s*[kKmMgG][iI]?[bB])\\s*$";
 
 /// The pattern of a percentage below 100, for the schema.
 const PERCENT_PATTERN: &str = "^\\s*[0-9]{1,2}(\\.[0-9]+)?\\s*%\\s*$";

@@ -22,7 +22,7 @@ mod tensor;
 use std::path::PathBuf;
 
 pub use discovery::{init, RuntimeInfo, RuntimeSource};
-pub use optimize::{optimize_file, OrtOptimizer};
+pub use optimize::{optimize_file, write_ort_format, OrtOptimizer};
 pub use providers::{available_providers, CPU_PROVIDER};
 pub use session::{IoInfo, ModelSession, Optimization, SessionConfig, Threads};
 pub use tensor::{ElemType, Tensor};
