@@ -3,9 +3,9 @@
 //!
 //! Everything the user gave is checked before anything is written: the recipe and its plan,
 //! the model, the runtime, the data against the model's inputs, and the output folder.
-//! Only then are candidates built, each loaded in ONNX Runtime and measured one after another
-//! the same way as the source. A candidate that fails is reported with its reason and the
-//! run goes on.
+//! Only then are candidates built, each loaded in the recipe's runtime (`evaluate.runtime`:
+//! ONNX Runtime, or tract) and measured one after another the same way as the source. A
+//! candidate that fails is reported with its reason and the run goes on.
 
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
@@ -28,13 +28,17 @@ use crate::evaluate::{self, DataError, Dataset, EvalError, Fidelity, Reference};
 use crate::goals;
 use crate::plan::{self, Candidate, PlanError};
 use crate::recipe::{
-    self, AccuracyKind, AccuracyMetric, FidelityScore, LatencyStat, Objective, Recipe, RecipeError,
+    self, AccuracyKind, AccuracyMetric, EvalRuntime, FidelityScore, LatencyStat, Objective, Recipe,
+    RecipeError,
 };
 use crate::report::{
     self, AccuracyFigure, CandidateReport, Dominated, Latency, Measurement, Note, NoteKind, Report,
     RuntimeSummary, Status, StepReport,
 };
-use crate::runtime::{self, IoInfo, ModelSession, OrtOptimizer, RuntimeError, Threads};
+use crate::runtime::{
+    self, InferenceSession, IoInfo, ModelSession, OrtOptimizer, RuntimeError, RuntimeInfo, Threads,
+    TractSession, TRACT_VERSION,
+};
 use crate::search::{self, Search, SearchReport, StopReason};
 
 /// How to run, beyond what the recipe says.
@@ -84,8 +88,17 @@ pub enum RunError {
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 
-    #[error("the source model {path} does not load in ONNX Runtime: {source}\n  hint: {hint}")]
-    SourceLoad { path: PathBuf, source: RuntimeError, hint: String },
+    #[error("the source model {path} does not load in {runtime}: {source}\n  hint: {hint}")]
+    SourceLoad { path: PathBuf, runtime: &'static str, source: Box<RuntimeError>, hint: String },
+
+    /// `evaluate.runtime` is tract, but the recipe asks for something that runs ONNX Runtime,
+    /// which could not be loaded.
+    #[error(
+        "{} runs models in ONNX Runtime, which could not be loaded (the recipe measures with \
+         tract): {source}",
+        users.join(", ")
+    )]
+    OnnxRuntimeNeeded { users: Vec<String>, source: Box<RuntimeError> },
 
     #[error(transparent)]
     Data(Box<DataError>),
@@ -235,9 +248,20 @@ pub fn run_prepared(
     } = prepared;
 
     let load_hint = source_load_hint(&source_model);
-    let runtime = runtime::init(options.ort_lib.as_deref())?;
+    let evaluator = recipe.evaluate.runtime;
+    let ort = onnx_runtime(&recipe, options)?;
+    // What measured the accuracies the cache keeps: ONNX Runtime's version, or tract's.
+    let measured_with = match (evaluator, &ort) {
+        (EvalRuntime::Onnxruntime, Some(ort)) => ort.version.clone(),
+        _ => format!("tract-{TRACT_VERSION}"),
+    };
+    let ort_version = ort.as_ref().map(|ort| ort.version.clone()).unwrap_or_default();
     // Why candidates are not measured, when they are not: checked before anything runs.
-    let not_measured = crate::target::check_host(&recipe, options.no_measure)?;
+    let not_measured = match evaluator {
+        EvalRuntime::Onnxruntime => crate::target::check_host(&recipe, options.no_measure)?,
+        // tract measures on this host's CPU whatever providers the target names.
+        EvalRuntime::Tract => options.no_measure.then(|| "--no-measure was given".to_string()),
+    };
 
     let threads = Threads::default();
     let session_config = crate::target::session_config(recipe.target, threads);
@@ -249,7 +273,7 @@ pub fn run_prepared(
     let output = accuracy_output(&recipe, &outputs);
     let accuracy_cache = match &cache {
         Some(cache) => {
-            AccuracyCache::for_recipe(cache.clone(), &recipe, &output, &runtime.version, threads)?
+            AccuracyCache::for_recipe(cache.clone(), &recipe, &output, &measured_with, threads)?
         }
         None => None,
     };
@@ -269,11 +293,10 @@ pub fn run_prepared(
     let mut builder = Builder::new(Arc::new(source_model), calibration, optimizer)
         .with_stop(Arc::clone(&options.stop));
     if let Some(cache) = &cache {
-        let ort_version = runtime.version.clone();
         builder = builder.with_cache(StepCache {
             cache: cache.clone(),
             calibration: calibration_hash,
-            ort_version,
+            ort_version: ort_version.clone(),
         });
     }
 
@@ -285,11 +308,18 @@ pub fn run_prepared(
         Measurement { size_bytes: source_size, ..Measurement::default() }
     } else {
         let mut session =
-            ModelSession::load_configured(&model_path, &session_config).map_err(|source| {
-                RunError::SourceLoad { path: model_path.clone(), source, hint: load_hint.clone() }
+            open_session(evaluator, &model_path, &session_config).map_err(|source| {
+                let hint = match evaluator {
+                    EvalRuntime::Onnxruntime => load_hint.clone(),
+                    EvalRuntime::Tract => TRACT_SOURCE_HINT.to_string(),
+                };
+                let runtime = runtime_title(evaluator);
+                let source = Box::new(source);
+                RunError::SourceLoad { path: model_path.clone(), runtime, source, hint }
             })?;
-        info!("measuring the source model {}", model_path.display());
-        source_non_finite = evaluate::non_finite_outputs(&mut session, &evaluation, CHECK_BATCH)
+        let session = session.as_mut();
+        info!("measuring the source model {} in {}", model_path.display(), evaluator.name());
+        source_non_finite = evaluate::non_finite_outputs(&mut *session, &evaluation, CHECK_BATCH)
             .map_err(RunError::Measure)?;
         if !source_non_finite.is_empty() {
             warn!(
@@ -300,9 +330,9 @@ pub fn run_prepared(
         }
         let known = known_accuracy(accuracy_cache.as_ref(), builder.source_hash());
         let stop = &options.stop;
-        let measured = source_reference(&recipe, &mut session, &evaluation, &output, stop)
+        let measured = source_reference(&recipe, &mut *session, &evaluation, &output, stop)
             .and_then(|kept| {
-                let source = &mut session;
+                let source = &mut *session;
                 let found = kept.as_ref();
                 measure(&recipe, source, &evaluation, source_size, known, found, stop)
                     .map(|measured| (measured, kept))
@@ -426,7 +456,7 @@ pub fn run_prepared(
             recipe: &recipe,
             evaluation: &evaluation,
             base: &session_config,
-            ort_version: &runtime.version,
+            ort_version: &ort_version,
             providers: crate::target::session_providers(&session_config),
         },
         &output_dir,
@@ -438,14 +468,7 @@ pub fn run_prepared(
         recipe_path: recipe_path.to_path_buf(),
         model: model_path,
         target: recipe.target.to_string(),
-        runtime: RuntimeSummary {
-            name: "onnxruntime".to_string(),
-            version: runtime.version.clone(),
-            library: runtime.library.clone(),
-            intra_op_threads: threads.intra_op,
-            inter_op_threads: threads.inter_op,
-            providers: crate::target::session_providers(&session_config),
-        },
+        runtime: runtime_summary(evaluator, ort.as_ref(), threads, &session_config),
         objective: recipe.objective.iter().map(|o| objective_name(*o).to_string()).collect(),
         latency_stat: recipe.latency_stat().to_string(),
         goals: recipe.goal_descriptions(),
@@ -495,6 +518,77 @@ fn load_data(recipe: &Recipe, model: &ModelProto) -> Result<(Dataset, Option<Dat
         None => None,
     };
     Ok((evaluation, calibration))
+}
+
+/// What to tell a user whose source model tract cannot load.
+const TRACT_SOURCE_HINT: &str = "tract 0.23 has no int4 type and lacks some operators; measure \
+                                 with ONNX Runtime instead (remove `evaluate: {runtime: tract}`)";
+
+/// ONNX Runtime, loaded when the recipe measures with it or, measuring with tract, asks for
+/// something that runs it (calibration, its optimizer, `accuracy_aware`, `session_tune`);
+/// `None` when nothing needs it.
+fn onnx_runtime(recipe: &Recipe, options: &RunOptions) -> Result<Option<RuntimeInfo>, RunError> {
+    match recipe.evaluate.runtime {
+        EvalRuntime::Onnxruntime => Ok(Some(runtime::init(options.ort_lib.as_deref())?)),
+        EvalRuntime::Tract => {
+            let users = recipe.onnx_runtime_users();
+            if users.is_empty() {
+                info!("measuring with tract; ONNX Runtime is not loaded");
+                return Ok(None);
+            }
+            let loaded = runtime::init(options.ort_lib.as_deref());
+            let source = |source| RunError::OnnxRuntimeNeeded { users, source: Box::new(source) };
+            loaded.map(Some).map_err(source)
+        }
+    }
+}
+
+/// The model at `path` loaded in `evaluator`: an ONNX Runtime session made as `config` says,
+/// or a tract one (on the CPU, whatever the target).
+fn open_session(
+    evaluator: EvalRuntime,
+    path: &Path,
+    config: &runtime::SessionConfig,
+) -> Result<Box<dyn InferenceSession>, RuntimeError> {
+    match evaluator {
+        EvalRuntime::Onnxruntime => Ok(Box::new(ModelSession::load_configured(path, config)?)),
+        EvalRuntime::Tract => Ok(Box::new(TractSession::load(path)?)),
+    }
+}
+
+/// The runtime's name in a sentence.
+fn runtime_title(evaluator: EvalRuntime) -> &'static str {
+    match evaluator {
+        EvalRuntime::Onnxruntime => "ONNX Runtime",
+        EvalRuntime::Tract => "tract",
+    }
+}
+
+/// What the report says measured the models.
+fn runtime_summary(
+    evaluator: EvalRuntime,
+    ort: Option<&RuntimeInfo>,
+    threads: Threads,
+    config: &runtime::SessionConfig,
+) -> RuntimeSummary {
+    match (evaluator, ort) {
+        (EvalRuntime::Onnxruntime, Some(ort)) => RuntimeSummary {
+            name: evaluator.name().to_string(),
+            version: ort.version.clone(),
+            library: ort.library.clone(),
+            intra_op_threads: threads.intra_op,
+            inter_op_threads: threads.inter_op,
+            providers: crate::target::session_providers(config),
+        },
+        _ => RuntimeSummary {
+            name: EvalRuntime::Tract.name().to_string(),
+            version: TRACT_VERSION.to_string(),
+            library: PathBuf::from("built into pipeline"),
+            intra_op_threads: 1,
+            inter_op_threads: 1,
+            providers: vec!["tract CPU".to_string()],
+        },
+    }
 }
 
 /// What to tell a user whose source model ONNX Runtime cannot load: about its operators of
@@ -554,7 +648,7 @@ fn accuracy_output(recipe: &Recipe, outputs: &[&str]) -> String {
 /// The source model's output on the evaluation data, kept when accuracy is fidelity to it.
 fn source_reference(
     recipe: &Recipe,
-    session: &mut ModelSession,
+    session: &mut dyn InferenceSession,
     evaluation: &Dataset,
     output: &str,
     stop: &AtomicBool,
@@ -572,7 +666,7 @@ fn source_reference(
 /// `reference` is the source model's output, which `kind: fidelity` compares with.
 fn measure(
     recipe: &Recipe,
-    session: &mut ModelSession,
+    session: &mut dyn InferenceSession,
     evaluation: &Dataset,
     size_bytes: u64,
     known_accuracy: Option<f64>,
@@ -620,7 +714,7 @@ fn measure(
 
 /// The fidelity figure the recipe ranks by (`metrics.accuracy.score`).
 fn fidelity_score(
-    session: &ModelSession,
+    session: &dyn InferenceSession,
     metric: &AccuracyMetric,
     reference: &Reference,
     found: &Fidelity,
@@ -790,14 +884,17 @@ pub(crate) fn evaluate_candidate(
         return report;
     }
 
-    let mut session = match ModelSession::load_configured(&path, session) {
+    let evaluator = recipe.evaluate.runtime;
+    let mut session = match open_session(evaluator, &path, session) {
         Ok(session) => session,
         Err(error) => {
-            report.reasons.push(format!("ONNX Runtime cannot load the model: {error}"));
+            let runtime = runtime_title(evaluator);
+            report.reasons.push(format!("{runtime} cannot load the model: {error}"));
             return report;
         }
     };
-    let non_finite = match evaluate::non_finite_outputs(&mut session, evaluation, CHECK_BATCH) {
+    let session = session.as_mut();
+    let non_finite = match evaluate::non_finite_outputs(&mut *session, evaluation, CHECK_BATCH) {
         Ok(found) => found,
         Err(error) => {
             report.reasons.push(format!("measuring failed: {error}"));
@@ -820,7 +917,7 @@ pub(crate) fn evaluate_candidate(
     let known = known_accuracy(accuracy_cache, built.hash);
     report.accuracy_cached = known.is_some();
     let stop = &options.stop;
-    let measured = match measure(recipe, &mut session, evaluation, size, known, reference, stop) {
+    let measured = match measure(recipe, &mut *session, evaluation, size, known, reference, stop) {
         Ok(measured) => {
             remember_accuracy(accuracy_cache, built.hash, known, &measured);
             measured

@@ -21,7 +21,7 @@ use std::sync::atomic::AtomicBool;
 
 use super::metrics::{argmax, as_f64, for_each_batch, EvalError, Rows};
 use super::Dataset;
-use crate::runtime::{ModelSession, Tensor};
+use crate::runtime::{InferenceSession, Tensor};
 
 /// The most bytes the source model's output on the evaluation data may take in memory.
 pub const MAX_REFERENCE_BYTES: usize = 1 << 30;
@@ -68,7 +68,7 @@ impl Reference {
 
 /// Runs `session` (the source model) over the evaluation data and keeps its `output`.
 pub fn reference_outputs(
-    session: &mut ModelSession,
+    session: &mut dyn InferenceSession,
     dataset: &Dataset,
     output: &str,
     batch: usize,
@@ -111,7 +111,7 @@ pub fn reference_outputs(
 
 /// Runs `session` over the evaluation data and compares its output with `reference`.
 pub fn fidelity(
-    session: &mut ModelSession,
+    session: &mut dyn InferenceSession,
     dataset: &Dataset,
     reference: &Reference,
     batch: usize,
@@ -227,7 +227,7 @@ fn difference(a: f64, b: f64) -> f64 {
 
 /// The shape of one sample's output, after checking the output has one row per fed sample.
 fn sample_shape(
-    session: &ModelSession,
+    session: &dyn InferenceSession,
     output: &str,
     rows: Rows,
     tensor: &Tensor,
@@ -247,7 +247,7 @@ fn sample_shape(
     Ok(shape[1..].to_vec())
 }
 
-fn bad_output(session: &ModelSession, output: &str, problem: String) -> EvalError {
+fn bad_output(session: &dyn InferenceSession, output: &str, problem: String) -> EvalError {
     EvalError::BadOutput {
         model: session.path().to_path_buf(),
         output: output.to_string(),

@@ -1,5 +1,6 @@
-//! Metrics measured on a loaded model: top-1 accuracy over a dataset, latency of single runs,
-//! and the largest difference between two outputs.
+//! Metrics measured on a loaded model (any [`InferenceSession`]: ONNX Runtime or tract): top-1
+//! accuracy over a dataset, latency of single runs, and the largest difference between two
+//! outputs.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use ndarray::ArrayD;
 
 use super::{DataError, Dataset};
-use crate::runtime::{IoInfo, ModelSession, RuntimeError, Tensor};
+use crate::runtime::{InferenceSession, IoInfo, RuntimeError, Tensor};
 
 /// What can go wrong while measuring a model.
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +185,7 @@ pub struct LatencyStats {
 /// value along the output's last axis; ties go to the first index, and NaN counts as largest,
 /// as `numpy.argmax` does. Labels are integers of shape `[N]` or `[N, 1]`.
 pub fn accuracy_top1(
-    session: &mut ModelSession,
+    session: &mut dyn InferenceSession,
     dataset: &Dataset,
     output: &str,
     batch: usize,
@@ -195,7 +196,7 @@ pub fn accuracy_top1(
 /// [`accuracy_top1`] that gives up with [`EvalError::Interrupted`] when `stop` is set,
 /// checked before each batch.
 pub fn accuracy_top1_until(
-    session: &mut ModelSession,
+    session: &mut dyn InferenceSession,
     dataset: &Dataset,
     output: &str,
     batch: usize,
@@ -241,12 +242,12 @@ pub(super) struct Rows {
 /// dimension; then the last batch is padded with copies of its last sample, and the tensor has
 /// more rows than real samples.
 pub(super) fn for_each_batch(
-    session: &mut ModelSession,
+    session: &mut dyn InferenceSession,
     dataset: &Dataset,
     output: &str,
     batch: usize,
     stop: &AtomicBool,
-    mut visit: impl FnMut(&ModelSession, Rows, Tensor) -> Result<(), EvalError>,
+    mut visit: impl FnMut(&dyn InferenceSession, Rows, Tensor) -> Result<(), EvalError>,
 ) -> Result<(), EvalError> {
     let inputs = session.inputs().to_vec();
     dataset.check_inputs(&inputs)?;
@@ -294,7 +295,7 @@ pub(super) fn for_each_batch(
 /// goes non-finite where the source's stays finite is broken however its accuracy reads.
 /// Integer and boolean outputs are never non-finite.
 pub fn non_finite_outputs(
-    session: &mut ModelSession,
+    session: &mut dyn InferenceSession,
     dataset: &Dataset,
     batch: usize,
 ) -> Result<Vec<String>, EvalError> {
@@ -322,9 +323,9 @@ pub fn non_finite_outputs(
 }
 
 /// Times `runs` sequential runs of the dataset's first sample (or first fixed-size batch) after
-/// `warmup` untimed ones; only ONNX Runtime's run is timed, not preparing the inputs.
+/// `warmup` untimed ones; only the runtime's run is timed, not preparing the inputs.
 pub fn latency(
-    session: &mut ModelSession,
+    session: &mut dyn InferenceSession,
     dataset: &Dataset,
     warmup: usize,
     runs: usize,
@@ -336,7 +337,7 @@ pub fn latency(
 /// before each run, warmup included, so that Ctrl-C ends even a long measurement within one
 /// run's time.
 pub fn latency_until(
-    session: &mut ModelSession,
+    session: &mut dyn InferenceSession,
     dataset: &Dataset,
     warmup: usize,
     runs: usize,
@@ -422,7 +423,10 @@ pub const MAX_PADDED_BYTES: u128 = 1 << 30;
 
 /// The batch size the model fixes on its inputs' first dimension, if any does. A batch larger
 /// than the data is filled with copies of the last sample, up to [`MAX_PADDED_BYTES`].
-fn fixed_batch(session: &ModelSession, dataset: &Dataset) -> Result<Option<usize>, EvalError> {
+fn fixed_batch(
+    session: &dyn InferenceSession,
+    dataset: &Dataset,
+) -> Result<Option<usize>, EvalError> {
     let fixed = IoInfo::fixed_batch(session.inputs())
         .map_err(|sizes| EvalError::MixedBatch { model: session.path().to_path_buf(), sizes })?;
     let Some(size) = fixed else { return Ok(None) };

@@ -63,6 +63,9 @@ pub struct Recipe {
     /// nodes to float one at a time until the goal is met; off when absent. Needs an
     /// accuracy metric with a goal (`max_drop` or `min`).
     pub accuracy_aware: Option<AccuracyAware>,
+    /// The runtime every model is measured in; ONNX Runtime when absent.
+    #[serde(default)]
+    pub evaluate: Evaluate,
     /// The folder for the best model and the report, relative to the recipe file.
     #[serde(default = "default_output")]
     pub output: PathBuf,
@@ -308,6 +311,39 @@ impl Default for Search {
     }
 }
 
+/// How models are measured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Evaluate {
+    /// The runtime that runs every metric on the source and the candidates: `onnxruntime`
+    /// (default), or `tract`, a pure-Rust runtime that needs no ONNX Runtime library (it runs
+    /// float32 models, INT8 ones of `quantize_dynamic` and 4-bit `MatMulNBits`; a candidate it
+    /// cannot load fails with the reason).
+    #[serde(default)]
+    pub runtime: EvalRuntime,
+}
+
+/// A runtime that measures models.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EvalRuntime {
+    /// ONNX Runtime, on the target's execution providers.
+    #[default]
+    Onnxruntime,
+    /// tract (`tract-onnx`), on the CPU, one thread.
+    Tract,
+}
+
+impl EvalRuntime {
+    /// The name a recipe and a report give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            EvalRuntime::Onnxruntime => "onnxruntime",
+            EvalRuntime::Tract => "tract",
+        }
+    }
+}
+
 /// Session tuning of the chosen model: every setting is measured with `metrics.latency`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -409,6 +445,21 @@ impl Recipe {
             ));
         }
         ignored
+    }
+
+    /// What the recipe asks that runs models in ONNX Runtime whatever `evaluate.runtime`
+    /// says, in words (`quantize_static (calibration)`): passes that calibrate, run ONNX
+    /// Runtime's optimizer or write its format, `accuracy_aware` and `session_tune`.
+    pub fn onnx_runtime_users(&self) -> Vec<String> {
+        let mut users = Vec::new();
+        collect_onnx_runtime_users(&self.passes, &mut users);
+        if self.accuracy_aware.is_some() {
+            users.push("accuracy_aware (ranks nodes in ONNX Runtime)".to_string());
+        }
+        if self.session_tune.is_some() {
+            users.push("session_tune (tunes ONNX Runtime's session settings)".to_string());
+        }
+        users
     }
 
     /// The source model's path.
@@ -806,6 +857,35 @@ fn first_calibrated_pass(items: &[PassItem]) -> Option<&PassSpec> {
             .map(|_| spec),
         PassItem::OneOf(branches) => branches.iter().find_map(|chain| first_calibrated_pass(chain)),
     })
+}
+
+/// Adds each pass of `items` that runs ONNX Runtime to `users`, once each.
+fn collect_onnx_runtime_users(items: &[PassItem], users: &mut Vec<String>) {
+    for item in items {
+        let spec = match item {
+            PassItem::Pass(spec) => spec,
+            PassItem::OneOf(branches) => {
+                for chain in branches {
+                    collect_onnx_runtime_users(chain, users);
+                }
+                continue;
+            }
+        };
+        let calibrates = first_calibrated_pass(std::slice::from_ref(item)).is_some();
+        let format = spec.params.iter().find(|(param, _)| param == "format");
+        let writes_ort = format.is_some_and(|(_, space)| {
+            space.values().iter().any(|value| value.as_str() == Some("ort"))
+        });
+        let user = match spec.name.as_str() {
+            _ if calibrates => format!("{} (calibration)", spec.name),
+            "ort_optimize" => "ort_optimize (ONNX Runtime's graph optimizer)".to_string(),
+            "export" if writes_ort => "export (format: ort, written by ONNX Runtime)".to_string(),
+            _ => continue,
+        };
+        if !users.contains(&user) {
+            users.push(user);
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for MaxDrop {

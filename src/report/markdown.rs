@@ -34,8 +34,9 @@ pub fn render_markdown(report: &Report) -> String {
     if let Some(latency) = &report.source.latency_ms {
         let _ = writeln!(
             out,
-            "- latency: {} warm-up runs, then {} timed runs of batch {}, one after another",
-            latency.warmup, latency.runs, latency.batch
+            "- latency: {} warm-up runs, then {} timed runs of batch {}, one after another, in \
+             {}",
+            latency.warmup, latency.runs, latency.batch, report.runtime.name
         );
     }
     if report.candidates_not_run > 0 {
@@ -83,8 +84,10 @@ pub fn render_markdown(report: &Report) -> String {
     let figure = report.accuracy_figure;
     let _ = writeln!(
         out,
-        "| id | candidate | {} | latency p50 | latency p90 | size | result |",
-        figure.header()
+        "| id | candidate | {} | {} | {} | size | result |",
+        figure.header(),
+        report.runtime.latency_header("p50"),
+        report.runtime.latency_header("p90")
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     let source = &report.source;
@@ -163,8 +166,10 @@ fn write_front(out: &mut String, report: &Report) {
     );
     let _ = writeln!(
         out,
-        "| id | candidate | {} | latency p50 | latency p90 | size |",
-        report.accuracy_figure.header()
+        "| id | candidate | {} | {} | {} | size |",
+        report.accuracy_figure.header(),
+        report.runtime.latency_header("p50"),
+        report.runtime.latency_header("p90")
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|");
     for candidate in report.pareto_front.iter().filter_map(|id| report.candidate(id)) {

@@ -80,6 +80,17 @@ pub struct RuntimeSummary {
     pub providers: Vec<String>,
 }
 
+impl RuntimeSummary {
+    /// How a latency column is headed: `latency p50` for ONNX Runtime, `tract latency p50`
+    /// when tract timed the runs.
+    pub fn latency_header(&self, stat: &str) -> String {
+        match self.name.as_str() {
+            "onnxruntime" => format!("latency {stat}"),
+            other => format!("{other} latency {stat}"),
+        }
+    }
+}
+
 /// What was measured on one model.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Measurement {

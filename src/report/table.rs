@@ -9,7 +9,20 @@ pub fn render_table(report: &Report) -> String {
     let mut table = Table::new();
     table.load_style(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
     let figure = report.accuracy_figure;
-    table.set_header(["", "candidate", figure.header(), "p50", "p90", "size", "result"]);
+    // tract's figures say so; ONNX Runtime's columns keep their short names.
+    let (p50, p90) = match report.runtime.name.as_str() {
+        "onnxruntime" => ("p50".to_string(), "p90".to_string()),
+        other => (format!("{other} p50"), format!("{other} p90")),
+    };
+    table.set_header([
+        "",
+        "candidate",
+        figure.header(),
+        p50.as_str(),
+        p90.as_str(),
+        "size",
+        "result",
+    ]);
 
     table.add_row(row(figure, "source", "original model", &report.source, "baseline"));
     for candidate in &report.candidates {

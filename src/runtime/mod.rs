@@ -1,5 +1,7 @@
 //! ONNX Runtime through `ort` (load-dynamic): finding and loading the library once per process,
-//! CPU sessions over model files, and running them on owned [`Tensor`]s.
+//! CPU sessions over model files, and running them on owned [`Tensor`]s; tract
+//! ([`TractSession`]) runs the same tensors without ONNX Runtime. Both are an
+//! [`InferenceSession`], which every metric takes.
 //!
 //! ```no_run
 //! use pipeline::runtime::{self, ModelSession, Threads};
@@ -18,14 +20,16 @@ mod optimize;
 mod providers;
 mod session;
 mod tensor;
+mod tract;
 
 use std::path::PathBuf;
 
 pub use discovery::{init, RuntimeInfo, RuntimeSource};
 pub use optimize::{optimize_file, write_ort_format, OrtOptimizer};
 pub use providers::{available_providers, CPU_PROVIDER};
-pub use session::{IoInfo, ModelSession, Optimization, SessionConfig, Threads};
+pub use session::{InferenceSession, IoInfo, ModelSession, Optimization, SessionConfig, Threads};
 pub use tensor::{ElemType, Tensor};
+pub use tract::{TractSession, TRACT_VERSION};
 
 /// What can go wrong while finding ONNX Runtime, loading a model into it or running one.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +81,18 @@ pub enum RuntimeError {
         /// The library file.
         library: PathBuf,
         /// What ONNX Runtime said.
+        message: String,
+    },
+
+    /// A model file could not be loaded in tract.
+    #[error(
+        "could not load model {model} in tract: {message}; hint: tract 0.23 has no int4 type \
+         and lacks some operators; measure this one with `evaluate: {{runtime: onnxruntime}}`"
+    )]
+    TractLoad {
+        /// The model file.
+        model: PathBuf,
+        /// What tract (or the file system) said.
         message: String,
     },
 

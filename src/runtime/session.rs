@@ -153,6 +153,49 @@ impl IoInfo {
     }
 }
 
+/// A loaded model the metrics run: an ONNX Runtime session ([`ModelSession`]) or a tract one
+/// ([`super::TractSession`]). Running takes `&mut self`: use one session per thread.
+pub trait InferenceSession {
+    /// The model file.
+    fn path(&self) -> &Path;
+
+    /// The graph inputs the caller must feed.
+    fn inputs(&self) -> &[IoInfo];
+
+    /// The graph outputs, in the model's order.
+    fn outputs(&self) -> &[IoInfo];
+
+    /// Runs the model once; `inputs` must name every model input exactly once. Returns every
+    /// output, in the model's order.
+    fn run(&mut self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, RuntimeError>;
+
+    /// Runs the model once and returns how long the runtime took, outputs included but not
+    /// copied out; preparing the inputs is not timed.
+    fn run_timed(&mut self, inputs: &[(String, Tensor)]) -> Result<Duration, RuntimeError>;
+}
+
+impl InferenceSession for ModelSession {
+    fn path(&self) -> &Path {
+        ModelSession::path(self)
+    }
+
+    fn inputs(&self) -> &[IoInfo] {
+        ModelSession::inputs(self)
+    }
+
+    fn outputs(&self) -> &[IoInfo] {
+        ModelSession::outputs(self)
+    }
+
+    fn run(&mut self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, RuntimeError> {
+        ModelSession::run(self, inputs)
+    }
+
+    fn run_timed(&mut self, inputs: &[(String, Tensor)]) -> Result<Duration, RuntimeError> {
+        ModelSession::run_timed(self, inputs)
+    }
+}
+
 /// A model file loaded in an ONNX Runtime session on the CPU execution provider, with ONNX
 /// Runtime's default graph optimizations.
 ///

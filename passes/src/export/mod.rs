@@ -2,13 +2,13 @@
 //! beside the model.
 //!
 //! `onnx` ([`onnx`]) sets the model's opset and IR version where that is safe and tells the
-//! engine, which saves the model, whether its tensors go to a data file. `ort` ([`ort`]) and
-//! `gguf` ([`gguf`]) leave the model as it is and hand the file they make to the engine as an
-//! [`Artifact`] through [`PassContext::artifacts`]; the engine saves it next to the
-//! candidate's model as `<model stem>.<extension>`. `nnef` is refused when the pass is built,
-//! so a recipe that asks for it fails at validation rather than after a run.
+//! engine, which saves the model, whether its tensors go to a data file. `ort` ([`ort`]),
+//! `gguf` ([`gguf`]) and `nnef` ([`nnef`]) leave the model as it is and hand the file they
+//! make to the engine as an [`Artifact`] through [`PassContext::artifacts`]; the engine saves
+//! it next to the candidate's model as `<model stem>.<extension>`.
 
 pub mod gguf;
+pub mod nnef;
 pub mod onnx;
 pub mod opsets;
 pub mod ort;
@@ -21,7 +21,7 @@ use crate::pass::{Artifact, Configured, OptimizationLevel, Pass, PassContext, Pa
 
 /// The extensions of the files this pass may write beside a model, so that the engine can
 /// clear the ones an earlier run left.
-pub const ARTIFACT_EXTENSIONS: &[&str] = &["gguf", "ort"];
+pub const ARTIFACT_EXTENSIONS: &[&str] = &["gguf", "ort", nnef::EXTENSION];
 
 /// The configuration of [`Export`].
 #[derive(Clone, Debug, PartialEq, serde::Deserialize, schemars::JsonSchema)]
@@ -30,7 +30,8 @@ pub struct ExportConfig {
     /// The format to write: `onnx`, the model file itself, written as the other parameters
     /// say; `ort`, ONNX Runtime's own format beside the model (`<stem>.ort`); `gguf`, the
     /// model's weights as a GGUF file beside the model (MatMulNBits weights as Q4_0 or Q8_0
-    /// where they fit, other float weights as F32 or F16). `nnef` is not built yet.
+    /// where they fit, other float weights as F32 or F16); `nnef`, the whole model as tract's
+    /// NNEF archive beside the model (`<stem>.nnef.tgz`).
     pub format: ExportFormat,
 
     /// `onnx`: `auto`, the model's tensors of 1 KiB or more go to one data file
@@ -112,7 +113,7 @@ impl ExportConfig {
     }
 }
 
-/// The formats a recipe may name. All but [`ExportFormat::Nnef`] are built.
+/// The formats a recipe may name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExportFormat {
@@ -122,7 +123,7 @@ pub enum ExportFormat {
     Onnx,
     /// ONNX Runtime's own format, written by ONNX Runtime.
     Ort,
-    /// NNEF through tract (not built yet).
+    /// NNEF through tract, as one `.nnef.tgz` archive.
     Nnef,
 }
 
@@ -138,7 +139,7 @@ impl ExportFormat {
 }
 
 /// Decides how the model is written (`onnx`), or writes it in another format beside the
-/// model (`ort`, `gguf`).
+/// model (`ort`, `gguf`, `nnef`).
 #[derive(Clone, Debug)]
 pub struct Export {
     format: ExportFormat,
@@ -186,16 +187,7 @@ impl Configured for Export {
             ir_version: config.ir_version,
             level: config.optimization.unwrap_or(OptimizationLevel::Basic),
         };
-        match config.format {
-            ExportFormat::Gguf | ExportFormat::Onnx | ExportFormat::Ort => Ok(export),
-            other => Err(PassError::Config {
-                pass: Self::NAME,
-                message: format!(
-                    "`format: {}` is not built yet; the formats are `onnx`, `ort` and `gguf`",
-                    other.name()
-                ),
-            }),
-        }
+        Ok(export)
     }
 }
 
@@ -218,9 +210,13 @@ impl Pass for Export {
             });
         };
 
+        let fail = |reason: String| PassError::Model { pass: Self::NAME, reason };
         let (extension, bytes, summary) = if self.format == ExportFormat::Ort {
             let (bytes, summary) = ort::export(&model, self.level, context, Self::NAME)?;
             ("ort", bytes, summary)
+        } else if self.format == ExportFormat::Nnef {
+            let exported = nnef::export(&model).map_err(|error| fail(error.to_string()))?;
+            (nnef::EXTENSION, exported.bytes, exported.summary)
         } else {
             let exported = gguf::export(&model).map_err(|error| PassError::Model {
                 pass: Self::NAME,
