@@ -9,6 +9,9 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     let descriptors = protox::compile(["onnx.proto"], ["proto"])?;
 
-    prost_build::Config::new().compile_fds(descriptors)?;
+    // A tensor's data is reference-counted (`bytes::Bytes`): a model cloned for a pass shares
+    // its weights with the original instead of copying them, and a model decoded from a
+    // buffer points into it.
+    prost_build::Config::new().bytes([".onnx.TensorProto.raw_data"]).compile_fds(descriptors)?;
     Ok(())
 }

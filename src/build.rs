@@ -10,6 +10,7 @@
 //! nothing are, with their reason.
 
 use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -17,15 +18,16 @@ use std::time::Instant;
 use pipeline_passes::convert::ort_optimize::OrtOptimize;
 use pipeline_passes::export::Export;
 use pipeline_passes::ir::proto::ModelProto;
+use pipeline_passes::ir::IrError;
 use pipeline_passes::pass::{
     Artifact, ArtifactSink, Configured, ModelRunner, PassContext, PassError, Runtime,
 };
 use prost::Message;
 use rayon::prelude::*;
 use serde_json::json;
-use tracing::{debug_span, info, warn};
+use tracing::{debug, debug_span, info, warn};
 
-use crate::cache::{Cache, Entry, Key, KeyBuilder};
+use crate::cache::{hash_model, Cache, Entry, Key, KeyBuilder};
 use crate::calibrate::OrtRunner;
 use crate::plan::{Candidate, StepRef};
 use crate::runtime::OrtOptimizer;
@@ -83,8 +85,19 @@ pub struct Builder {
     optimizer: OrtOptimizer,
     built: HashMap<String, Result<Built, StepFailure>>,
     store: Option<StepCache>,
+    /// Steps whose model encodes to more bytes than this are run again rather than cached.
+    max_cached_model: usize,
+    /// The source's file, while the source's external data is set aside.
+    set_aside: Option<PathBuf>,
     stop: Arc<AtomicBool>,
 }
+
+/// The largest model the step cache stores, in bytes. A cache entry is written and read
+/// whole, in memory, so a larger model would cost its size again (or more) in memory each
+/// way; such a step runs again in the next run instead.
+// TODO: stream entries to and from their files (with the model's tensors as external data)
+// so that large models can be cached without that memory.
+pub const MAX_CACHED_MODEL: usize = 256 << 20;
 
 /// A candidate's model after some of its steps.
 #[derive(Debug, Clone)]
@@ -164,13 +177,15 @@ impl Builder {
             optimizer,
             built: HashMap::new(),
             store: None,
+            max_cached_model: MAX_CACHED_MODEL,
+            set_aside: None,
             stop: Arc::default(),
         }
     }
 
     /// Reads steps from `store` and writes them to it.
     pub fn with_cache(mut self, store: StepCache) -> Self {
-        self.source_hash = Some(blake3::hash(&self.source.encode_to_vec()));
+        self.source_hash = Some(hash_model(&self.source));
         self.store = Some(store);
         self
     }
@@ -179,6 +194,54 @@ impl Builder {
     pub fn with_stop(mut self, stop: Arc<AtomicBool>) -> Self {
         self.stop = stop;
         self
+    }
+
+    /// Lets go of the source's tensor data stored in external files beside `path` (the file
+    /// the source was read from), keeping their references, so that ONNX Runtime's copy of a
+    /// model it measures does not stand beside this one. The next build that needs the
+    /// source reads the data again. A model without external data is kept whole.
+    pub fn set_aside_source(&mut self, path: &Path) -> Result<(), IrError> {
+        if self.set_aside.is_some() {
+            return Ok(());
+        }
+        let graph = pipeline_passes::ir::load_graph(path)?;
+        if !pipeline_passes::ir::has_external_data(&graph) {
+            return Ok(());
+        }
+        self.source = Arc::new(graph);
+        self.set_aside = Some(path.to_path_buf());
+        debug!("the source's external data is set aside");
+        Ok(())
+    }
+
+    /// Reads the source's external data back after [`Builder::set_aside_source`]. When steps
+    /// are cached, the model read must hash as the one set aside did.
+    fn restore_source(&mut self) -> Result<(), StepFailure> {
+        let Some(path) = self.set_aside.take() else {
+            return Ok(());
+        };
+        let failed = |reason: String| {
+            StepFailure::failed(format!(
+                "reading the source model {} again: {reason}",
+                path.display()
+            ))
+        };
+        let model = pipeline_passes::ir::load(&path).map_err(|e| failed(e.to_string()))?;
+        if self.source_hash.is_some_and(|hash| hash_model(&model) != hash) {
+            return Err(failed(
+                "the model or its data file changed during the run; hint: leave them alone \
+                 while a run uses them"
+                    .into(),
+            ));
+        }
+        self.source = Arc::new(model);
+        debug!("the source's external data is read again");
+        Ok(())
+    }
+
+    /// Whether building `steps` starts from the source: some prefix is not built yet.
+    fn needs_source(&self, steps: &[StepRef]) -> bool {
+        steps.is_empty() || step_keys(steps).iter().any(|key| !self.built.contains_key(key))
     }
 
     /// The hash of the source model's bytes, when steps are cached.
@@ -212,6 +275,9 @@ impl Builder {
     /// The model after `steps` (the source model when there are none), even when no step
     /// changed it, or why a step failed. Shares prefixes and the cache with [`Builder::build`].
     pub fn build_steps(&mut self, steps: &[StepRef]) -> Result<Built, StepFailure> {
+        if self.needs_source(steps) {
+            self.restore_source()?;
+        }
         let mut built = self.start();
         for (step, key) in steps.iter().zip(step_keys(steps)) {
             if let Some(done) = self.built.get(&key) {
@@ -235,6 +301,13 @@ impl Builder {
     // would let large models build ahead without running out of memory.
     pub fn build_all(&mut self, candidates: &[&Candidate]) {
         let depth = candidates.iter().map(|c| c.steps.len()).max().unwrap_or(0);
+        if candidates.iter().any(|c| self.needs_source(&c.steps)) {
+            if let Err(failure) = self.restore_source() {
+                // Each candidate's own build meets the failure again and reports it.
+                warn!("{}", failure.reason);
+                return;
+            }
+        }
         for level in 0..depth {
             if self.stopped() {
                 return;
@@ -269,6 +342,28 @@ impl Builder {
         }
     }
 
+    /// The model's bytes for its cache entry, or `None` (logged) when it is larger than
+    /// [`Builder::max_cached_model`].
+    fn cacheable(&self, step: &StepRef, model: &ModelProto) -> Option<Vec<u8>> {
+        let size = model.encoded_len();
+        if size > self.max_cached_model {
+            info!(
+                "{}: not cached: its model takes {size} bytes, more than the cache stores ({})",
+                step.label(),
+                self.max_cached_model
+            );
+            return None;
+        }
+        Some(model.encode_to_vec())
+    }
+
+    /// Stores no step whose model encodes to more than `bytes` (default
+    /// [`MAX_CACHED_MODEL`]).
+    pub fn with_max_cached_model(mut self, bytes: usize) -> Self {
+        self.max_cached_model = bytes;
+        self
+    }
+
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
@@ -299,8 +394,8 @@ impl Builder {
         next.cached.push(false);
         let stored = match run_step(&step.pass, &step.config, &built.model, &context) {
             Ok(model) => {
-                let bytes = self.store.is_some().then(|| model.encode_to_vec());
-                next.hash = bytes.as_deref().map(blake3::hash);
+                next.hash = self.store.is_some().then(|| hash_model(&model));
+                let bytes = self.store.is_some().then(|| self.cacheable(step, &model)).flatten();
                 next.model = model;
                 next.changed = true;
                 // The entry holds only this step's artifacts: an earlier step's belong to
@@ -370,7 +465,9 @@ fn load_step(cache: &Cache, key: &Key, built: &Built) -> Option<Built> {
             };
             let mut blobs = entry.blobs.into_iter();
             let bytes = blobs.next()?;
-            let Ok(model) = ModelProto::decode(bytes.as_slice()) else {
+            let hash = blake3::hash(&bytes);
+            // Decoded from a shared buffer, the model's tensors point into it: no copy.
+            let Ok(model) = ModelProto::decode(prost::bytes::Bytes::from(bytes)) else {
                 return corrupt("the model is no ONNX model");
             };
             let mut artifacts = Vec::new();
@@ -385,7 +482,7 @@ fn load_step(cache: &Cache, key: &Key, built: &Built) -> Option<Built> {
                 };
                 artifacts.push(Artifact { extension, bytes, summary: summary.to_string() });
             }
-            next.hash = Some(blake3::hash(&bytes));
+            next.hash = Some(hash);
             next.model = Arc::new(model);
             next.changed = true;
             next.artifacts = with_artifacts(&built.artifacts, artifacts);
@@ -519,10 +616,34 @@ mod tests {
         let mut changed = ModelProto::clone(&source);
         let graph = changed.graph.as_mut().unwrap();
         let weight = graph.initializer.iter_mut().find(|t| !t.raw_data().is_empty()).unwrap();
-        weight.raw_data.as_mut().unwrap()[0] ^= 0x40;
+        let mut flipped = weight.raw_data().to_vec();
+        flipped[0] ^= 0x40;
+        weight.raw_data = Some(flipped.into());
         let mut third = builder(&Arc::new(changed)).with_cache(store);
         let built = third.build(&candidates[0]).unwrap();
         assert_eq!(built.cached, vec![false, false]);
+    }
+
+    #[test]
+    fn a_model_above_the_cache_limit_is_built_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, plan) = digits_plan(dir.path());
+        let store = StepCache {
+            cache: Cache::open(&dir.path().join("cache")).unwrap(),
+            calibration: None,
+            ort_version: "test".into(),
+        };
+        let candidates = plan.candidates();
+        let mut first = builder(&source).with_cache(store.clone()).with_max_cached_model(0);
+        let expected = bytes(&mut first, candidates);
+
+        let mut second = builder(&source).with_cache(store);
+        for candidate in candidates {
+            let built = second.build(candidate).unwrap();
+            assert_eq!(built.cached.last(), Some(&false), "{}", candidate.label());
+            assert_eq!(built.hash, Some(blake3::hash(&built.model.encode_to_vec())));
+        }
+        assert_eq!(bytes(&mut second, candidates), expected);
     }
 
     #[test]

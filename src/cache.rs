@@ -12,6 +12,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use pipeline_passes::ir::proto::ModelProto;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
@@ -128,6 +129,18 @@ pub fn hash_file(path: &Path) -> std::io::Result<blake3::Hash> {
         hasher.update(&buffer[..read]);
     }
     Ok(hasher.finalize())
+}
+
+/// The blake3 hash of a model's protobuf encoding, computed as the encoding is produced: the
+/// same hash as of `encode_to_vec()`'s bytes, without holding them (a model over 2 GiB has no
+/// protobuf of its own, and its weights need not be copied to be hashed).
+pub fn hash_model(model: &ModelProto) -> blake3::Hash {
+    let mut hasher = blake3::Hasher::new();
+    // Writing to a hasher does not fail.
+    if let Err(error) = pipeline_passes::ir::encode_to(model, &mut hasher) {
+        warn!("hashing a model failed: {error}");
+    }
+    hasher.finalize()
 }
 
 /// What an entry holds: a label for `pipeline cache ls` (the pass name), a small JSON value,
@@ -474,6 +487,29 @@ mod tests {
 
     fn key(text: &str) -> Key {
         KeyBuilder::new("test").field("text", text.as_bytes()).finish()
+    }
+
+    /// The digits model, and a copy with a large initializer, a subgraph and metadata, so
+    /// that tensor data passes both the buffer and the direct path of the hash.
+    #[test]
+    fn a_model_hashes_as_its_encoded_bytes() {
+        use prost::Message;
+
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/digits/model.onnx");
+        let model = pipeline_passes::ir::load(Path::new(path)).unwrap();
+        assert_eq!(hash_model(&model), blake3::hash(&model.encode_to_vec()));
+
+        let mut larger = model.clone();
+        let graph = larger.graph.as_mut().unwrap();
+        let mut big = graph.initializer[0].clone();
+        big.name = Some("big".into());
+        big.raw_data = Some((0..300_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>().into());
+        graph.initializer.push(big);
+        larger.doc_string = Some("x".repeat(70_000));
+        let encoded = larger.encode_to_vec();
+        assert!(encoded.len() > 3 * 64 * 1024);
+        assert_eq!(hash_model(&larger), blake3::hash(&encoded));
+        assert_ne!(hash_model(&larger), hash_model(&model));
     }
 
     #[test]

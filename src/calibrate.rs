@@ -25,13 +25,26 @@ pub struct OrtRunner {
     data: Dataset,
     threads: Threads,
     batch_size: usize,
+    /// Models whose protobuf would be larger than this are saved for ONNX Runtime with their
+    /// tensors in a data file.
+    external_data_above: usize,
 }
+
+/// The default of [`OrtRunner::with_external_data_above`]: half of protobuf's 2 GiB limit,
+/// leaving room for the outputs calibration adds.
+const EXTERNAL_DATA_ABOVE: usize = i32::MAX as usize / 2;
 
 impl OrtRunner {
     /// A runner over `data` (already checked against the model's inputs) that feeds one
     /// sample per batch.
     pub fn new(data: Dataset, threads: Threads) -> Self {
-        OrtRunner { data, threads, batch_size: 1 }
+        OrtRunner { data, threads, batch_size: 1, external_data_above: EXTERNAL_DATA_ABOVE }
+    }
+
+    /// Saves models larger than `bytes` for ONNX Runtime with their tensors in a data file.
+    pub fn with_external_data_above(mut self, bytes: usize) -> Self {
+        self.external_data_above = bytes.min(EXTERNAL_DATA_ABOVE);
+        self
     }
 
     /// Feeds `batch_size` samples per batch (at least 1); the last batch may be shorter.
@@ -62,7 +75,7 @@ impl ModelRunner for OrtRunner {
             .tempdir()
             .map_err(|e| RunnerError(format!("cannot create a temporary folder: {e}")))?;
         let path = folder.path().join("model.onnx");
-        let mut session = load(model, &path, self.threads)?;
+        let mut session = load(model, &path, self.threads, self.external_data_above)?;
 
         let data = self.data.path().display();
         self.data.check_inputs(session.inputs()).map_err(|e| RunnerError(e.to_string()))?;
@@ -114,10 +127,16 @@ fn whole_batches(fixed: usize, samples: usize, data: &str) -> Result<(usize, usi
     Ok((fixed, usable))
 }
 
-/// Saves `model` at `path` and loads it in a session.
-fn load(model: &ModelProto, path: &Path, threads: Threads) -> Result<ModelSession, RunnerError> {
+/// Saves `model` at `path`, with its tensors in a data file when it is larger than
+/// `external_above` bytes, and loads it in a session.
+fn load(
+    model: &ModelProto,
+    path: &Path,
+    threads: Threads,
+    external_above: usize,
+) -> Result<ModelSession, RunnerError> {
     let mut options = ir::SaveOptions::default();
-    if prost::Message::encoded_len(model) > i32::MAX as usize / 2 {
+    if prost::Message::encoded_len(model) > external_above {
         options.external_data =
             Some(ir::ExternalData { location: "model.onnx.data".into(), size_threshold: 1024 });
     }

@@ -287,7 +287,9 @@ pub fn run_prepared(
         _ => None,
     };
 
-    let calibration = calibration.map(|data| OrtRunner::new(data, threads));
+    let calibration = calibration.map(|data| {
+        OrtRunner::new(data, threads).with_external_data_above(options.external_data_above)
+    });
     let optimizer =
         OrtOptimizer::new(threads).with_external_data_above(options.external_data_above);
     let mut builder = Builder::new(Arc::new(source_model), calibration, optimizer)
@@ -307,6 +309,8 @@ pub fn run_prepared(
     let source = if not_measured.is_some() {
         Measurement { size_bytes: source_size, ..Measurement::default() }
     } else {
+        // ONNX Runtime holds the source's weights while it measures it; this copy need not.
+        builder.set_aside_source(&model_path).map_err(RunError::Model)?;
         let mut session =
             open_session(evaluator, &model_path, &session_config).map_err(|source| {
                 let hint = match evaluator {
@@ -374,6 +378,8 @@ pub fn run_prepared(
     // independent branches at once, and nothing builds while latency is measured.
     if let Some(order) = search.upfront() {
         builder.build_all(&order.iter().map(|&index| &candidates[index]).collect::<Vec<_>>());
+        // Measuring needs only the built models: a later build reads the source again.
+        builder.set_aside_source(&model_path).map_err(RunError::Model)?;
     }
     let mut evaluated = Vec::with_capacity(search.planned());
     while let Some(index) = search.next(started.elapsed()) {

@@ -89,7 +89,9 @@ fn another_weight_value_misses() {
     let mut model = ir::load(&path).expect("the digits model loads");
     let graph = model.graph.as_mut().expect("a graph");
     let weight = graph.initializer.iter_mut().find(|t| !t.raw_data().is_empty()).expect("a weight");
-    weight.raw_data.as_mut().expect("raw data")[3] ^= 0x40;
+    let mut flipped = weight.raw_data().to_vec();
+    flipped[3] ^= 0x40;
+    weight.raw_data = Some(flipped.into());
     ir::save(&model, &path, &ir::SaveOptions::default()).expect("the model is saved");
 
     let second = outcome(&mut project.run());

@@ -458,7 +458,7 @@ fn a_wrong_conversion_exceeds_the_tolerance() {
     let mut unclamped = converted.clone();
     let lowest = unclamped.graph.as_mut().unwrap().initializer.iter_mut();
     let lowest = lowest.into_iter().find(|t| t.name() == "lowest").unwrap();
-    lowest.raw_data = Some(f16::NEG_INFINITY.to_le_bytes().to_vec());
+    lowest.raw_data = Some(f16::NEG_INFINITY.to_le_bytes().to_vec().into());
     assert_eq!(worst_difference(&model, &unclamped, &[]), f64::INFINITY);
 
     // A weight written as the upper half of its float32 bits (bfloat16's bits read as
@@ -469,7 +469,7 @@ fn a_wrong_conversion_exceeds_the_tolerance() {
     let original = ir::tensor_to_f32(initializer(&model, "w")).unwrap();
     let bits: Vec<u8> =
         original.iter().flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes()).collect();
-    w.raw_data = Some(bits);
+    w.raw_data = Some(bits.into());
     assert!(worst_difference(&model, &wrong_bits, &[]) > FP16_TOLERANCE);
 }
 
@@ -714,7 +714,7 @@ fn quantize_and_dequantize_before_opset_19_stay_float32() {
     let zero = TensorProto {
         name: Some("zero".into()),
         data_type: Some(DataType::Uint8 as i32),
-        raw_data: Some(vec![128]),
+        raw_data: Some(vec![128].into()),
         ..TensorProto::default()
     };
     let model = Builder::new(13)

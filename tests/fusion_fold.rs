@@ -35,7 +35,7 @@ fn f64s(name: &str, values: &[f64]) -> TensorProto {
         name: Some(name.into()),
         dims: vec![values.len() as i64],
         data_type: Some(DataType::Double as i32),
-        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>().into()),
         ..TensorProto::default()
     }
 }

@@ -170,7 +170,7 @@ impl Int4Weight {
             name: Some("dq_weight".into()),
             dims: vec![self.k as i64, self.n as i64],
             data_type: Some(DataType::Int4 as i32),
-            raw_data: Some(packed),
+            raw_data: Some(packed.into()),
             ..Default::default()
         });
         let scales = array(&[self.k / 32, self.n], self.scales.clone());
@@ -266,7 +266,7 @@ fn fixture() -> Fixture {
         name: Some("half".into()),
         dims: vec![2, 3],
         data_type: Some(DataType::Float16 as i32),
-        raw_data: Some(half_bytes.clone()),
+        raw_data: Some(half_bytes.clone().into()),
         ..Default::default()
     });
     graph.initializer.push(ir::tensor_from_i64("shape", &array(&[2], vec![1, -1])));
@@ -775,7 +775,7 @@ fn per_channel_weights_are_dequantized_and_integer_operator_weights_named() {
         name: Some("w_axis".into()),
         dims: vec![4, 3],
         data_type: Some(DataType::Int8 as i32),
-        raw_data: Some(int8.iter().map(|&v| v as u8).collect()),
+        raw_data: Some(int8.iter().map(|&v| v as u8).collect::<Vec<u8>>().into()),
         ..Default::default()
     });
     let axis_scales = [0.5f32, 0.03, 1.0 / 3.0];
@@ -785,7 +785,7 @@ fn per_channel_weights_are_dequantized_and_integer_operator_weights_named() {
         name: Some("w_axis_zero".into()),
         dims: vec![3],
         data_type: Some(DataType::Int8 as i32),
-        raw_data: Some(axis_zeros.iter().map(|&v| v as u8).collect()),
+        raw_data: Some(axis_zeros.iter().map(|&v| v as u8).collect::<Vec<u8>>().into()),
         ..Default::default()
     });
     let mut dq = ir::make_node(
@@ -812,7 +812,7 @@ fn per_channel_weights_are_dequantized_and_integer_operator_weights_named() {
         name: Some("conv_w".into()),
         dims: vec![2, 1, 3, 3],
         data_type: Some(DataType::Int8 as i32),
-        raw_data: Some(vec![1; 18]),
+        raw_data: Some(vec![1; 18].into()),
         ..Default::default()
     });
     graph.initializer.push(ir::tensor_from_u8("conv_w_zero", &array(&[], vec![0u8])));

@@ -193,7 +193,7 @@ fn unsupported_nodes_stay_float_beside_quantized_ones() {
     let mut beta = ir::make_node("Gemm", &["x", "W3", "C"], &["y3"], "gemm_beta");
     beta.attribute.push(ir::attr_float("beta", 2.0));
     let half = ir::tensor_from_f32("W4", &ArrayD::zeros(IxDyn(&[4, 3])));
-    let half = TensorProto { data_type: Some(10), raw_data: Some(vec![0; 24]), ..half };
+    let half = TensorProto { data_type: Some(10), raw_data: Some(vec![0; 24].into()), ..half };
     let batched = ir::tensor_from_f32("W5", &Rng::new(5).array(&[2, 4, 3], |r| r.normal()));
 
     let mut graph = matmul_graph(

@@ -172,7 +172,7 @@ fn mlp_with_constant_weights() -> (ModelProto, ModelProto) {
         name: Some("W2_f16".into()),
         dims: vec![32, 10],
         data_type: Some(DataType::Float16 as i32),
-        raw_data: Some(halves),
+        raw_data: Some(halves.into()),
         ..Default::default()
     });
     graph.node.splice(0..0, [constant, cast]);

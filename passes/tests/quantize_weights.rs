@@ -187,7 +187,7 @@ fn float16_matmul(w: &ArrayD<f32>) -> pipeline_passes::ir::proto::ModelProto {
         name: Some("w".into()),
         dims: vec![64, 4],
         data_type: Some(DataType::Float16 as i32),
-        raw_data: Some(raw),
+        raw_data: Some(raw.into()),
         ..Default::default()
     };
     Builder::new(17)

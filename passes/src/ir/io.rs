@@ -11,6 +11,8 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
 
+use prost::bytes::buf::UninitSlice;
+use prost::bytes::{Buf, BufMut, Bytes};
 use prost::Message;
 use tempfile::NamedTempFile;
 
@@ -58,19 +60,100 @@ pub fn encode(model: &ModelProto) -> Vec<u8> {
     model.encode_to_vec()
 }
 
+/// Writes a model's protobuf encoding to `writer` as it is produced, without holding it: the
+/// same bytes as [`encode`], through a small buffer, tensor data passed on as it is.
+pub fn encode_to(model: &ModelProto, writer: &mut impl Write) -> std::io::Result<()> {
+    let mut encoder = StreamEncoder::new(writer);
+    // `encode_raw` writes without first checking room: the encoder takes any length.
+    model.encode_raw(&mut encoder);
+    encoder.finish()
+}
+
+/// A `BufMut` that passes what is written on to a writer through a small buffer; large slices
+/// (tensor data) go to the writer directly. The first write error is kept and later writes
+/// are dropped.
+struct StreamEncoder<'w, W: Write> {
+    writer: &'w mut W,
+    buffer: Vec<u8>,
+    filled: usize,
+    error: Option<std::io::Error>,
+}
+
+impl<'w, W: Write> StreamEncoder<'w, W> {
+    const BUFFER: usize = 64 * 1024;
+
+    fn new(writer: &'w mut W) -> Self {
+        StreamEncoder { writer, buffer: vec![0; Self::BUFFER], filled: 0, error: None }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if self.error.is_none() {
+            self.error = self.writer.write_all(bytes).err();
+        }
+    }
+
+    fn flush(&mut self) {
+        let filled = std::mem::take(&mut self.filled);
+        if self.error.is_none() {
+            self.error = self.writer.write_all(&self.buffer[..filled]).err();
+        }
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        self.flush();
+        match self.error.take() {
+            Some(error) => Err(error),
+            None => self.writer.flush(),
+        }
+    }
+}
+
+// SAFETY: `chunk_mut` always returns initialized, writable memory of `buffer` (at least one
+// byte: a full buffer is flushed first), and `advance_mut` only moves `filled` within it.
+unsafe impl<W: Write> BufMut for StreamEncoder<'_, W> {
+    fn remaining_mut(&self) -> usize {
+        usize::MAX
+    }
+
+    unsafe fn advance_mut(&mut self, count: usize) {
+        self.filled = (self.filled + count).min(self.buffer.len());
+        if self.filled == self.buffer.len() {
+            self.flush();
+        }
+    }
+
+    fn chunk_mut(&mut self) -> &mut UninitSlice {
+        if self.filled == self.buffer.len() {
+            self.flush();
+        }
+        UninitSlice::new(&mut self.buffer[self.filled..])
+    }
+
+    fn put_slice(&mut self, source: &[u8]) {
+        if self.filled + source.len() <= self.buffer.len() {
+            self.buffer[self.filled..self.filled + source.len()].copy_from_slice(source);
+            self.filled += source.len();
+            return;
+        }
+
+        self.flush();
+        self.write(source);
+    }
+
+    fn put<T: Buf>(&mut self, mut source: T) {
+        while source.has_remaining() {
+            let chunk = source.chunk();
+            let length = chunk.len();
+            self.put_slice(chunk);
+            source.advance(length);
+        }
+    }
+}
+
 /// Reads a model and the data of every tensor stored in external files, so that every
 /// tensor of the returned model holds its data in memory.
 pub fn load(path: &Path) -> Result<ModelProto, IrError> {
-    let bytes = std::fs::read(path).map_err(|source| io_error(path, source))?;
-    let mut model = ModelProto::decode(bytes.as_slice())
-        .map_err(|source| IrError::Decode { path: path.to_path_buf(), source })?;
-    // Every byte string decodes as some message: an empty file, or a protobuf of another
-    // kind, is a "model" without a graph.
-    if model.graph.is_none() {
-        let reason = if bytes.is_empty() { "the file is empty" } else { "it holds no graph" };
-        return Err(IrError::NoGraph { path: path.to_path_buf(), reason });
-    }
-    drop(bytes);
+    let mut model = load_graph(path)?;
 
     let mut reader = ExternalReader::new(path);
     for_each_tensor_mut(&mut model, &mut |tensor| {
@@ -82,6 +165,28 @@ pub fn load(path: &Path) -> Result<ModelProto, IrError> {
 
     tracing::debug!(path = %path.display(), external_files = reader.files.len(), "loaded model");
     Ok(model)
+}
+
+/// Reads a model without the data of its tensors stored in external files: those keep their
+/// references (`data_location = EXTERNAL`), as in the file. [`save`] refuses such a model.
+pub fn load_graph(path: &Path) -> Result<ModelProto, IrError> {
+    let bytes = std::fs::read(path).map_err(|source| io_error(path, source))?;
+    // Decoded from a shared buffer, tensors stored inline point into it instead of copying.
+    let bytes = Bytes::from(bytes);
+    let model = ModelProto::decode(bytes.clone())
+        .map_err(|source| IrError::Decode { path: path.to_path_buf(), source })?;
+    // Every byte string decodes as some message: an empty file, or a protobuf of another
+    // kind, is a "model" without a graph.
+    if model.graph.is_none() {
+        let reason = if bytes.is_empty() { "the file is empty" } else { "it holds no graph" };
+        return Err(IrError::NoGraph { path: path.to_path_buf(), reason });
+    }
+    Ok(model)
+}
+
+/// Whether some tensor of the model keeps its data in an external file.
+pub fn has_external_data(model: &ModelProto) -> bool {
+    check_in_memory(model).is_err()
 }
 
 /// Writes a model to `path`, atomically: to a temporary file in the same folder, then
@@ -103,7 +208,7 @@ pub fn save(model: &ModelProto, path: &Path, options: &SaveOptions) -> Result<()
             let hint = "save it with external data (`SaveOptions::external_data`)";
             return Err(IrError::TooLarge { path: path.to_path_buf(), size, hint });
         }
-        return write_atomically(path, &folder, &model.encode_to_vec());
+        return write_atomically(path, &folder, model);
     };
 
     let data_path = external_path(&folder, path, &external.location)?;
@@ -121,7 +226,7 @@ pub fn save(model: &ModelProto, path: &Path, options: &SaveOptions) -> Result<()
     if moved > 0 {
         writer.finish(&data_path)?;
     }
-    write_atomically(path, &folder, &stripped.encode_to_vec())?;
+    write_atomically(path, &folder, &stripped)?;
 
     tracing::debug!(path = %path.display(), moved, "saved model with external data");
     Ok(())
@@ -144,9 +249,14 @@ pub(crate) fn new_temp_file(folder: &Path) -> std::io::Result<NamedTempFile> {
     builder.tempfile_in(folder)
 }
 
-fn write_atomically(path: &Path, folder: &Path, bytes: &[u8]) -> Result<(), IrError> {
-    let mut file = new_temp_file(folder).map_err(|source| io_error(folder, source))?;
-    file.write_all(bytes).map_err(|source| io_error(file.path(), source))?;
+/// Writes the model's encoding to a temporary file in `folder` as it is produced, then renames
+/// it to `path`.
+fn write_atomically(path: &Path, folder: &Path, model: &ModelProto) -> Result<(), IrError> {
+    let file = new_temp_file(folder).map_err(|source| io_error(folder, source))?;
+    let mut writer = BufWriter::new(file);
+    let written = encode_to(model, &mut writer);
+    written.map_err(|source| io_error(writer.get_ref().path(), source))?;
+    let file = writer.into_inner().map_err(|e| io_error(path, e.into_error()))?;
     file.as_file().sync_all().map_err(|source| io_error(path, source))?;
     file.persist(path).map_err(|e| io_error(path, e.error))?;
     Ok(())
@@ -250,7 +360,7 @@ impl ExternalReader {
             .and_then(|_| file.read_exact(&mut data))
             .map_err(|e| IrError::Io { path: self.folder.join(&location), source: e })?;
 
-        tensor.raw_data = Some(data);
+        tensor.raw_data = Some(data.into());
         tensor.external_data.clear();
         tensor.data_location = None;
         Ok(())

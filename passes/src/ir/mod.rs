@@ -44,7 +44,9 @@ pub use graph::{
     remove_dead_nodes, replace_node, subgraph_op_counts, subgraphs_left_alone, topological_order,
     GraphIndex, NameGenerator,
 };
-pub use io::{decode, encode, load, save, ExternalData, SaveOptions};
+pub use io::{
+    decode, encode, encode_to, has_external_data, load, load_graph, save, ExternalData, SaveOptions,
+};
 pub use tensor::{
     data_type_name, tensor_from_f32, tensor_from_i32, tensor_from_i64, tensor_from_i8,
     tensor_from_u8, tensor_to_f32, tensor_to_i64,

@@ -168,7 +168,7 @@ fn tensor_from<T: Copy, const N: usize>(
         dims: array.shape().iter().map(|&d| d as i64).collect(),
         data_type: Some(data_type as i32),
         name: Some(name.to_string()),
-        raw_data: Some(raw),
+        raw_data: Some(raw.into()),
         ..TensorProto::default()
     }
 }
@@ -284,7 +284,7 @@ mod tests {
     #[test]
     fn raw_data_reads_little_endian() {
         let mut tensor = float_tensor(&[2]);
-        tensor.raw_data = Some([1.5f32.to_le_bytes(), (-2.25f32).to_le_bytes()].concat());
+        tensor.raw_data = Some([1.5f32.to_le_bytes(), (-2.25f32).to_le_bytes()].concat().into());
 
         let array = tensor_to_f32(&tensor).unwrap();
 
@@ -313,7 +313,7 @@ mod tests {
     #[test]
     fn ragged_raw_data_is_an_error() {
         let mut tensor = float_tensor(&[1]);
-        tensor.raw_data = Some(vec![0, 0, 128]);
+        tensor.raw_data = Some(vec![0, 0, 128].into());
 
         assert!(matches!(tensor_to_f32(&tensor), Err(IrError::TensorData { .. })));
     }
@@ -345,7 +345,7 @@ mod tests {
         let int_tensor = tensor_from_i64("i", &ints);
 
         assert_eq!(float_tensor.dims, vec![2, 1, 2]);
-        assert_eq!(float_tensor.raw_data.as_ref().map(Vec::len), Some(16));
+        assert_eq!(float_tensor.raw_data.as_ref().map(|raw| raw.len()), Some(16));
         assert_eq!(tensor_to_f32(&float_tensor).unwrap(), floats);
         assert_eq!(tensor_to_i64(&int_tensor).unwrap(), ints);
     }

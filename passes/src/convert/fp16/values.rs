@@ -68,7 +68,7 @@ pub fn tensor_to_f16(tensor: &TensorProto) -> Result<(TensorProto, Adjusted), Ir
         doc_string: tensor.doc_string.clone(),
         metadata_props: tensor.metadata_props.clone(),
         data_type: Some(DataType::Float16 as i32),
-        raw_data: Some(raw),
+        raw_data: Some(raw.into()),
         ..TensorProto::default()
     };
     Ok((converted, adjusted))

@@ -284,7 +284,7 @@ fn tensors_read_from_typed_fields_and_raw_data_and_write_back() {
     let written = value.to_tensor("h");
 
     assert_eq!(value.cast(DataType::Float).unwrap(), f32s(&[2], &[0.5, -2.]));
-    assert_eq!(written.raw_data.as_ref().map(Vec::len), Some(4));
+    assert_eq!(written.raw_data.as_ref().map(|raw| raw.len()), Some(4));
     assert_eq!(Value::from_tensor(&written).unwrap(), value);
     assert_eq!(Value::from_tensor(&flags).unwrap(), bools(&[3], &[true, false, true]));
     let ints = crate::ir::tensor_from_i64("i", &ndarray::arr1(&[5i64, -1]).into_dyn());

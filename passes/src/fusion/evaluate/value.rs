@@ -477,7 +477,7 @@ fn write<T: Element>(name: &str, array: &ArrayD<T>) -> TensorProto {
         dims: array.shape().iter().map(|&d| d as i64).collect(),
         data_type: Some(T::DATA_TYPE as i32),
         name: Some(name.to_string()),
-        raw_data: Some(raw),
+        raw_data: Some(raw.into()),
         ..TensorProto::default()
     }
 }

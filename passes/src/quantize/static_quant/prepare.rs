@@ -168,7 +168,13 @@ mod tests {
             name: Some(name.into()),
             dims: vec![values.len() as i64],
             data_type: Some(DataType::Float16 as i32),
-            raw_data: Some(values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect()),
+            raw_data: Some(
+                values
+                    .iter()
+                    .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+                    .collect::<Vec<_>>()
+                    .into(),
+            ),
             ..Default::default()
         }
     }

@@ -231,7 +231,7 @@ pub(crate) fn integer_tensor(
         dims: dims.to_vec(),
         data_type: Some(data_type(qtype) as i32),
         name: Some(name.to_string()),
-        raw_data: Some(raw),
+        raw_data: Some(raw.into()),
         ..TensorProto::default()
     }
 }
@@ -246,7 +246,7 @@ pub(crate) fn int32_tensor(
         dims: dims.to_vec(),
         data_type: Some(DataType::Int32 as i32),
         name: Some(name.to_string()),
-        raw_data: Some(values.into_iter().flat_map(i32::to_le_bytes).collect()),
+        raw_data: Some(values.into_iter().flat_map(i32::to_le_bytes).collect::<Vec<_>>().into()),
         ..TensorProto::default()
     }
 }
@@ -257,7 +257,7 @@ pub(crate) fn float_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorPr
         dims: dims.to_vec(),
         data_type: Some(DataType::Float as i32),
         name: Some(name.to_string()),
-        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>().into()),
         ..TensorProto::default()
     }
 }
@@ -351,10 +351,13 @@ mod tests {
     #[test]
     fn integer_tensors_hold_each_type() {
         let t = integer_tensor("z", QuantType::Int16, &[2], [-2, 300]);
-        assert_eq!(t.raw_data.unwrap(), [254, 255, 44, 1]);
+        assert_eq!(t.raw_data.unwrap().to_vec(), [254, 255, 44, 1]);
         let t = integer_tensor("z", QuantType::Uint16, &[], [32768]);
-        assert_eq!((t.data_type(), t.raw_data.unwrap()), (DataType::Uint16 as i32, vec![0, 128]));
+        assert_eq!(
+            (t.data_type(), t.raw_data.unwrap().to_vec()),
+            (DataType::Uint16 as i32, vec![0, 128])
+        );
         let t = integer_tensor("z", QuantType::Int8, &[], [-1]);
-        assert_eq!(t.raw_data.unwrap(), [255]);
+        assert_eq!(t.raw_data.unwrap().to_vec(), [255]);
     }
 }

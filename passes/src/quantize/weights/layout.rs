@@ -241,14 +241,14 @@ fn raw_tensor(data_type: DataType, shape: &[usize], raw: Vec<u8>) -> TensorProto
     TensorProto {
         dims: shape.iter().map(|&d| d as i64).collect(),
         data_type: Some(data_type as i32),
-        raw_data: Some(raw),
+        raw_data: Some(raw.into()),
         ..TensorProto::default()
     }
 }
 
 /// The bytes a tensor's data takes, for the size summary.
 pub fn data_bytes(tensor: &TensorProto) -> usize {
-    tensor.raw_data.as_ref().map_or(0, Vec::len)
+    tensor.raw_data.as_ref().map_or(0, |raw| raw.len())
 }
 
 #[cfg(test)]

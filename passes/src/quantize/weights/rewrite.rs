@@ -165,6 +165,7 @@ pub(super) fn quantize_graph(
         None => HashMap::new(),
     };
 
+    let index = GraphIndex::new(graph);
     let mut names = NameGenerator::new(graph);
     let mut quantized: HashMap<(String, Target, NodeOptions), Quantized> = HashMap::new();
     let mut new_initializers: Vec<TensorProto> = Vec::new();
@@ -188,8 +189,9 @@ pub(super) fn quantize_graph(
             Some(existing) => existing.clone(),
             None => {
                 let importance = weighted.get(&found.weight.value).map(Vec::as_slice);
-                let tensors =
-                    quantize_weight(&found.weight, found.target, found.options, importance)?;
+                let weight = source::find(graph, &index, &found.weight.value)
+                    .map_err(|reason| PassError::Model { pass: QuantizeWeights::NAME, reason })?;
+                let tensors = quantize_weight(&weight, found.target, found.options, importance)?;
                 let made = add_weight(
                     tensors,
                     found,
@@ -257,7 +259,10 @@ fn candidate(
     let Some(value) = node.input.get(weight_input).filter(|v| !v.is_empty()) else {
         return Err("the node lacks its weight input".into());
     };
-    let weight = source::find(graph, index, value)?;
+    let mut weight = source::find(graph, index, value)?;
+    // The values are read again when the weight is quantized, so that the pass holds one
+    // weight's floats at a time, not every weight's.
+    weight.values = Vec::new();
     let (options, _) = pass.options_for(node.name());
     if target == Target::GatherBlockQuantized && options.bits != 4 {
         return Err("GatherBlockQuantized takes 4-bit tables only (as ORT's tool writes it); \

@@ -16,6 +16,7 @@ pub struct ConstWeight {
     pub stored: String,
     pub rows: usize,
     pub cols: usize,
+    /// The values, row-major; a quantizer candidate holds none until it is quantized.
     pub values: Vec<f32>,
     /// The element type, which the scales keep.
     pub precision: ScalePrecision,
