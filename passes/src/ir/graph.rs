@@ -394,6 +394,49 @@ pub fn import_opset(model: &mut ModelProto, domain: &str, version: i64) -> Resul
     }
 }
 
+/// How many nodes of each op type in `op_types` sit inside the graph's subgraphs (the
+/// branches and bodies of `If`, `Loop`, `Scan` and any other node with graph attributes), at
+/// any depth. Passes that rewrite only the main graph say so with these counts.
+pub fn subgraph_op_counts(graph: &GraphProto, op_types: &[&str]) -> Vec<(String, usize)> {
+    fn walk(
+        graph: &GraphProto,
+        op_types: &[&str],
+        inside: bool,
+        counts: &mut Vec<(String, usize)>,
+    ) {
+        for node in &graph.node {
+            if inside && op_types.contains(&node.op_type()) {
+                match counts.iter_mut().find(|(op, _)| op == node.op_type()) {
+                    Some((_, count)) => *count += 1,
+                    None => counts.push((node.op_type().to_string(), 1)),
+                }
+            }
+            for attribute in &node.attribute {
+                for sub in attribute.g.iter().chain(&attribute.graphs) {
+                    walk(sub, op_types, true, counts);
+                }
+            }
+        }
+    }
+    let mut counts = Vec::new();
+    walk(graph, op_types, false, &mut counts);
+    counts
+}
+
+/// A sentence for a pass's message when `graph` has nodes of `op_types` inside subgraphs,
+/// which the pass leaves as they are; `None` when it has none.
+pub fn subgraphs_left_alone(graph: &GraphProto, op_types: &[&str]) -> Option<String> {
+    let counts = subgraph_op_counts(graph, op_types);
+    if counts.is_empty() {
+        return None;
+    }
+    let listed: Vec<String> = counts.iter().map(|(op, n)| format!("{n} {op}")).collect();
+    Some(format!(
+        "{} inside If/Loop/Scan subgraphs left in float (only the main graph is rewritten)",
+        listed.join(", ")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -625,47 +668,4 @@ mod tests {
         assert_eq!(opset_version(&model, "com.microsoft"), Some(1));
         assert_eq!(opset_version(&model, "ai.onnx.ml"), None);
     }
-}
-
-/// How many nodes of each op type in `op_types` sit inside the graph's subgraphs (the
-/// branches and bodies of `If`, `Loop`, `Scan` and any other node with graph attributes), at
-/// any depth. Passes that rewrite only the main graph say so with these counts.
-pub fn subgraph_op_counts(graph: &GraphProto, op_types: &[&str]) -> Vec<(String, usize)> {
-    fn walk(
-        graph: &GraphProto,
-        op_types: &[&str],
-        inside: bool,
-        counts: &mut Vec<(String, usize)>,
-    ) {
-        for node in &graph.node {
-            if inside && op_types.contains(&node.op_type()) {
-                match counts.iter_mut().find(|(op, _)| op == node.op_type()) {
-                    Some((_, count)) => *count += 1,
-                    None => counts.push((node.op_type().to_string(), 1)),
-                }
-            }
-            for attribute in &node.attribute {
-                for sub in attribute.g.iter().chain(&attribute.graphs) {
-                    walk(sub, op_types, true, counts);
-                }
-            }
-        }
-    }
-    let mut counts = Vec::new();
-    walk(graph, op_types, false, &mut counts);
-    counts
-}
-
-/// A sentence for a pass's message when `graph` has nodes of `op_types` inside subgraphs,
-/// which the pass leaves as they are; `None` when it has none.
-pub fn subgraphs_left_alone(graph: &GraphProto, op_types: &[&str]) -> Option<String> {
-    let counts = subgraph_op_counts(graph, op_types);
-    if counts.is_empty() {
-        return None;
-    }
-    let listed: Vec<String> = counts.iter().map(|(op, n)| format!("{n} {op}")).collect();
-    Some(format!(
-        "{} inside If/Loop/Scan subgraphs left in float (only the main graph is rewritten)",
-        listed.join(", ")
-    ))
 }
