@@ -260,7 +260,18 @@ pub fn run_prepared(
     let not_measured = match evaluator {
         EvalRuntime::Onnxruntime => crate::target::check_host(&recipe, options.no_measure)?,
         // tract measures on this host's CPU whatever providers the target names.
-        EvalRuntime::Tract => options.no_measure.then(|| "--no-measure was given".to_string()),
+        EvalRuntime::Tract => {
+            let providers = &recipe.target.profile().providers;
+            if !options.no_measure && providers.iter().any(|p| *p != runtime::CPU_PROVIDER) {
+                tracing::warn!(
+                    "target {}: tract measures on this host's CPU, not on {}; its latencies \
+                     say nothing about that device",
+                    recipe.target,
+                    providers.join(", ")
+                );
+            }
+            options.no_measure.then(|| "--no-measure was given".to_string())
+        }
     };
 
     let threads = Threads::default();

@@ -4,6 +4,8 @@
 //! cache writes the same bytes. A model holding an operator tract has no implementation of
 //! fails with the node and the operator named, and no archive is written.
 
+#![cfg(feature = "tract")]
+
 mod common;
 
 use std::path::Path;

@@ -3,6 +3,8 @@
 //! the table, report.md and report.json say tract timed the runs. A recipe that calibrates
 //! needs ONNX Runtime whatever measures, and the error names the pass.
 
+#![cfg(feature = "tract")]
+
 mod common;
 
 use common::{outcome, Project};

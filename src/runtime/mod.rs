@@ -20,6 +20,10 @@ mod optimize;
 mod providers;
 mod session;
 mod tensor;
+#[cfg(feature = "tract")]
+mod tract;
+#[cfg(not(feature = "tract"))]
+#[path = "tract_absent.rs"]
 mod tract;
 
 use std::path::PathBuf;
@@ -94,6 +98,17 @@ pub enum RuntimeError {
         model: PathBuf,
         /// What tract (or the file system) said.
         message: String,
+    },
+
+    /// tract was asked for in a build without the `tract` cargo feature.
+    #[error(
+        "could not load model {model} in tract: this build of pipeline has no tract (the cargo \
+         feature `tract` is off); hint: build with default features, or measure with \
+         `evaluate: {{runtime: onnxruntime}}`"
+    )]
+    TractNotBuilt {
+        /// The model file.
+        model: PathBuf,
     },
 
     /// A model file could not be loaded into a session.

@@ -8,6 +8,10 @@
 //! it next to the candidate's model as `<model stem>.<extension>`.
 
 pub mod gguf;
+#[cfg(feature = "nnef")]
+pub mod nnef;
+#[cfg(not(feature = "nnef"))]
+#[path = "nnef_absent.rs"]
 pub mod nnef;
 pub mod onnx;
 pub mod opsets;
