@@ -107,6 +107,10 @@ pub enum RunError {
     #[error("{recipe}: {message}\n  hint: {hint}")]
     Input { recipe: PathBuf, message: String, hint: String },
 
+    /// The evaluation data's labels cannot be compared with the model's output.
+    #[error(transparent)]
+    Labels(Box<EvalError>),
+
     #[error("measuring the source model failed: {0}")]
     Measure(EvalError),
 
@@ -143,6 +147,8 @@ impl RunError {
     /// 2 when the input was wrong (recipe, model, data, flags), 1 when the job failed.
     pub fn exit_code(&self) -> u8 {
         match self {
+            // Labels that do not fit an output whose class count is only known once it runs.
+            RunError::Measure(EvalError::BadLabels { .. }) => 2,
             RunError::Measure(_) | RunError::Write { .. } => 1,
             // 128 + SIGINT, as shells report a command stopped by Ctrl-C.
             RunError::Interrupted { .. } => 130,
@@ -172,7 +178,7 @@ pub fn prepare(recipe_path: &Path) -> Result<Prepared, RunError> {
 
     let model = ir::load(&model_path).map_err(RunError::Model)?;
     let (evaluation, calibration) = load_data(&recipe, &model)?;
-    check_metrics(&recipe, &model)?;
+    check_metrics(&recipe, &model, &evaluation)?;
 
     Ok(Prepared {
         recipe,
@@ -196,7 +202,7 @@ pub fn prepare_loaded(
     calibration: Option<Dataset>,
 ) -> Result<Prepared, RunError> {
     let (plan, model_path, output_dir, output_model) = plan_and_output(&recipe)?;
-    check_metrics(&recipe, &model)?;
+    check_metrics(&recipe, &model, &evaluation)?;
     Ok(Prepared {
         recipe,
         plan,
@@ -524,12 +530,14 @@ fn load_data(recipe: &Recipe, model: &ModelProto) -> Result<(Dataset, Option<Dat
     let evaluation =
         Dataset::load(&recipe.resolve(&spec.path), spec.labels.as_deref(), spec.samples)?;
     evaluation.check_inputs(&inputs)?;
+    evaluation.check_finite(false)?;
 
     let calibration = match &recipe.data.calibration {
         Some(spec) => {
             let path = recipe.resolve(&spec.path);
             let calibration = Dataset::load(&path, spec.labels.as_deref(), spec.samples)?;
             calibration.check_inputs(&inputs)?;
+            calibration.check_finite(true)?;
             Some(calibration)
         }
         None => None,
@@ -635,20 +643,36 @@ fn source_load_hint(model: &ModelProto) -> String {
 }
 
 /// The accuracy metric must name an output the model has.
-fn check_metrics(recipe: &Recipe, model: &ModelProto) -> Result<(), RunError> {
-    if recipe.metrics.accuracy.is_none() {
-        return Ok(());
-    }
-    let outputs: Vec<&str> = model.graph.iter().flat_map(|g| &g.output).map(|o| o.name()).collect();
+fn check_metrics(
+    recipe: &Recipe,
+    model: &ModelProto,
+    evaluation: &Dataset,
+) -> Result<(), RunError> {
+    let Some(accuracy) = &recipe.metrics.accuracy else { return Ok(()) };
+    let graph_outputs = model.graph.iter().flat_map(|g| &g.output);
+    let outputs: Vec<&str> = graph_outputs.clone().map(|o| o.name()).collect();
     let wanted = accuracy_output(recipe, &outputs);
-    if outputs.contains(&wanted.as_str()) {
-        return Ok(());
+    let Some(output) = graph_outputs.clone().find(|o| o.name() == wanted) else {
+        return Err(RunError::Input {
+            recipe: recipe.path.clone(),
+            message: format!(
+                "`metrics.accuracy.output` is `{wanted}`, which the model does not have"
+            ),
+            hint: format!("the model's outputs are: {}", outputs.join(", ")),
+        });
+    };
+
+    // Labels that are not class indices of the output are refused before anything runs.
+    if accuracy.kind == AccuracyKind::Top1 && evaluation.labels().is_some() {
+        let declared = ir::declared_type(output).and_then(|t| t.dims);
+        let classes = declared
+            .and_then(|dims| dims.last().and_then(|d| d.known()))
+            .and_then(|size| usize::try_from(size).ok())
+            .filter(|&size| size > 0);
+        evaluate::check_labels(evaluation, classes, &wanted)
+            .map_err(|error| RunError::Labels(Box::new(error)))?;
     }
-    Err(RunError::Input {
-        recipe: recipe.path.clone(),
-        message: format!("`metrics.accuracy.output` is `{wanted}`, which the model does not have"),
-        hint: format!("the model's outputs are: {}", outputs.join(", ")),
-    })
+    Ok(())
 }
 
 /// The output whose argmax is compared with the labels: named, or the model's first.

@@ -263,6 +263,7 @@ fn load_data(
     };
     let data = Dataset::load(path, labels, None).map_err(data_error)?;
     data.check_inputs(inputs).map_err(data_error)?;
+    data.check_finite(flag == "--calibration").map_err(data_error)?;
     Ok(data)
 }
 

@@ -271,3 +271,76 @@ fn max_time_out_of_range_is_refused_at_its_field_for_validate_plan_and_run() {
         refused(&project, &parts);
     }
 }
+
+/// Runs `pipeline validate` on the project's recipe and expects exit code 2 with each of
+/// `parts` on stderr: the same check `run` makes, before anything is built.
+fn invalid(project: &Project, parts: &[&str]) {
+    let result = outcome(project.pipeline().arg("validate").arg(project.recipe()));
+    result.expect_code(2).no_panic().stderr_has(parts);
+}
+
+/// A label of 57 for a model scoring 10 classes could never be predicted: accuracy would
+/// count it wrong without a word. The digits model declares its 10 classes.
+#[test]
+fn labels_outside_the_model_classes() {
+    let project = Project::digits();
+    let mut y = labels(20);
+    y[13] = 57;
+    Npz::create(&project.path("test.npz"))
+        .array("input", Array4::<f32>::zeros((20, 1, 8, 8)))
+        .array("y", y)
+        .finish();
+    let parts = [&shown(&project, "test.npz"), "'y'", "57 at sample 13", "10 classes, 0 to 9"];
+    invalid(&project, &parts);
+    refused(&project, &parts);
+
+    let mut y = labels(20);
+    y[4] = -1;
+    Npz::create(&project.path("test.npz"))
+        .array("input", Array4::<f32>::zeros((20, 1, 8, 8)))
+        .array("y", y)
+        .finish();
+    refused(&project, &["'y'", "-1 at sample 4"]);
+}
+
+#[test]
+fn labels_that_are_floats_or_two_columns() {
+    let project = Project::digits();
+    Npz::create(&project.path("test.npz"))
+        .array("input", Array4::<f32>::zeros((10, 1, 8, 8)))
+        .array("y", labels(10).mapv(|v| v as f32))
+        .finish();
+    let parts = [&shown(&project, "test.npz"), "'y'", "float32, not integers"];
+    invalid(&project, &parts);
+    refused(&project, &parts);
+
+    Npz::create(&project.path("test.npz"))
+        .array("input", Array4::<f32>::zeros((10, 1, 8, 8)))
+        .array("y", Array2::<i64>::zeros((10, 2)))
+        .finish();
+    refused(&project, &["'y'", "shape [10, 2]"]);
+}
+
+/// Evaluation images that are all NaN give NaN scores for the source and every candidate
+/// alike; the run would rank noise. A calibration array with any NaN is refused, since the
+/// ranges measured on it would be NaN.
+#[test]
+fn input_arrays_of_nan() {
+    let project = Project::digits();
+    Npz::create(&project.path("test.npz"))
+        .array("input", Array4::<f32>::from_elem((10, 1, 8, 8), f32::NAN))
+        .array("y", labels(10))
+        .finish();
+    let parts = [&shown(&project, "test.npz"), "'input'", "640 NaN or infinite values of 640"];
+    invalid(&project, &parts);
+    refused(&project, &parts);
+
+    let project = Project::digits();
+    let mut images = Array4::<f32>::zeros((10, 1, 8, 8));
+    images[[7, 0, 3, 3]] = f32::INFINITY;
+    Npz::create(&project.path("calib.npz")).array("input", images).finish();
+    refused(
+        &project,
+        &[&shown(&project, "calib.npz"), "1 NaN or infinite values of 640", "sample 7", "ranges"],
+    );
+}

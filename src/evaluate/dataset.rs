@@ -218,6 +218,54 @@ pub enum DataError {
         /// The model's inputs.
         inputs: Vec<String>,
     },
+
+    /// A float input array holds NaN or infinite values where they cannot be used.
+    #[error(
+        "array '{array}' in {path} holds {count} NaN or infinite values of {total} (the first \
+         in sample {first}){why}\n\
+         hint: remove or repair those samples; a model's outputs on them are not numbers to \
+         judge it by"
+    )]
+    NonFinite {
+        /// The data file.
+        path: PathBuf,
+        /// The array.
+        array: String,
+        /// How many of its values are NaN or infinite.
+        count: usize,
+        /// How many values it holds.
+        total: usize,
+        /// The sample that holds the first of them.
+        first: usize,
+        /// Why they cannot be used here, starting with "; ", or nothing.
+        why: String,
+    },
+}
+
+/// How many of a float tensor's values are NaN or infinite, of how many, and the sample
+/// (index along the first axis) of the first; `None` when all are finite or it is not float.
+fn non_finite(tensor: &Tensor) -> Option<(usize, usize, usize)> {
+    let (count, total, first) = match tensor {
+        Tensor::F32(a) => count_true(a.iter().map(|v| !v.is_finite())),
+        Tensor::F16(a) => count_true(a.iter().map(|v| !v.is_finite())),
+        Tensor::F64(a) => count_true(a.iter().map(|v| !v.is_finite())),
+        _ => return None,
+    };
+    let per_sample = tensor.shape().iter().skip(1).product::<usize>().max(1);
+    first.map(|first| (count, total, first / per_sample))
+}
+
+/// How many of `flags` are true, how many there are, and the index of the first true one.
+fn count_true(flags: impl Iterator<Item = bool>) -> (usize, usize, Option<usize>) {
+    let (mut count, mut total, mut first) = (0, 0, None);
+    for flag in flags {
+        if flag {
+            count += 1;
+            first.get_or_insert(total);
+        }
+        total += 1;
+    }
+    (count, total, first)
 }
 
 /// Shows array dimensions as `[100, 3, 32, 32]`.
@@ -364,6 +412,35 @@ impl Dataset {
     /// The labels array and its name, if labels were asked for.
     pub fn labels(&self) -> Option<(&str, &Tensor)> {
         self.labels.as_ref().map(|(name, tensor)| (name.as_str(), tensor))
+    }
+
+    /// Checks the float input arrays for NaN and infinite values. `any` refuses one
+    /// (calibration: one NaN spoils the ranges it measures); otherwise an array is refused
+    /// only when every value is NaN or infinite, and one that holds some is logged.
+    pub fn check_finite(&self, any: bool) -> Result<(), DataError> {
+        for (name, tensor) in &self.inputs {
+            let Some((count, total, first)) = non_finite(tensor) else { continue };
+            let error = |why: &str| DataError::NonFinite {
+                path: self.path.clone(),
+                array: name.clone(),
+                count,
+                total,
+                first,
+                why: why.to_string(),
+            };
+            if any {
+                return Err(error("; calibration ranges measured on them would be NaN"));
+            }
+            if count == total {
+                return Err(error(""));
+            }
+            tracing::warn!(
+                "{}: array '{name}' holds {count} NaN or infinite values of {total} (the first \
+                 in sample {first}); outputs on those samples may be NaN too",
+                self.path.display()
+            );
+        }
+        Ok(())
     }
 
     /// Checks that the arrays fit `model_inputs`: one array per input with the same dtype (or

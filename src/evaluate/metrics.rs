@@ -213,6 +213,9 @@ pub fn accuracy_top1_until(
             output: output.to_string(),
             problem,
         })?;
+        let classes = scores.shape().last().copied().unwrap_or(0);
+        let batch_labels = &labels[rows.start..rows.start + rows.real];
+        check_label_range(dataset, batch_labels, rows.start, classes, output)?;
         correct += predicted[..rows.real]
             .iter()
             .zip(&labels[rows.start..rows.start + rows.real])
@@ -516,6 +519,48 @@ fn class_labels(dataset: &Dataset) -> Result<Vec<i64>, EvalError> {
         _ => None,
     };
     values.ok_or_else(|| bad(format!("are {}, not integers", labels.elem())))
+}
+
+/// Checks the labels of `data` before anything is measured: integer class indices, one per
+/// sample, each below `classes` when the model's output declares how many classes it scores.
+pub fn check_labels(data: &Dataset, classes: Option<usize>, output: &str) -> Result<(), EvalError> {
+    let labels = class_labels(data)?;
+    match classes {
+        Some(classes) => check_label_range(data, &labels, 0, classes, output),
+        None => match labels.iter().position(|&label| label < 0) {
+            Some(index) => check_label_range(data, &labels[index..], index, usize::MAX, output),
+            None => Ok(()),
+        },
+    }
+}
+
+/// Fails on the first of `labels` (sample `first` onwards) that is not a class index of an
+/// output scoring `classes` classes: a label outside them could never be predicted, and
+/// accuracy would quietly count it wrong.
+fn check_label_range(
+    data: &Dataset,
+    labels: &[i64],
+    first: usize,
+    classes: usize,
+    output: &str,
+) -> Result<(), EvalError> {
+    let outside = |&label: &i64| usize::try_from(label).map_or(true, |label| label >= classes);
+    let Some(index) = labels.iter().position(outside) else { return Ok(()) };
+    let array = data.labels().map_or("", |(name, _)| name);
+    let range = if classes == usize::MAX {
+        "class indices start at 0".to_string()
+    } else {
+        format!("output '{output}' scores {classes} classes, 0 to {}", classes.saturating_sub(1))
+    };
+    Err(EvalError::BadLabels {
+        data: data.path().to_path_buf(),
+        array: array.to_string(),
+        problem: format!(
+            "hold {} at sample {}, which is not a class: {range}",
+            labels[index],
+            first + index
+        ),
+    })
 }
 
 /// The index of the largest value along the last axis, for each of `rows` samples.

@@ -10,6 +10,6 @@ pub use crate::runtime::{ElemType, Tensor};
 pub use dataset::{DataError, Dataset};
 pub use fidelity::{fidelity, reference_outputs, Fidelity, Reference, MAX_REFERENCE_BYTES};
 pub use metrics::{
-    accuracy_top1, accuracy_top1_until, compare_outputs, latency, latency_until,
+    accuracy_top1, accuracy_top1_until, check_labels, compare_outputs, latency, latency_until,
     non_finite_outputs, EvalError, LatencyStats,
 };
