@@ -508,3 +508,24 @@ fn search_takes_a_strategy_a_seed_and_a_time_budget() {
     let message = refusal(&replace(line, "search: {max_time: soon}"));
     assert!(message.contains("hint: write a duration like `\"90s\"`"), "{message}");
 }
+
+/// `- fuse` reads as a string where a pass step is a mapping: the message says how to give
+/// the pass its defaults, at the step's line. `- one_of` and `-` get their own hints.
+#[test]
+fn pass_step_without_parameters_says_how_to_write_it() {
+    let step = "  - quantize_dynamic: {per_channel: [false, true]}\n";
+    let message = refusal(&replace(step, "  - fuse\n"));
+    assert!(message.starts_with("<dir>/recipe.yaml:13:5: passes[0]:"), "{message}");
+    assert!(message.contains("`fuse` is a pass step without its parameters"), "{message}");
+    assert!(message.contains("write `- fuse: {}` for its defaults"), "{message}");
+
+    let message = refusal(&replace(step, "  - one_of\n"));
+    assert!(message.contains("`one_of` without its branches"), "{message}");
+    assert!(message.contains("write `- one_of: [...]`"), "{message}");
+
+    let message = refusal(&replace(step, "  -\n"));
+    assert!(message.contains("empty pass step"), "{message}");
+
+    let message = refusal(&replace(step, "  - fusee\n"));
+    assert!(message.contains("unknown pass `fusee`") && message.contains("`fuse`"), "{message}");
+}

@@ -79,7 +79,8 @@ fn config_schema(info: &PassInfo) -> Value {
 
 impl<'de> Deserialize<'de> for PassItem {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(ItemVisitor)
+        // `any`, so that a bare pass name (`- fuse`) reaches the visitor and gets a hint.
+        deserializer.deserialize_any(ItemVisitor)
     }
 }
 
@@ -90,6 +91,26 @@ impl<'de> Visitor<'de> for ItemVisitor {
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a pass step: `<pass name>: {...}` or `one_of: [...]`")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<PassItem, E> {
+        Err(E::custom(format!(
+            "empty pass step{HINT}write `<pass name>: {{...}}` or `one_of: [...]`"
+        )))
+    }
+
+    /// A pass named without its parameters: refused, saying how to write it.
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<PassItem, E> {
+        if let StepKey::OneOf = StepKeySeed.visit_str::<E>(name)? {
+            return Err(E::custom(format!(
+                "`{ONE_OF}` without its branches{HINT}write `- {ONE_OF}: [...]`, one pass \
+                 step or list of steps per branch"
+            )));
+        }
+        Err(E::custom(format!(
+            "`{name}` is a pass step without its parameters{HINT}write `- {name}: {{}}` for its \
+             defaults, or `- {name}: {{parameter: value}}`"
+        )))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PassItem, A::Error> {
