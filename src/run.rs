@@ -103,9 +103,14 @@ pub enum RunError {
     #[error(transparent)]
     Data(Box<DataError>),
 
-    /// A recipe setting that contradicts the model or the file system.
-    #[error("{recipe}: {message}\n  hint: {hint}")]
-    Input { recipe: PathBuf, message: String, hint: String },
+    /// A recipe setting that contradicts the model or the file system, at `place`
+    /// (`recipe.yaml:LINE:COLUMN: field`).
+    #[error("{place}: {message}\n  hint: {hint}")]
+    Input { place: String, message: String, hint: String },
+
+    /// An error about a file or value the recipe names, with where it names it.
+    #[error("{place}: {error}")]
+    At { place: String, error: Box<RunError> },
 
     /// The evaluation data's labels cannot be compared with the model's output.
     #[error(transparent)]
@@ -147,6 +152,7 @@ impl RunError {
     /// 2 when the input was wrong (recipe, model, data, flags), 1 when the job failed.
     pub fn exit_code(&self) -> u8 {
         match self {
+            RunError::At { error, .. } => error.exit_code(),
             // Labels that do not fit an output whose class count is only known once it runs.
             RunError::Measure(EvalError::BadLabels { .. }) => 2,
             RunError::Measure(_) | RunError::Write { .. } => 1,
@@ -176,7 +182,7 @@ pub fn prepare(recipe_path: &Path) -> Result<Prepared, RunError> {
     let recipe = recipe::load(recipe_path)?;
     let (plan, model_path, output_dir, output_model) = plan_and_output(&recipe)?;
 
-    let model = ir::load(&model_path).map_err(RunError::Model)?;
+    let model = ir::load(&model_path).map_err(|e| at(&recipe, "model", RunError::Model(e)))?;
     let (evaluation, calibration) = load_data(&recipe, &model)?;
     check_metrics(&recipe, &model, &evaluation)?;
 
@@ -523,26 +529,54 @@ pub fn run_prepared(
 fn load_data(recipe: &Recipe, model: &ModelProto) -> Result<(Dataset, Option<Dataset>), RunError> {
     let inputs = IoInfo::model_inputs(model);
     let spec = recipe.data.evaluation.as_ref().ok_or_else(|| RunError::Input {
-        recipe: recipe.path.clone(),
-        message: "`data.evaluation` is missing: every candidate is measured on it".into(),
+        place: recipe.positions.place(&recipe.path, "data.evaluation"),
+        message: "is missing: every candidate is measured on it".into(),
         hint: "add `data: {evaluation: {path: test.npz, labels: y}}`".into(),
     })?;
-    let evaluation =
-        Dataset::load(&recipe.resolve(&spec.path), spec.labels.as_deref(), spec.samples)?;
-    evaluation.check_inputs(&inputs)?;
-    evaluation.check_finite(false)?;
-
+    let (labels, samples) = (spec.labels.as_deref(), spec.samples);
+    let evaluation = load_dataset(recipe, "data.evaluation", &spec.path, labels, samples, &inputs)?;
     let calibration = match &recipe.data.calibration {
         Some(spec) => {
-            let path = recipe.resolve(&spec.path);
-            let calibration = Dataset::load(&path, spec.labels.as_deref(), spec.samples)?;
-            calibration.check_inputs(&inputs)?;
-            calibration.check_finite(true)?;
-            Some(calibration)
+            let (labels, samples) = (spec.labels.as_deref(), spec.samples);
+            let field = "data.calibration";
+            Some(load_dataset(recipe, field, &spec.path, labels, samples, &inputs)?)
         }
         None => None,
     };
     Ok((evaluation, calibration))
+}
+
+/// Loads the data set the recipe's `field` describes and checks it against the model's
+/// `inputs`; errors say where the recipe names the file (or its labels).
+fn load_dataset(
+    recipe: &Recipe,
+    field: &'static str,
+    path: &Path,
+    labels: Option<&str>,
+    samples: Option<usize>,
+    inputs: &[IoInfo],
+) -> Result<Dataset, RunError> {
+    let place = |error: DataError| {
+        let field = match error {
+            DataError::MissingLabels { .. } if field == "data.evaluation" => {
+                "data.evaluation.labels"
+            }
+            DataError::MissingLabels { .. } => "data.calibration.labels",
+            _ => field,
+        };
+        at(recipe, field, RunError::from(error))
+    };
+    let data = Dataset::load(&recipe.resolve(path), labels, samples).map_err(place)?;
+    data.check_inputs(inputs).map_err(place)?;
+    if field == "data.evaluation" {
+        data.check_finite().map_err(place)?;
+    }
+    Ok(data)
+}
+
+/// `error` with where the recipe writes `field`.
+fn at(recipe: &Recipe, field: &str, error: RunError) -> RunError {
+    RunError::At { place: recipe.positions.place(&recipe.path, field), error: Box::new(error) }
 }
 
 /// What to tell a user whose source model tract cannot load.
@@ -654,10 +688,8 @@ fn check_metrics(
     let wanted = accuracy_output(recipe, &outputs);
     let Some(output) = graph_outputs.clone().find(|o| o.name() == wanted) else {
         return Err(RunError::Input {
-            recipe: recipe.path.clone(),
-            message: format!(
-                "`metrics.accuracy.output` is `{wanted}`, which the model does not have"
-            ),
+            place: recipe.positions.place(&recipe.path, "metrics.accuracy.output"),
+            message: format!("`{wanted}` is not an output of the model"),
             hint: format!("the model's outputs are: {}", outputs.join(", ")),
         });
     };
@@ -1279,9 +1311,9 @@ fn check_output(
     };
     if same(model, output_model) {
         return Err(RunError::Input {
-            recipe: recipe.path.clone(),
+            place: recipe.positions.place(&recipe.path, "output"),
             message: format!(
-                "`output` is {}, the model's own folder: the best model would overwrite {}",
+                "{} is the model's own folder: the best model would overwrite {}",
                 output_dir.display(),
                 model.display()
             ),
@@ -1292,10 +1324,43 @@ fn check_output(
     let normalized: PathBuf = output_dir.components().collect();
     if normalized.exists() && !normalized.is_dir() {
         return Err(RunError::Input {
-            recipe: recipe.path.clone(),
-            message: format!("`output` is {}, which is a file, not a folder", output_dir.display()),
+            place: recipe.positions.place(&recipe.path, "output"),
+            message: format!("{} is a file, not a folder", output_dir.display()),
             hint: "set `output` to a folder, for example `output: out/`".into(),
         });
+    }
+    check_writable(recipe, &normalized)
+}
+
+/// Refuses an output folder the run could not write, before anything runs: one under a file,
+/// or in a folder without write permission. The folder is not made here; a file is made and
+/// removed in it, or in the folder that would hold it, to ask the file system.
+fn check_writable(recipe: &Recipe, output_dir: &Path) -> Result<(), RunError> {
+    let refuse = |message: String, hint: &str| RunError::Input {
+        place: recipe.positions.place(&recipe.path, "output"),
+        message,
+        hint: hint.to_string(),
+    };
+
+    let mut existing = output_dir;
+    while !existing.as_os_str().is_empty() && !existing.exists() {
+        existing = existing.parent().unwrap_or(Path::new(""));
+    }
+    let existing = if existing.as_os_str().is_empty() { Path::new(".") } else { existing };
+    if !existing.is_dir() {
+        let message = format!(
+            "{} cannot be made: {} is a file, not a folder",
+            output_dir.display(),
+            existing.display()
+        );
+        return Err(refuse(message, "set `output` to a folder, for example `output: out/`"));
+    }
+
+    let probe = tempfile::Builder::new().prefix(".pipeline-write-check-").tempfile_in(existing);
+    if let Err(error) = probe {
+        let message = format!("{} cannot be written: {}", existing.display(), error.kind());
+        let hint = "set `output` to a folder you can write, or change the folder's permissions";
+        return Err(refuse(message, hint));
     }
     Ok(())
 }

@@ -263,7 +263,9 @@ fn load_data(
     };
     let data = Dataset::load(path, labels, None).map_err(data_error)?;
     data.check_inputs(inputs).map_err(data_error)?;
-    data.check_finite(flag == "--calibration").map_err(data_error)?;
+    if flag == "--data" {
+        data.check_finite().map_err(data_error)?;
+    }
     Ok(data)
 }
 

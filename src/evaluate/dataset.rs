@@ -219,12 +219,10 @@ pub enum DataError {
         inputs: Vec<String>,
     },
 
-    /// A float input array holds NaN or infinite values where they cannot be used.
+    /// A float input array holds nothing but NaN and infinite values.
     #[error(
-        "array '{array}' in {path} holds {count} NaN or infinite values of {total} (the first \
-         in sample {first}){why}\n\
-         hint: remove or repair those samples; a model's outputs on them are not numbers to \
-         judge it by"
+        "array '{array}' in {path} holds only NaN or infinite values ({count} of {total})\n\
+         hint: a model's outputs on them are not numbers to judge it by; repair the data"
     )]
     NonFinite {
         /// The data file.
@@ -235,10 +233,6 @@ pub enum DataError {
         count: usize,
         /// How many values it holds.
         total: usize,
-        /// The sample that holds the first of them.
-        first: usize,
-        /// Why they cannot be used here, starting with "; ", or nothing.
-        why: String,
     },
 }
 
@@ -414,25 +408,19 @@ impl Dataset {
         self.labels.as_ref().map(|(name, tensor)| (name.as_str(), tensor))
     }
 
-    /// Checks the float input arrays for NaN and infinite values. `any` refuses one
-    /// (calibration: one NaN spoils the ranges it measures); otherwise an array is refused
-    /// only when every value is NaN or infinite, and one that holds some is logged.
-    pub fn check_finite(&self, any: bool) -> Result<(), DataError> {
+    /// Checks the float input arrays for NaN and infinite values: an array that holds nothing
+    /// else is refused, one that holds some is logged. (Calibration data is not checked here:
+    /// a NaN range fails the candidate that calibrates on it, naming the tensor and batch.)
+    pub fn check_finite(&self) -> Result<(), DataError> {
         for (name, tensor) in &self.inputs {
             let Some((count, total, first)) = non_finite(tensor) else { continue };
-            let error = |why: &str| DataError::NonFinite {
-                path: self.path.clone(),
-                array: name.clone(),
-                count,
-                total,
-                first,
-                why: why.to_string(),
-            };
-            if any {
-                return Err(error("; calibration ranges measured on them would be NaN"));
-            }
             if count == total {
-                return Err(error(""));
+                return Err(DataError::NonFinite {
+                    path: self.path.clone(),
+                    array: name.clone(),
+                    count,
+                    total,
+                });
             }
             tracing::warn!(
                 "{}: array '{name}' holds {count} NaN or infinite values of {total} (the first \

@@ -11,6 +11,7 @@ mod check;
 mod node;
 mod steps;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -73,6 +74,50 @@ pub struct Recipe {
     #[serde(skip)]
     #[schemars(skip)]
     pub path: PathBuf,
+    /// Where the fields checked after parsing are written, for messages.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub positions: Positions,
+}
+
+/// Where the fields that are checked against files after parsing are written: `model`,
+/// `output`, the data files and their labels, `metrics.accuracy.output`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Positions(BTreeMap<&'static str, (u64, u64)>);
+
+/// The fields [`Positions`] keeps, as dotted paths.
+const POSITIONED: &[&str] = &[
+    "model",
+    "output",
+    "data",
+    "data.evaluation",
+    "data.evaluation.labels",
+    "data.calibration",
+    "data.calibration.labels",
+    "metrics.accuracy.output",
+];
+
+impl Positions {
+    /// Reads where each of [`POSITIONED`] is written in `tree`: at its key.
+    fn record(tree: &Node) -> Positions {
+        let mut positions = BTreeMap::new();
+        for &field in POSITIONED {
+            let path: Vec<Segment> = field.split('.').map(|k| Segment::Key(k.into())).collect();
+            let (parent, [Segment::Key(key)]) = path.split_at(path.len() - 1) else { continue };
+            if let Some(node) = tree.get(parent).and_then(|parent| parent.key_node(key)) {
+                positions.insert(field, (node.pos.line, node.pos.column));
+            }
+        }
+        Positions(positions)
+    }
+
+    /// `file:line:column: field` where the recipe at `file` writes `field`, or `file: field`.
+    pub fn place(&self, file: &Path, field: &str) -> String {
+        match self.0.get(field) {
+            Some((line, column)) => format!("{}:{line}:{column}: {field}", file.display()),
+            None => format!("{}: {field}", file.display()),
+        }
+    }
 }
 
 /// The data sets of a recipe. Arrays are matched to model inputs by name.
@@ -627,6 +672,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Recipe, RecipeError> {
     let mut recipe =
         Recipe::deserialize(NodeDeserializer::new(&tree, Vec::new())).map_err(invalid)?;
     recipe.path = file.to_owned();
+    recipe.positions = Positions::record(&tree);
     attach_chain(&mut recipe.passes, &[Segment::Key("passes".into())], &tree);
 
     validate(&recipe, &tree).map_err(invalid)?;

@@ -115,6 +115,22 @@ impl Node {
         node
     }
 
+    /// The node at `path` below this one, if every step of it exists.
+    pub(crate) fn get(&self, path: &[Segment]) -> Option<&Node> {
+        let mut node = self;
+        for segment in path {
+            node = match (segment, &node.kind) {
+                (Segment::Key(key), Kind::Map(entries)) => entries
+                    .iter()
+                    .find(|(k, _)| k.key_text().as_deref() == Some(key.as_str()))
+                    .map(|(_, v)| v)?,
+                (Segment::Index(index), Kind::Seq(items)) => items.get(*index)?,
+                _ => return None,
+            };
+        }
+        Some(node)
+    }
+
     /// The node of the key `key` in this mapping, if any.
     pub(crate) fn key_node(&self, key: &str) -> Option<&Node> {
         match &self.kind {
