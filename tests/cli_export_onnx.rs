@@ -241,3 +241,20 @@ fn a_parameter_of_another_format_is_refused_at_validation() {
         .stderr_has(&["`optimization` does not apply to `format: onnx`", "format: ort"]);
     assert_eq!(project.files(), before, "nothing was written");
 }
+
+/// An opset no ONNX release has needs no model to refuse: `validate` says so at the pass.
+#[test]
+fn an_opset_that_was_never_released_is_refused_at_validation() {
+    let project = Project::digits();
+    project.edit_recipe(
+        "  - quantize_dynamic: {per_channel: [false, true]}\n",
+        "  - export: {format: onnx, opset: 99}\n",
+    );
+    let before = project.files();
+    outcome(project.pipeline().arg("validate").arg(project.recipe()))
+        .expect_code(2)
+        .no_panic()
+        .stderr_has(&["passes[0].export", "`opset: 99` is no released opset", "5 to "]);
+    outcome(&mut project.run()).expect_code(2).stderr_has(&["`opset: 99`"]);
+    assert_eq!(project.files(), before, "nothing was written");
+}

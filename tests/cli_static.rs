@@ -233,3 +233,20 @@ fn the_evaluation_file_calibrates_when_its_labels_are_named() {
     let report = read_report(&project.path("out"));
     assert_eq!(candidates(&report)[0]["status"], "passed", "{report:#}");
 }
+
+/// A filter entry that is neither a node's name nor a valid regular expression can only be a
+/// mistake: the candidate fails saying so, rather than quantizing everything with a warning.
+#[test]
+fn a_node_filter_that_is_no_name_and_no_regular_expression_fails_the_candidate() {
+    let project = Project::digits();
+    project.write_recipe(&recipe_with("  - quantize_static: {nodes_to_exclude: ['(']}\n"));
+
+    let result = outcome(&mut project.run());
+    result.expect_code(1).no_panic();
+    let report = read_report(&project.path("out"));
+    let candidate = &candidates(&report)[0];
+    assert_eq!(candidate["status"], "failed", "{report:#}");
+    let reason = candidate["reasons"][0].as_str().unwrap_or_default();
+    assert!(reason.contains("`nodes_to_exclude` names `(`"), "{reason}");
+    assert!(reason.contains("no valid regular expression"), "{reason}");
+}

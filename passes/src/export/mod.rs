@@ -180,6 +180,27 @@ impl Configured for Export {
                 ),
             });
         }
+        // What needs no model is refused here, before anything runs.
+        let config_error = |message: String| PassError::Config { pass: Self::NAME, message };
+        let latest_opset = opsets::OPSET_IR_VERSIONS.last().map_or(0, |(opset, _)| *opset);
+        if let Some(opset) = config.opset {
+            if !opsets::OPSET_IR_VERSIONS.iter().any(|(known, _)| *known == opset) {
+                return Err(config_error(format!(
+                    "`opset: {opset}` is no released opset of the default ONNX domain (known: \
+                     1, 5 to {latest_opset}); hint: leave `opset` out to keep the model's"
+                )));
+            }
+        }
+        if let Some(ir_version) = config.ir_version {
+            if !(3..=opsets::LATEST_IR_VERSION).contains(&ir_version) {
+                return Err(config_error(format!(
+                    "`ir_version: {ir_version}` is not one of 3 to {}; hint: leave \
+                     `ir_version` out to keep the model's",
+                    opsets::LATEST_IR_VERSION
+                )));
+            }
+        }
+
         let write = OnnxWrite {
             external_data: config.external_data.unwrap_or_default(),
             size_threshold: config.size_threshold.map_or(onnx::DEFAULT_SIZE_THRESHOLD, |s| s.0),

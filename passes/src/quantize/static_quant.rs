@@ -367,7 +367,7 @@ pub fn quantize_qoperator(
     check_qoperator_types(&config)?;
     let settings = resolve(&config, &model)?;
     let mut graph = model.graph.take().ok_or_else(|| model_error("the model has no graph"))?;
-    warn_unmatched(&graph, &config);
+    check_filters(&graph, &config)?;
     prepare_weights(&mut graph, &settings);
 
     let nothing = nothing_to_quantize(&graph, &settings);
@@ -425,7 +425,7 @@ pub fn quantize_qdq(
     let config = &config;
     let settings = resolve(config, &model)?;
     let mut graph = model.graph.take().ok_or_else(|| model_error("the model has no graph"))?;
-    warn_unmatched(&graph, config);
+    check_filters(&graph, config)?;
     prepare_weights(&mut graph, &settings);
 
     // The error names the input graph's counts, so it is made before the graph is rewritten.
@@ -538,7 +538,9 @@ fn sixteen_bit_domain(settings: &Settings) -> Option<&'static str> {
     })
 }
 
-fn warn_unmatched(graph: &GraphProto, config: &QuantizeStaticConfig) {
+/// Warns about node filter entries that match no node of the main graph, and refuses one
+/// that is neither a node's name nor a valid regular expression: it can only be a mistake.
+fn check_filters(graph: &GraphProto, config: &QuantizeStaticConfig) -> Result<(), PassError> {
     let names: Vec<&str> = graph.node.iter().map(|n| n.name()).collect();
     let lists = [
         ("nodes_to_exclude", &config.nodes_to_exclude),
@@ -546,9 +548,16 @@ fn warn_unmatched(graph: &GraphProto, config: &QuantizeStaticConfig) {
     ];
     for (field, entries) in lists {
         for entry in NodeFilter::new(entries).unmatched(&names) {
+            if let Err(error) = crate::quantize::filter::whole_match(entry) {
+                return Err(config_error(format!(
+                    "`{field}` names `{entry}`, which is no node of the main graph and no valid \
+                     regular expression: {error}"
+                )));
+            }
             warn!("`{field}` names `{entry}`, which matches no node of the main graph");
         }
     }
+    Ok(())
 }
 
 fn nothing_to_quantize(graph: &GraphProto, settings: &Settings) -> PassError {
