@@ -195,6 +195,10 @@ impl Cache {
     /// can be written in it: a run with a cache it cannot fill stops here, before anything
     /// runs, rather than warning at every entry.
     pub fn open(dir: &Path) -> Result<Cache, CacheError> {
+        if dir.exists() && !dir.is_dir() {
+            let source = std::io::Error::other("it is a file, not a folder");
+            return Err(CacheError::Folder { path: dir.to_path_buf(), source });
+        }
         std::fs::create_dir_all(dir)
             .map_err(|source| CacheError::Folder { path: dir.to_path_buf(), source })?;
         tempfile::Builder::new()

@@ -580,8 +580,9 @@ fn at(recipe: &Recipe, field: &str, error: RunError) -> RunError {
 }
 
 /// What to tell a user whose source model tract cannot load.
-const TRACT_SOURCE_HINT: &str = "tract 0.23 has no int4 type and lacks some operators; measure \
-                                 with ONNX Runtime instead (remove `evaluate: {runtime: tract}`)";
+const TRACT_SOURCE_HINT: &str = "tract 0.23 runs fewer models than ONNX Runtime (no int4 type, \
+                                 some float16 graphs and operators missing); measure with ONNX \
+                                 Runtime instead (remove `evaluate: {runtime: tract}`)";
 
 /// ONNX Runtime, loaded when the recipe measures with it or, measuring with tract, asks for
 /// something that runs it (calibration, its optimizer, `accuracy_aware`, `session_tune`);

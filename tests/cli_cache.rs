@@ -267,6 +267,11 @@ fn a_cache_folder_that_cannot_be_written_stops_the_run_before_it_starts() {
         assert!(!result.stderr.contains("WARN"), "{folder}: {}", result.stderr);
         assert_eq!(project.files(), before, "{folder}: the run wrote files");
     }
+
+    // A file where the folder should be says so (it was "File exists (os error 17)").
+    let result = outcome(project.run().args(["--cache-dir", "afile"]));
+    result.expect_code(2).stderr_has(&["cache folder afile: it is a file, not a folder"]);
+    assert_eq!(project.files(), before, "afile: the run wrote files");
 }
 
 #[test]

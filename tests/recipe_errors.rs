@@ -438,7 +438,9 @@ fn pass_step_shape_errors() {
 
 #[test]
 fn empty_file_and_missing_file() {
-    assert!(refusal("# nothing\n").contains("the recipe is empty"));
+    // No position to give: the message starts with the file alone, not `recipe.yaml:0:0:`.
+    let empty = refusal("# nothing\n");
+    assert!(empty.starts_with("<dir>/recipe.yaml: the recipe is empty"), "{empty}");
     let error = recipe::load(Path::new("/nonexistent/recipe.yaml")).expect_err("no such file");
     assert!(
         error.to_string().starts_with("cannot read recipe /nonexistent/recipe.yaml: "),
@@ -528,4 +530,13 @@ fn pass_step_without_parameters_says_how_to_write_it() {
 
     let message = refusal(&replace(step, "  - fusee\n"));
     assert!(message.contains("unknown pass `fusee`") && message.contains("`fuse`"), "{message}");
+}
+
+/// A negative count reads as a whole number of 0 or more, not Rust's `expected usize`.
+#[test]
+fn a_negative_count_says_a_whole_number() {
+    let text = replace("max_candidates: 64", "max_candidates: -1");
+    let message = refusal(&text);
+    assert!(message.contains("search.max_candidates: expected a whole number of 0 or more"));
+    assert!(message.contains("found integer `-1`") && !message.contains("usize"), "{message}");
 }

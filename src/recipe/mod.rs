@@ -617,10 +617,7 @@ pub enum RecipeError {
     Syntax { file: PathBuf, line: u64, column: u64, message: String },
 
     /// The YAML does not make a valid recipe.
-    #[error(
-        "{}:{line}:{column}: {}{message}{}",
-        file.display(), field_prefix(field), hint_line(hint)
-    )]
+    #[error("{}: {}{message}{}", located(file, *line, *column), field_prefix(field), hint_line(hint))]
     Invalid {
         file: PathBuf,
         line: u64,
@@ -630,6 +627,15 @@ pub enum RecipeError {
         message: String,
         hint: Option<String>,
     },
+}
+
+/// `file:line:column`, or `file` alone where there is no position (an empty recipe).
+fn located(file: &Path, line: u64, column: u64) -> String {
+    if line == 0 {
+        file.display().to_string()
+    } else {
+        format!("{}:{line}:{column}", file.display())
+    }
 }
 
 fn field_prefix(field: &str) -> String {

@@ -299,6 +299,19 @@ impl de::Error for DeError {
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
         DeError::new(format!("unknown value `{variant}`"), Some(closest_hint(variant, expected)))
     }
+
+    /// Says Rust's unsigned integer types in words: `expected usize` becomes a whole number
+    /// of 0 or more.
+    fn invalid_value(unexpected: de::Unexpected, expected: &dyn de::Expected) -> Self {
+        let expected = expected.to_string();
+        match expected.as_str() {
+            "usize" | "u64" | "u32" | "u16" | "u8" => DeError::new(
+                format!("expected a whole number of 0 or more, found {unexpected}"),
+                None,
+            ),
+            _ => DeError::new(format!("invalid value: {unexpected}, expected {expected}"), None),
+        }
+    }
 }
 
 /// "did you mean `x`? allowed: `a`, `b`" or just the allowed list when nothing is close.

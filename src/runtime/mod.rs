@@ -90,8 +90,9 @@ pub enum RuntimeError {
 
     /// A model file could not be loaded in tract.
     #[error(
-        "could not load model {model} in tract: {message}; hint: tract 0.23 has no int4 type \
-         and lacks some operators; measure this one with `evaluate: {{runtime: onnxruntime}}`"
+        "could not load model {model} in tract: {message}; hint: tract 0.23 runs fewer models \
+         than ONNX Runtime (no int4 type, some float16 graphs and operators missing); measure \
+         this one with `evaluate: {{runtime: onnxruntime}}`"
     )]
     TractLoad {
         /// The model file.

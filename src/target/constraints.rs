@@ -38,10 +38,12 @@ pub fn violations(target: Target, model: &ModelProto) -> Vec<String> {
     let mut found = Vec::new();
     for constraint in target.profile().constraints {
         let why = match constraint {
-            Constraint::StaticShapes => symbolic_inputs(model).map(|inputs| {
+            Constraint::StaticShapes => symbolic_inputs(model).map(|(inputs, symbol)| {
+                // The example names the model's own dimension, so that it works as written.
+                let symbol = symbol.unwrap_or_else(|| "batch".to_string());
                 format!(
                     "target `{}` needs static shapes, and {}; hint: add `fix_shapes` (e.g. \
-                     `fix_shapes: {{dims: {{batch: 1}}}}`) before the other passes",
+                     `fix_shapes: {{dims: {{{symbol}: 1}}}}`) before the other passes",
                     target.name(),
                     inputs
                 )
@@ -61,12 +63,14 @@ pub fn violations(target: Target, model: &ModelProto) -> Vec<String> {
     found
 }
 
-/// The graph inputs with a dimension that is not a fixed size, as words; `None` if none.
-fn symbolic_inputs(model: &ModelProto) -> Option<String> {
+/// The graph inputs with a dimension that is not a fixed size, as words, and the name of the
+/// first symbolic one; `None` if none.
+fn symbolic_inputs(model: &ModelProto) -> Option<(String, Option<String>)> {
     let graph = model.graph.as_ref()?;
     let initializers: std::collections::HashSet<&str> =
         graph.initializer.iter().map(|t| t.name()).collect();
     let mut named = Vec::new();
+    let mut first_symbol = None;
     for input in graph.input.iter().filter(|i| !initializers.contains(i.name())) {
         let Some(dims) = ir::declared_type(input).and_then(|t| t.dims) else {
             named.push(format!("input `{}` has no declared shape", input.name()));
@@ -74,14 +78,17 @@ fn symbolic_inputs(model: &ModelProto) -> Option<String> {
         };
         let symbolic = dims.iter().find_map(|dim| match dim {
             Dim::Known(size) if *size > 0 => None,
-            Dim::Symbol(name) => Some(format!("`{name}`")),
+            Dim::Symbol(name) => {
+                first_symbol.get_or_insert_with(|| name.clone());
+                Some(format!("`{name}`"))
+            }
             _ => Some("an unknown size".to_string()),
         });
         if let Some(dim) = symbolic {
             named.push(format!("input `{}` has the dimension {dim}", input.name()));
         }
     }
-    list(named)
+    list(named).map(|inputs| (inputs, first_symbol))
 }
 
 /// The nodes whose operator is a quantized kernel other than QDQ, as words; `None` if none.
@@ -136,6 +143,29 @@ mod tests {
 
         assert!(violations(Target::NpuQnn, &model(&[1, 4], "MatMul")).is_empty());
         assert!(violations(Target::NpuOpenvino, &model(&[1, 4], "MatMul")).is_empty());
+    }
+
+    /// The hint's example names the model's own symbolic dimension, so that it works as
+    /// written (it said `batch` for a model whose dimension is `N`).
+    #[test]
+    fn the_static_shape_hint_names_the_models_dimension() {
+        use pipeline_passes::ir::proto::tensor_shape_proto::dimension::Value as DimValue;
+        use pipeline_passes::ir::proto::type_proto;
+
+        let mut named = model(&[1, 4], "MatMul");
+        let graph = named.graph.as_mut().expect("a graph");
+        let Some(type_proto::Value::TensorType(tensor)) =
+            graph.input[0].r#type.as_mut().and_then(|t| t.value.as_mut())
+        else {
+            panic!("a tensor input")
+        };
+        let shape = tensor.shape.as_mut().expect("a shape");
+        shape.dim[0].value = Some(DimValue::DimParam("N".into()));
+
+        let found = violations(Target::NpuQnn, &named);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("the dimension `N`"), "{found:?}");
+        assert!(found[0].contains("`fix_shapes: {dims: {N: 1}}`"), "{found:?}");
     }
 
     #[test]
