@@ -427,6 +427,11 @@ pub fn run_prepared(
         if let Some(reverter) = &reverter {
             outcome = reverter.revert(&bench, candidate, &mut builder, outcome);
         }
+        // The work folder is gone when the run ends: reasons name `c2/model.onnx` instead.
+        let work_prefix = format!("{}{}", work.path().display(), std::path::MAIN_SEPARATOR);
+        for reason in &mut outcome.reasons {
+            *reason = reason.replace(&work_prefix, "");
+        }
         // A candidate whose build or measurement Ctrl-C cut short is abandoned.
         if options.stop.load(AtomicOrdering::Relaxed) && outcome.measurement.is_none() {
             break;
