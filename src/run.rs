@@ -183,6 +183,7 @@ pub fn prepare(recipe_path: &Path) -> Result<Prepared, RunError> {
     let (plan, model_path, output_dir, output_model) = plan_and_output(&recipe)?;
 
     let model = ir::load(&model_path).map_err(|e| at(&recipe, "model", RunError::Model(e)))?;
+    check_steps(&recipe, &plan, &model)?;
     let (evaluation, calibration) = load_data(&recipe, &model)?;
     check_metrics(&recipe, &model, &evaluation)?;
 
@@ -208,6 +209,7 @@ pub fn prepare_loaded(
     calibration: Option<Dataset>,
 ) -> Result<Prepared, RunError> {
     let (plan, model_path, output_dir, output_model) = plan_and_output(&recipe)?;
+    check_steps(&recipe, &plan, &model)?;
     check_metrics(&recipe, &model, &evaluation)?;
     Ok(Prepared {
         recipe,
@@ -709,6 +711,29 @@ fn check_metrics(
             .filter(|&size| size > 0);
         evaluate::check_labels(evaluation, classes, &wanted)
             .map_err(|error| RunError::Labels(Box::new(error)))?;
+    }
+    Ok(())
+}
+
+/// Checks each distinct step of the plan against the source model where its pass can tell
+/// without running (`fix_shapes` names a dimension the model does not have), at the step.
+fn check_steps(recipe: &Recipe, plan: &plan::Plan, model: &ModelProto) -> Result<(), RunError> {
+    let mut checked = std::collections::HashSet::new();
+    for step in plan.candidates().iter().flat_map(|candidate| &candidate.steps) {
+        if !checked.insert((step.pass.as_str(), step.config.to_string())) {
+            continue;
+        }
+        // The plan built every step once already; one that does not build failed there.
+        let Some(info) = pipeline_passes::pass::find(&step.pass) else { continue };
+        let Ok(pass) = (info.build)(&step.config) else { continue };
+        if let Err(error) = pass.check_source(model) {
+            return Err(RunError::from(plan::PlanError::InvalidConfig {
+                file: recipe.path.clone(),
+                origin: step.origin.clone(),
+                config: step.config.clone(),
+                message: error.to_string(),
+            }));
+        }
     }
     Ok(())
 }

@@ -358,3 +358,24 @@ fn evaluation_array_of_nan() {
     invalid(&project, &parts);
     refused(&project, &parts);
 }
+
+/// `fix_shapes` names a dimension and an input the model does not have: `validate` has the
+/// model at hand and refuses them at the step (every candidate would fail otherwise).
+#[test]
+fn fix_shapes_names_that_the_model_does_not_have() {
+    let project = Project::digits();
+    project.edit_recipe(
+        "  - quantize_dynamic: {per_channel: [false, true]}\n",
+        "  - fix_shapes: {dims: {batch: 1}}\n",
+    );
+    let parts = ["passes[0].fix_shapes", "`dims` names `batch`", "dimensions are: `N`"];
+    invalid(&project, &parts);
+    refused(&project, &parts);
+
+    let project = Project::digits();
+    project.edit_recipe(
+        "  - quantize_dynamic: {per_channel: [false, true]}\n",
+        "  - fix_shapes: {inputs: {pixels: [1, 1, 8, 8]}}\n",
+    );
+    refused(&project, &["`inputs` names `pixels`", "inputs are: `input`"]);
+}

@@ -59,6 +59,14 @@ pub trait Pass: Send + Sync {
     /// Transforms `model` and returns the new model. The pass must not return its input
     /// unchanged while claiming success: when nothing applies it says so with an error.
     fn run(&self, model: ModelProto, context: &PassContext) -> Result<ModelProto, PassError>;
+
+    /// Checks the configuration against the source model before anything runs (names of
+    /// dimensions or inputs it must find), so that `pipeline validate` catches what would
+    /// otherwise fail every candidate. Only what the passes before it cannot change may be
+    /// checked; by default nothing is.
+    fn check_source(&self, _model: &ModelProto) -> Result<(), PassError> {
+        Ok(())
+    }
 }
 
 /// What a pass may use besides the model: the runtime the model is made for, and a way to

@@ -119,6 +119,15 @@ impl Pass for FixShapes {
         Self::NAME
     }
 
+    /// The names in `dims` and `inputs`, and the sizes given, against the source model: no
+    /// pass renames a graph input or a symbolic dimension.
+    fn check_source(&self, model: &ModelProto) -> Result<(), PassError> {
+        let Some(graph) = model.graph.as_ref() else { return Ok(()) };
+        // A cheap copy: tensor data is shared between copies.
+        let symbols = symbols(&mut graph.clone());
+        self.sizes(graph, &symbols, &fed_inputs(graph)).map(|_| ())
+    }
+
     fn run(&self, mut model: ModelProto, _context: &PassContext) -> Result<ModelProto, PassError> {
         let _span = info_span!("fix_shapes").entered();
         let graph = model.graph.as_mut().ok_or_else(|| PassError::Model {
