@@ -715,27 +715,51 @@ fn check_metrics(
     Ok(())
 }
 
-/// Checks each distinct step of the plan against the source model where its pass can tell
-/// without running (`fix_shapes` names a dimension the model does not have), at the step.
+/// Checks each step of the plan against the source model where its pass can tell without
+/// running (`fix_shapes` names a dimension the model does not have). A recipe step whose
+/// every configuration is refused is an error at the step; a searched value refused alone
+/// fails its candidates when they run, as the search expects.
 fn check_steps(recipe: &Recipe, plan: &plan::Plan, model: &ModelProto) -> Result<(), RunError> {
+    // For each recipe step (by where it is written): whether some configuration passed, and
+    // the first refusal.
+    let mut steps: Vec<(&plan::StepRef, bool, Option<String>)> = Vec::new();
     let mut checked = std::collections::HashSet::new();
     for step in plan.candidates().iter().flat_map(|candidate| &candidate.steps) {
-        if !checked.insert((step.pass.as_str(), step.config.to_string())) {
+        if !checked.insert((step.pass.as_str(), step.config.to_string(), &step.origin)) {
             continue;
         }
         // The plan built every step once already; one that does not build failed there.
         let Some(info) = pipeline_passes::pass::find(&step.pass) else { continue };
         let Ok(pass) = (info.build)(&step.config) else { continue };
-        if let Err(error) = pass.check_source(model) {
-            return Err(RunError::from(plan::PlanError::InvalidConfig {
-                file: recipe.path.clone(),
-                origin: step.origin.clone(),
-                config: step.config.clone(),
-                message: error.to_string(),
-            }));
+        let result = pass.check_source(model);
+        let index = match steps.iter().position(|(seen, ..)| seen.origin == step.origin) {
+            Some(index) => index,
+            None => {
+                steps.push((step, false, None));
+                steps.len() - 1
+            }
+        };
+        let entry = &mut steps[index];
+        match result {
+            Ok(()) => entry.1 = true,
+            Err(error) => {
+                if entry.2.is_none() {
+                    entry.0 = step;
+                    entry.2 = Some(error.to_string());
+                }
+            }
         }
     }
-    Ok(())
+
+    match steps.into_iter().find(|(_, passed, refused)| !passed && refused.is_some()) {
+        Some((step, _, Some(message))) => Err(RunError::from(plan::PlanError::InvalidConfig {
+            file: recipe.path.clone(),
+            origin: step.origin.clone(),
+            config: step.config.clone(),
+            message,
+        })),
+        _ => Ok(()),
+    }
 }
 
 /// The output whose argmax is compared with the labels: named, or the model's first.

@@ -61,7 +61,7 @@ impl ParamSpace {
 }
 
 /// The place in the recipe where something was written.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Origin {
     /// The field path, like `passes[1].one_of[0].quantize_dynamic`.
     pub field: String,
