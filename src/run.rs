@@ -1360,11 +1360,7 @@ fn check_output(
     output_dir: &Path,
     output_model: &Path,
 ) -> Result<(), RunError> {
-    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    };
-    if same(model, output_model) {
+    if resolved(model) == resolved(output_model) {
         return Err(RunError::Input {
             place: recipe.positions.place(&recipe.path, "output"),
             message: format!(
@@ -1387,37 +1383,67 @@ fn check_output(
     check_writable(recipe, &normalized)
 }
 
-/// Refuses an output folder the run could not write, before anything runs: one under a file,
-/// or in a folder without write permission. The folder is not made here; a file is made and
-/// removed in it, or in the folder that would hold it, to ask the file system.
-fn check_writable(recipe: &Recipe, output_dir: &Path) -> Result<(), RunError> {
-    let refuse = |message: String, hint: &str| RunError::Input {
-        place: recipe.positions.place(&recipe.path, "output"),
-        message,
-        hint: hint.to_string(),
-    };
+/// `path` made absolute, with symbolic links resolved where it exists and `.` and `..`
+/// resolved in the part that does not exist yet: `new/..` is the folder that holds `new`, so
+/// an output folder written that way is seen to be the model's own.
+pub(crate) fn resolved(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(mut out) = existing.canonicalize() {
+            for part in rest.iter().rev() {
+                match part {
+                    std::path::Component::ParentDir => {
+                        out.pop();
+                    }
+                    std::path::Component::CurDir => {}
+                    other => out.push(other),
+                }
+            }
+            return out;
+        }
+        match (existing.parent(), existing.components().next_back()) {
+            (Some(parent), Some(last)) => {
+                rest.push(last);
+                existing = parent;
+            }
+            _ => return absolute,
+        }
+    }
+}
 
+/// Refuses an output folder the run could not write, before anything runs.
+fn check_writable(recipe: &Recipe, output_dir: &Path) -> Result<(), RunError> {
+    match unwritable(output_dir) {
+        Some(message) => Err(RunError::Input {
+            place: recipe.positions.place(&recipe.path, "output"),
+            message,
+            hint: "set `output` to a folder you can write, for example `output: out/`".into(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Why a run could not write `output_dir`, if it could not: the folder, or the folder that
+/// would hold it, is a file or cannot be written. The folder is not made here; a file is
+/// made and removed in it, or in the folder that would hold it, to ask the file system.
+pub(crate) fn unwritable(output_dir: &Path) -> Option<String> {
     let mut existing = output_dir;
     while !existing.as_os_str().is_empty() && !existing.exists() {
         existing = existing.parent().unwrap_or(Path::new(""));
     }
     let existing = if existing.as_os_str().is_empty() { Path::new(".") } else { existing };
     if !existing.is_dir() {
-        let message = format!(
+        return Some(format!(
             "{} cannot be made: {} is a file, not a folder",
             output_dir.display(),
             existing.display()
-        );
-        return Err(refuse(message, "set `output` to a folder, for example `output: out/`"));
+        ));
     }
 
     let probe = tempfile::Builder::new().prefix(".pipeline-write-check-").tempfile_in(existing);
-    if let Err(error) = probe {
-        let message = format!("{} cannot be written: {}", existing.display(), error.kind());
-        let hint = "set `output` to a folder you can write, or change the folder's permissions";
-        return Err(refuse(message, hint));
-    }
-    Ok(())
+    probe.err().map(|error| format!("{} cannot be written: {}", existing.display(), error.kind()))
 }
 
 /// The statistic of a latency measurement that the recipe ranks by.

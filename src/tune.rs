@@ -173,12 +173,12 @@ fn check_output(request: &TuneRequest, recipe: &Path) -> Result<(), TuneError> {
             "pass --output a folder (it is created when missing)".into(),
         ));
     }
+    if let Some(message) = crate::run::unwritable(output) {
+        return Err(flag(message, "pass --output a folder you can write".into()));
+    }
     let file_name = request.model.file_name().unwrap_or("model.onnx".as_ref());
-    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    if same(&request.model, &output.join(file_name)) {
+    let resolved = crate::run::resolved;
+    if resolved(&request.model) == resolved(&output.join(file_name)) {
         return Err(flag(
             format!(
                 "{} is the model's own folder: the best model would overwrite {}",

@@ -238,6 +238,14 @@ fn output_in_the_models_own_folder() {
     project.edit_recipe("output: out/", "output: .");
     let result = refused(&project, &[": output: ", "own folder", "model.onnx"]);
     assert_located(&result);
+
+    // `..` out of a folder that does not exist yet is the model's folder too: the run wrote
+    // its best model over the source.
+    let project = Project::digits();
+    project.edit_recipe("output: out/", "output: newdir/..");
+    let result = refused(&project, &[": output: ", "newdir/.. is the model's own folder"]);
+    assert_located(&result);
+    outcome(project.pipeline().arg("validate").arg(project.recipe())).expect_code(2);
 }
 
 #[test]

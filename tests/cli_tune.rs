@@ -154,7 +154,7 @@ fn tune_checks_the_data_and_output_before_writing_and_names_the_flags() {
     std::fs::write(project.path("afile"), "not a folder").unwrap();
     let before = project.files();
     let base = ["model.onnx", "--target", "cpu"];
-    let cases: [(&[&str], &[&str]); 6] = [
+    let cases: [(&[&str], &[&str]); 8] = [
         // test.npz holds labels `y`: without --labels the hint says to pass it.
         (
             &["--data", "test.npz", "--output", "t"],
@@ -177,6 +177,16 @@ fn tune_checks_the_data_and_output_before_writing_and_names_the_flags() {
         (
             &["--data", "test.npz", "--labels", "y", "--output", "afile"],
             &["--output: afile is a file, not a folder", "hint: pass --output a folder"],
+        ),
+        // A folder below a file cannot be made: named as the flag, not as a recipe field.
+        (
+            &["--data", "test.npz", "--labels", "y", "--output", "afile/sub"],
+            &["--output: afile/sub cannot be made: afile is a file", "pass --output a folder"],
+        ),
+        // A folder that does not exist yet, and `..` out of it: the model's folder again.
+        (
+            &["--data", "test.npz", "--labels", "y", "--output", "new/.."],
+            &["--output: new/.. is the model's own folder"],
         ),
         // Paths as given: not relative to the recipe that would be written.
         (
