@@ -150,7 +150,7 @@ pub fn write_recipe(
     };
     check_host(target, options)?;
 
-    let text = recipe_text(request, target, &path, &symbolic_input_dims(&model))?;
+    let text = recipe_text(request, target, &path, &static_input_shapes(&model, &evaluation))?;
     // The recipe as `pipeline run` will read it, checked before it is written.
     let recipe = crate::recipe::parse(&text, &path).map_err(RunError::from)?;
     let prepared = run::prepare_loaded(recipe, model, evaluation, calibration)?;
@@ -293,7 +293,7 @@ fn recipe_text(
     request: &TuneRequest,
     target: Target,
     recipe_path: &Path,
-    dims: &[String],
+    shapes: &[(String, Vec<i64>)],
 ) -> Result<String, TuneError> {
     let output = absolute(&request.output)
         .map_err(|source| TuneError::Write { path: request.output.clone(), source })?;
@@ -324,7 +324,7 @@ fn recipe_text(
             output: "output: .".to_string(),
             calibration: request.calibration.is_some(),
             labels: request.labels.is_some(),
-            dims,
+            shapes,
         },
     );
     let header = format!(
@@ -365,8 +365,8 @@ struct Replacements<'a> {
     output: String,
     calibration: bool,
     labels: bool,
-    /// The model's symbolic input dimensions, each fixed to 1 by `fix_shapes`.
-    dims: &'a [String],
+    /// The shapes `fix_shapes` gives the inputs whose shape is not fixed.
+    shapes: &'a [(String, Vec<i64>)],
 }
 
 /// The template with its blocks replaced and its marked lines kept, dropped or filled in.
@@ -408,12 +408,16 @@ fn resolve(template: &str, with: &Replacements<'_>) -> String {
             continue;
         }
         if line.contains("# tune: dims") {
-            if with.dims.is_empty() {
+            if with.shapes.is_empty() {
                 continue;
             }
             let indent = &line[..line.len() - line.trim_start().len()];
-            let dims: Vec<String> = with.dims.iter().map(|d| format!("{}: 1", quoted(d))).collect();
-            out.push(format!("{indent}- fix_shapes: {{dims: {{{}}}}}", dims.join(", ")));
+            let shapes: Vec<String> = with
+                .shapes
+                .iter()
+                .map(|(name, shape)| format!("{}: {shape:?}", quoted(name)))
+                .collect();
+            out.push(format!("{indent}- fix_shapes: {{inputs: {{{}}}}}", shapes.join(", ")));
             continue;
         }
         out.push(line.to_string());
@@ -423,22 +427,27 @@ fn resolve(template: &str, with: &Replacements<'_>) -> String {
     text
 }
 
-/// The names of the symbolic dimensions of the model's inputs, in order, once each.
-fn symbolic_input_dims(model: &ir::proto::ModelProto) -> Vec<String> {
-    let mut dims = Vec::new();
+/// The shape to fix for each model input whose shape is not fixed (a symbolic, unknown or
+/// -1 dimension): one sample of the evaluation data, `[1, ...]`, so that an NPU target gets
+/// the sizes the model is measured at rather than 1 for every free dimension.
+fn static_input_shapes(model: &ir::proto::ModelProto, data: &Dataset) -> Vec<(String, Vec<i64>)> {
+    let arrays = data.inputs();
+    let mut shapes = Vec::new();
     for input in crate::runtime::IoInfo::model_inputs(model) {
-        let Some(graph) = &model.graph else { break };
-        let Some(declared) = graph.input.iter().find(|i| i.name() == input.name) else { continue };
-        let Some(shape) = ir::declared_type(declared).and_then(|t| t.dims) else { continue };
-        for dim in shape {
-            if let ir::shapes::Dim::Symbol(name) = dim {
-                if !dims.contains(&name) {
-                    dims.push(name);
-                }
-            }
+        let fixed = input.shape.iter().all(|dim| dim.is_some_and(|size| size > 0));
+        if fixed && !input.shape.is_empty() {
+            continue;
         }
+        // A `.npy` file's one array is named after the file; it feeds the one input.
+        let array = arrays.iter().find(|(name, _)| *name == input.name).or(match arrays {
+            [only] => Some(only),
+            _ => None,
+        });
+        let Some((_, array)) = array else { continue };
+        let sample = array.shape().iter().skip(1).map(|&size| size as i64);
+        shapes.push((input.name.clone(), std::iter::once(1).chain(sample).collect()));
     }
-    dims
+    shapes
 }
 
 /// `text` as a YAML double-quoted string (JSON's quoting is valid YAML).
@@ -473,7 +482,12 @@ mod tests {
         assert_eq!(rel("/a/b/c", "/a/d/e.onnx"), "../../d/e.onnx");
     }
 
-    fn resolved(target: Target, calibration: bool, labels: bool, dims: &[String]) -> String {
+    fn resolved(
+        target: Target,
+        calibration: bool,
+        labels: bool,
+        shapes: &[(String, Vec<i64>)],
+    ) -> String {
         resolve(
             target.profile().recipe,
             &Replacements {
@@ -483,7 +497,7 @@ mod tests {
                 output: "output: .".into(),
                 calibration,
                 labels,
-                dims,
+                shapes,
             },
         )
     }
@@ -492,7 +506,7 @@ mod tests {
     fn every_built_in_recipe_resolves_to_a_valid_recipe() {
         for target in Target::all() {
             let calibrated = target.profile().constraints.contains(&Constraint::QdqOnly);
-            let mut text = resolved(target, calibrated, false, &["N".to_string()]);
+            let mut text = resolved(target, calibrated, false, &[("x".into(), vec![1, 4])]);
             if calibrated {
                 text = text.replace("data:\n", "data:\n  calibration: {path: \"c.npz\"}\n");
             }
@@ -518,10 +532,11 @@ mod tests {
     }
 
     #[test]
-    fn fix_shapes_takes_the_model_dims() {
-        let dims = ["batch".to_string(), "seq".to_string()];
-        let text = resolved(Target::NpuQnn, true, false, &dims);
-        assert!(text.contains("- fix_shapes: {dims: {\"batch\": 1, \"seq\": 1}}"), "{text}");
+    fn fix_shapes_takes_one_sample_of_the_data() {
+        let shapes = [("x".to_string(), vec![1, 3, 48, 192]), ("mask".to_string(), vec![1, 7])];
+        let text = resolved(Target::NpuQnn, true, false, &shapes);
+        let line = "- fix_shapes: {inputs: {\"x\": [1, 3, 48, 192], \"mask\": [1, 7]}}";
+        assert!(text.contains(line), "{text}");
         let none = resolved(Target::NpuQnn, true, false, &[]);
         assert!(!none.contains("fix_shapes"), "{none}");
     }

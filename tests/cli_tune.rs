@@ -137,7 +137,7 @@ fn tune_for_an_npu_fixes_shapes_and_builds_qdq_without_measuring() {
     ];
     outcome(&mut tune(&project, &args)).expect_code(0);
     let text = std::fs::read_to_string(project.path("npu/recipe.yaml")).unwrap();
-    assert!(text.contains("- fix_shapes: {dims: {\"N\": 1}}"), "{text}");
+    assert!(text.contains("- fix_shapes: {inputs: {\"input\": [1, 1, 8, 8]}}"), "{text}");
     let report = report(&project, "npu");
     for candidate in report["candidates"].as_array().unwrap() {
         assert_eq!(candidate["status"], "not_measured", "{candidate}");

@@ -154,6 +154,24 @@ fn inputs_gives_sizes_to_dimensions_without_names() {
     assert_same_outputs(&model, &fixed, &[("x", x)], MAX_RELATIVE_DIFFERENCE);
 }
 
+/// PaddleOCR's exporter writes `[-1, 3, ?, ?]`: -1 is a size no more than a missing one, so
+/// `inputs` gives it one (it was refused as contradicting a known size of -1).
+#[test]
+fn a_dimension_of_minus_one_takes_the_size_given() {
+    let mut model = Builder::new(17)
+        .input("x", vec![D::N(2), D::N(4)])
+        .node("Relu", &["x"], &["y"])
+        .output("y")
+        .build();
+    graph_mut(&mut model).input[0] = declared("x", &[size(-1), symbol("?")]);
+
+    let fixed = fix(&model, json!({"inputs": {"x": [1, 4]}})).expect("fix_shapes runs");
+
+    assert_eq!(shape_of(&graph(&fixed).input[0]), "[1, 4]");
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    assert_eq!(session(dir.path(), "fixed.onnx", &fixed).inputs()[0].shape, [Some(1), Some(4)]);
+}
+
 #[test]
 fn a_name_an_input_shape_fixes_takes_its_size_everywhere() {
     let model = batch_model();

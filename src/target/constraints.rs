@@ -38,12 +38,17 @@ pub fn violations(target: Target, model: &ModelProto) -> Vec<String> {
     let mut found = Vec::new();
     for constraint in target.profile().constraints {
         let why = match constraint {
-            Constraint::StaticShapes => symbolic_inputs(model).map(|(inputs, symbol)| {
-                // The example names the model's own dimension, so that it works as written.
-                let symbol = symbol.unwrap_or_else(|| "batch".to_string());
+            Constraint::StaticShapes => symbolic_inputs(model).map(|(inputs, first)| {
+                // The example names the model's own dimension or input, so that it works.
+                let example = match first {
+                    Free::Symbol(symbol) => format!("`fix_shapes: {{dims: {{{symbol}: 1}}}}`"),
+                    Free::Unnamed(input) => {
+                        format!("`fix_shapes: {{inputs: {{{input}: [1, ...]}}}}` with its sizes")
+                    }
+                };
                 format!(
                     "target `{}` needs static shapes, and {}; hint: add `fix_shapes` (e.g. \
-                     `fix_shapes: {{dims: {{{symbol}: 1}}}}`) before the other passes",
+                     {example}) before the other passes",
                     target.name(),
                     inputs
                 )
@@ -63,17 +68,27 @@ pub fn violations(target: Target, model: &ModelProto) -> Vec<String> {
     found
 }
 
-/// The graph inputs with a dimension that is not a fixed size, as words, and the name of the
-/// first symbolic one; `None` if none.
-fn symbolic_inputs(model: &ModelProto) -> Option<(String, Option<String>)> {
+/// The first dimension without a size that a hint can name.
+enum Free {
+    /// A symbolic dimension, by name.
+    Symbol(String),
+    /// An input with a dimension that has neither a size nor a name.
+    Unnamed(String),
+}
+
+/// The graph inputs with a dimension that is not a fixed size, as words, and the first such
+/// dimension (a symbol where there is one); `None` if none.
+fn symbolic_inputs(model: &ModelProto) -> Option<(String, Free)> {
     let graph = model.graph.as_ref()?;
     let initializers: std::collections::HashSet<&str> =
         graph.initializer.iter().map(|t| t.name()).collect();
     let mut named = Vec::new();
     let mut first_symbol = None;
+    let mut first_unnamed = None;
     for input in graph.input.iter().filter(|i| !initializers.contains(i.name())) {
         let Some(dims) = ir::declared_type(input).and_then(|t| t.dims) else {
             named.push(format!("input `{}` has no declared shape", input.name()));
+            first_unnamed.get_or_insert_with(|| input.name().to_string());
             continue;
         };
         let symbolic = dims.iter().find_map(|dim| match dim {
@@ -82,13 +97,20 @@ fn symbolic_inputs(model: &ModelProto) -> Option<(String, Option<String>)> {
                 first_symbol.get_or_insert_with(|| name.clone());
                 Some(format!("`{name}`"))
             }
-            _ => Some("an unknown size".to_string()),
+            _ => {
+                first_unnamed.get_or_insert_with(|| input.name().to_string());
+                Some("a dimension without a size or a name".to_string())
+            }
         });
         if let Some(dim) = symbolic {
             named.push(format!("input `{}` has the dimension {dim}", input.name()));
         }
     }
-    list(named).map(|inputs| (inputs, first_symbol))
+    let first = match (first_symbol, first_unnamed) {
+        (Some(symbol), _) => Free::Symbol(symbol),
+        (None, unnamed) => Free::Unnamed(unnamed.unwrap_or_default()),
+    };
+    list(named).map(|inputs| (inputs, first))
 }
 
 /// The nodes whose operator is a quantized kernel other than QDQ, as words; `None` if none.
@@ -139,6 +161,7 @@ mod tests {
         let found = violations(Target::NpuQnn, &bad);
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(found[0].contains("needs static shapes") && found[0].contains("`x`"), "{found:?}");
+        assert!(found[0].contains("`fix_shapes: {inputs: {x: [1, ...]}}`"), "{found:?}");
         assert!(found[1].contains("MatMulInteger `fc`"), "{found:?}");
 
         assert!(violations(Target::NpuQnn, &model(&[1, 4], "MatMul")).is_empty());

@@ -243,7 +243,8 @@ impl FixShapes {
 
             for (position, (dim, &size)) in declared.iter().zip(shape).enumerate() {
                 match &dim.value {
-                    Some(DimValue::DimValue(known)) if *known != size => {
+                    // Exporters write -1 (or 0) for a dimension without a size.
+                    Some(DimValue::DimValue(known)) if *known > 0 && *known != size => {
                         return Err(config_error(format!(
                             "`inputs.{input}` gives dimension {position} size {size}, but input \
                              `{input}` fixes it to {known} ({})",
@@ -306,7 +307,7 @@ fn symbols(graph: &mut GraphProto) -> BTreeSet<String> {
 fn is_static(value: &ValueInfoProto) -> bool {
     match value.r#type.as_ref().and_then(|t| t.value.as_ref()) {
         Some(TypeValue::TensorType(tensor)) => tensor.shape.as_ref().is_some_and(|shape| {
-            shape.dim.iter().all(|d| matches!(d.value, Some(DimValue::DimValue(_))))
+            shape.dim.iter().all(|d| matches!(d.value, Some(DimValue::DimValue(size)) if size > 0))
         }),
         // Sequences, maps and other types have no shape this pass can fix.
         _ => true,
