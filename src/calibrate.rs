@@ -10,6 +10,8 @@
 //! samples left over that cannot fill one are not run.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use ndarray::ArrayViewD;
 use pipeline_passes::ir::{self, proto::ModelProto};
@@ -28,6 +30,8 @@ pub struct OrtRunner {
     /// Models whose protobuf would be larger than this are saved for ONNX Runtime with their
     /// tensors in a data file.
     external_data_above: usize,
+    /// Set by Ctrl-C: no further batch is run.
+    stop: Option<Arc<AtomicBool>>,
 }
 
 /// The default of [`OrtRunner::with_external_data_above`]: half of protobuf's 2 GiB limit,
@@ -38,7 +42,20 @@ impl OrtRunner {
     /// A runner over `data` (already checked against the model's inputs) that feeds one
     /// sample per batch.
     pub fn new(data: Dataset, threads: Threads) -> Self {
-        OrtRunner { data, threads, batch_size: 1, external_data_above: EXTERNAL_DATA_ABOVE }
+        OrtRunner {
+            data,
+            threads,
+            batch_size: 1,
+            external_data_above: EXTERNAL_DATA_ABOVE,
+            stop: None,
+        }
+    }
+
+    /// Gives up between batches once `stop` is set (Ctrl-C), so that a stopped run does not
+    /// wait for every calibration to finish.
+    pub fn with_stop(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = Some(stop);
+        self
     }
 
     /// Saves models larger than `bytes` for ONNX Runtime with their tensors in a data file.
@@ -93,6 +110,9 @@ impl ModelRunner for OrtRunner {
             None => (self.batch_size, self.data.len()),
         };
         for start in (0..samples).step_by(batch_size) {
+            if self.stop.as_ref().is_some_and(|stop| stop.load(Ordering::Relaxed)) {
+                return Err(RunnerError("stopped (Ctrl-C) while calibrating".into()));
+            }
             let range = start..(start + batch_size).min(samples);
             let batch = self.data.batch(&inputs, range.clone());
             let results = session.run(&batch).map_err(|e| {

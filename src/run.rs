@@ -313,7 +313,9 @@ pub fn run_prepared(
     };
 
     let calibration = calibration.map(|data| {
-        OrtRunner::new(data, threads).with_external_data_above(options.external_data_above)
+        OrtRunner::new(data, threads)
+            .with_external_data_above(options.external_data_above)
+            .with_stop(Arc::clone(&options.stop))
     });
     let optimizer =
         OrtOptimizer::new(threads).with_external_data_above(options.external_data_above);
@@ -384,8 +386,9 @@ pub fn run_prepared(
 
     std::fs::create_dir_all(&output_dir)
         .map_err(|source| RunError::Write { path: output_dir.clone(), source })?;
+    warn_left_behind(&output_dir);
     let work = tempfile::Builder::new()
-        .prefix(".pipeline-work-")
+        .prefix(WORK_PREFIX)
         .tempdir_in(&output_dir)
         .map_err(|source| RunError::Write { path: output_dir.clone(), source })?;
 
@@ -579,6 +582,29 @@ fn load_dataset(
         data.check_finite().map_err(place)?;
     }
     Ok(data)
+}
+
+/// The prefix of the work folder a run builds its candidates in, inside the output folder.
+const WORK_PREFIX: &str = ".pipeline-work-";
+
+/// Names the work folders that runs quit at once (a second Ctrl-C, a kill) left in the output
+/// folder: nothing removes them, and a run still going in the same folder may own one.
+fn warn_left_behind(output_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(output_dir) else { return };
+    let left: Vec<String> = entries
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(WORK_PREFIX))
+        .collect();
+    if !left.is_empty() {
+        tracing::warn!(
+            "{} holds {} work folder(s) of runs that were stopped at once: {}; remove them \
+             unless another run in this folder is still going",
+            output_dir.display(),
+            left.len(),
+            left.join(", ")
+        );
+    }
 }
 
 /// `error` with where the recipe writes `field`.

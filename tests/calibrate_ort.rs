@@ -261,3 +261,42 @@ fn every_method_matches_ort_bit_for_bit() {
     }
     assert!(mismatches.is_empty(), "ranges differ from ORT's:\n{}", mismatches.join("\n"));
 }
+
+/// A runner whose stop flag is set (Ctrl-C) runs no further batch: a stopped run does not
+/// wait for every calibration to finish. The same runner calibrates once the flag is clear.
+#[test]
+fn a_stopped_runner_runs_no_batch() {
+    use pipeline_passes::pass::ModelRunner;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    runtime::init(Some(&paths::ort_library())).expect("onnx runtime loads");
+    let dir = tempfile::tempdir().unwrap();
+    let data_path = dir.path().join("calib.npz");
+    let mut npz = NpzWriter::new(File::create(&data_path).unwrap());
+    npz.add_array("x", &samples()).unwrap();
+    npz.finish().unwrap();
+    let data = Dataset::load(&data_path, None, None).unwrap();
+    let stop = Arc::new(AtomicBool::new(true));
+    let runner = OrtRunner::new(data, Threads::default()).with_stop(Arc::clone(&stop));
+
+    let mut batches = 0;
+    let outputs = ["y".to_string()];
+    let error = runner
+        .for_each_batch(&model(), &outputs, &mut |_, _| {
+            batches += 1;
+            Ok(())
+        })
+        .expect_err("a stopped runner gives up");
+    assert!(error.to_string().contains("stopped (Ctrl-C)"), "{error}");
+    assert_eq!(batches, 0);
+
+    stop.store(false, Ordering::Relaxed);
+    runner
+        .for_each_batch(&model(), &outputs, &mut |_, _| {
+            batches += 1;
+            Ok(())
+        })
+        .expect("the runner calibrates once the flag is clear");
+    assert_eq!(batches, runner.samples());
+}

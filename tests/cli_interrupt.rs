@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::Project;
+use common::{outcome, Project};
 
 /// What a run stopped by SIGINT did.
 struct Stopped {
@@ -99,4 +99,24 @@ fn sigint_during_a_candidate_measurement_abandons_it() {
     assert!(stopped.stderr.contains("stopped: 1 of 2 candidates"), "{}", stopped.stderr);
     assert!(!stopped.stderr.contains("c2 quantize_dynamic"), "{}", stopped.stderr);
     assert_left_as_it_was(&project, &stopped);
+}
+
+/// A work folder left by a run that was quit at once (a second Ctrl-C) is named in a warning
+/// by the next run in that output folder, and left alone: another run may own it.
+#[test]
+fn a_work_folder_left_behind_is_named_by_the_next_run() {
+    let project = Project::digits();
+    project.edit_recipe(
+        "  - quantize_dynamic: {per_channel: [false, true]}\n",
+        "  - quantize_dynamic: {per_channel: false}\n",
+    );
+    let left = project.path("out/.pipeline-work-AbC123");
+    std::fs::create_dir_all(&left).unwrap();
+
+    let result = outcome(&mut project.run());
+    result.expect_code(0).no_panic().stderr_has(&[
+        "1 work folder(s) of runs that were stopped at once: .pipeline-work-AbC123",
+        "remove them unless another run",
+    ]);
+    assert!(left.is_dir(), "the folder was removed");
 }
