@@ -288,6 +288,20 @@ fn truncated_data_file_is_an_error() {
 }
 
 #[test]
+fn missing_data_file_names_the_tensor_and_where_it_was_looked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = model_with_reference(dir.path(), "data.bin", 0, 16);
+    fs::remove_file(dir.path().join("data.bin")).unwrap();
+
+    let error = load_error(&path);
+
+    assert!(error.contains("tensor `t`"), "{error}");
+    assert!(error.contains("its data file `data.bin` cannot be opened at"), "{error}");
+    assert!(error.contains(&dir.path().join("data.bin").display().to_string()), "{error}");
+    assert!(error.contains("hint: keep the data file beside the model"), "{error}");
+}
+
+#[test]
 fn absolute_location_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let absolute = dir.path().join("data.bin");

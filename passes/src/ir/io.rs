@@ -408,7 +408,14 @@ impl ExternalReader {
         let path = self.folder.join(location);
         let canonical_folder =
             self.folder.canonicalize().map_err(|source| io_error(&self.folder, source))?;
-        let canonical = path.canonicalize().map_err(|source| io_error(&path, source))?;
+        let canonical = path.canonicalize().map_err(|source| {
+            let reason = format!(
+                "its data file `{location}` cannot be opened at {}: {source}; hint: keep the \
+                 data file beside the model, under the name the model gives it",
+                path.display()
+            );
+            self.error(tensor, reason)
+        })?;
         if !canonical.starts_with(&canonical_folder) {
             let reason = format!(
                 "location `{location}` resolves to `{}`, outside the model's folder",
