@@ -578,9 +578,7 @@ fn load_dataset(
     };
     let data = Dataset::load(&recipe.resolve(path), labels, samples).map_err(place)?;
     data.check_inputs(inputs).map_err(place)?;
-    if field == "data.evaluation" {
-        data.check_finite().map_err(place)?;
-    }
+    data.check_finite(field == "data.calibration").map_err(place)?;
     Ok(data)
 }
 

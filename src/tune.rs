@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use pipeline_passes::ir;
 
-use crate::evaluate::{DataError, Dataset};
+use crate::evaluate::{DataError, Dataset, EvalError};
 use crate::report::Report;
 use crate::run::{self, Prepared, RunError, RunOptions};
 use crate::runtime::IoInfo;
@@ -153,7 +153,22 @@ pub fn write_recipe(
     let text = recipe_text(request, target, &path, &static_input_shapes(&model, &evaluation))?;
     // The recipe as `pipeline run` will read it, checked before it is written.
     let recipe = crate::recipe::parse(&text, &path).map_err(RunError::from)?;
-    let prepared = run::prepare_loaded(recipe, model, evaluation, calibration)?;
+    let prepared = run::prepare_loaded(recipe, model, evaluation, calibration).map_err(
+        |error| match error {
+            // The labels are the flags' doing, not a field of a recipe not yet written.
+            RunError::Labels(labels) => match *labels {
+                EvalError::BadLabels { data, array, problem } => TuneError::Flag {
+                    flag: "--labels",
+                    message: format!("`{array}` in {} {problem}", data.display()),
+                    hint: "pass --labels the array of integer class indices, one per sample, \
+                           or leave --labels out to judge candidates by fidelity"
+                        .into(),
+                },
+                other => TuneError::Run(Box::new(RunError::Labels(Box::new(other)))),
+            },
+            other => TuneError::from(other),
+        },
+    )?;
 
     let write_error = |source| TuneError::Write { path: request.output.clone(), source };
     std::fs::create_dir_all(&request.output).map_err(write_error)?;
@@ -263,9 +278,7 @@ fn load_data(
     };
     let data = Dataset::load(path, labels, None).map_err(data_error)?;
     data.check_inputs(inputs).map_err(data_error)?;
-    if flag == "--data" {
-        data.check_finite().map_err(data_error)?;
-    }
+    data.check_finite(flag == "--calibration").map_err(data_error)?;
     Ok(data)
 }
 

@@ -347,6 +347,15 @@ fn labels_that_are_floats_or_two_columns() {
         .array("y", Array2::<i64>::zeros((10, 2)))
         .finish();
     refused(&project, &["'y'", "shape [10, 2]"]);
+
+    // uint64 labels are class indices too, until one is too large for one.
+    let mut y = labels(10).mapv(|v| v as u64);
+    y[6] = (1 << 63) + 5;
+    Npz::create(&project.path("test.npz"))
+        .array("input", Array4::<f32>::zeros((10, 1, 8, 8)))
+        .array("y", y)
+        .finish();
+    refused(&project, &["'y'", "hold 9223372036854775813 at sample 6", "too large"]);
 }
 
 /// Evaluation images that are all NaN give NaN scores for the source and every candidate

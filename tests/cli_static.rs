@@ -86,7 +86,10 @@ fn calibration_data_with_nan_fails_the_static_candidate_and_names_the_tensor() {
     ));
 
     let result = outcome(&mut project.run());
-    result.expect_code(0).no_panic();
+    result.expect_code(0).no_panic().stderr_has(&[
+        "calib.npz: array 'input' holds 1 NaN or infinite values of",
+        "(the first in sample 5)",
+    ]);
     let report = read_report(&project.path("out"));
     let candidates = candidates(&report);
     assert_eq!(candidates[0]["status"], "passed", "{report:#}");

@@ -239,3 +239,26 @@ fn tune_refuses_an_unmeasurable_target_before_writing() {
     ]);
     assert_eq!(project.files(), before, "a refused tune wrote files");
 }
+
+/// Labels that are not class indices of the model's output are the `--labels` flag's doing:
+/// the error names it, not a field of a recipe tune has not written.
+#[test]
+fn tune_names_the_labels_flag_for_labels_that_are_no_classes() {
+    let project = Project::digits();
+    let mut y = common::labels(20);
+    y[3] = 12;
+    common::Npz::create(&project.path("bad.npz"))
+        .array("input", ndarray::Array4::<f32>::zeros((20, 1, 8, 8)))
+        .array("y", y)
+        .finish();
+    let before = project.files();
+    let args = ["model.onnx", "--target", "cpu", "--data", "bad.npz", "--labels", "y"];
+    let result = outcome(tune(&project, &args).args(["--output", "t"]));
+    result.expect_code(2).no_panic().stderr_has(&[
+        "--labels: `y` in bad.npz hold 12 at sample 3, which is not a class",
+        "10 classes",
+        "hint: pass --labels the array of integer class indices",
+    ]);
+    assert!(!result.stderr.contains("recipe.yaml"), "{}", result.stderr);
+    assert_eq!(project.files(), before, "tune wrote files");
+}

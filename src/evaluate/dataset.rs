@@ -408,13 +408,14 @@ impl Dataset {
         self.labels.as_ref().map(|(name, tensor)| (name.as_str(), tensor))
     }
 
-    /// Checks the float input arrays for NaN and infinite values: an array that holds nothing
-    /// else is refused, one that holds some is logged. (Calibration data is not checked here:
-    /// a NaN range fails the candidate that calibrates on it, naming the tensor and batch.)
-    pub fn check_finite(&self) -> Result<(), DataError> {
+    /// Checks the float input arrays for NaN and infinite values. Evaluation data
+    /// (`calibration` false): an array that holds nothing else is refused, one that holds some
+    /// is logged. Calibration data is only logged: a NaN range fails the candidate that
+    /// calibrates on it, naming the tensor and the batch.
+    pub fn check_finite(&self, calibration: bool) -> Result<(), DataError> {
         for (name, tensor) in &self.inputs {
             let Some((count, total, first)) = non_finite(tensor) else { continue };
-            if count == total {
+            if count == total && !calibration {
                 return Err(DataError::NonFinite {
                     path: self.path.clone(),
                     array: name.clone(),
@@ -422,9 +423,16 @@ impl Dataset {
                     total,
                 });
             }
+            let effect = if calibration {
+                "ranges calibrated on them are NaN or infinite, which fails the static \
+                 candidates"
+            } else {
+                "outputs on those samples may be NaN, and dynamic quantization, which takes \
+                 its ranges from each batch, loses accuracy on the whole batch"
+            };
             tracing::warn!(
                 "{}: array '{name}' holds {count} NaN or infinite values of {total} (the first \
-                 in sample {first}); outputs on those samples may be NaN too",
+                 in sample {first}); {effect}",
                 self.path.display()
             );
         }

@@ -515,7 +515,17 @@ fn class_labels(dataset: &Dataset) -> Result<Vec<i64>, EvalError> {
         Tensor::U8(a) => Some(a.iter().map(|&v| i64::from(v)).collect()),
         Tensor::U16(a) => Some(a.iter().map(|&v| i64::from(v)).collect()),
         Tensor::U32(a) => Some(a.iter().map(|&v| i64::from(v)).collect()),
-        Tensor::U64(a) => a.iter().map(|&v| i64::try_from(v).ok()).collect(),
+        Tensor::U64(a) => {
+            let values: Vec<u64> = a.iter().copied().collect();
+            if let Some(index) = values.iter().position(|&v| i64::try_from(v).is_err()) {
+                let value = values[index];
+                return Err(bad(format!(
+                    "hold {value} at sample {index}, which is not a class: too large for a \
+                     class index"
+                )));
+            }
+            Some(values.into_iter().map(|v| v as i64).collect())
+        }
         _ => None,
     };
     values.ok_or_else(|| bad(format!("are {}, not integers", labels.elem())))
