@@ -139,7 +139,7 @@ fn an_opset_is_set_where_the_operators_allow_and_refused_naming_the_one_that_cha
     project.edit_recipe(
         "  - quantize_dynamic: {per_channel: [false, true]}\n",
         "  - one_of:\n      \
-         - export: {format: onnx, opset: [14, 20, 21, 13], ir_version: 9}\n      \
+         - export: {format: onnx, opset: [14, 20, 21, 13], ir_version: 10}\n      \
          - export: {format: onnx, opset: 20}\n",
     );
     outcome(&mut project.run()).expect_code(0).no_panic();
@@ -159,13 +159,13 @@ fn an_opset_is_set_where_the_operators_allow_and_refused_naming_the_one_that_cha
 
     for opset in [14, 20] {
         let (status, reasons) =
-            outcome_of(&format!("export(format=onnx, ir_version=9, opset={opset})"));
+            outcome_of(&format!("export(format=onnx, ir_version=10, opset={opset})"));
         assert_eq!(status, "passed", "opset {opset}: {reasons}");
     }
-    let (status, reason) = outcome_of("export(format=onnx, ir_version=9, opset=21)");
+    let (status, reason) = outcome_of("export(format=onnx, ir_version=10, opset=21)");
     assert_eq!(status, "failed");
     assert!(reason.contains("`Flatten` changed its definition at opset 21"), "{reason}");
-    let (status, reason) = outcome_of("export(format=onnx, ir_version=9, opset=13)");
+    let (status, reason) = outcome_of("export(format=onnx, ir_version=10, opset=13)");
     assert_eq!(status, "failed");
     assert!(reason.contains("`Relu` changed its definition at opset 14"), "{reason}");
     assert!(!reason.contains("MatMul"), "MatMul is alike at 13 and 17: {reason}");
@@ -176,7 +176,7 @@ fn an_opset_is_set_where_the_operators_allow_and_refused_naming_the_one_that_cha
     // The winner declares what was asked, passes onnx's checker and runs as the source.
     let found = compare(&project, "out/model.onnx", "model.onnx");
     assert!(["14", "20"].contains(&value(&found, "opset")), "{found:?}");
-    assert_eq!(value(&found, "ir_version"), "9");
+    assert_eq!(value(&found, "ir_version"), "10");
     assert_eq!(value(&found, "max_abs"), "0.0");
     assert!(!project.path("out/model.onnx.data").exists(), "a small model stays inline");
 }
@@ -257,4 +257,15 @@ fn an_opset_that_was_never_released_is_refused_at_validation() {
         .stderr_has(&["passes[0].export", "`opset: 99` is no released opset", "5 to "]);
     outcome(&mut project.run()).expect_code(2).stderr_has(&["`opset: 99`"]);
     assert_eq!(project.files(), before, "nothing was written");
+
+    // Nor does an IR version too old for the opset asked for.
+    let project = Project::digits();
+    project.edit_recipe(
+        "  - quantize_dynamic: {per_channel: [false, true]}\n",
+        "  - export: {format: onnx, opset: 18, ir_version: 3}\n",
+    );
+    outcome(project.pipeline().arg("validate").arg(project.recipe()))
+        .expect_code(2)
+        .no_panic()
+        .stderr_has(&["`opset: 18` needs IR version 8 or later", "set `ir_version: 8`"]);
 }

@@ -200,6 +200,17 @@ impl Configured for Export {
                 )));
             }
         }
+        let needs = |opset: i64| {
+            opsets::OPSET_IR_VERSIONS.iter().find(|(known, _)| *known == opset).map(|(_, ir)| *ir)
+        };
+        if let (Some(opset), Some(ir_version)) = (config.opset, config.ir_version) {
+            if let Some(least) = needs(opset).filter(|least| *least > ir_version) {
+                return Err(config_error(format!(
+                    "`opset: {opset}` needs IR version {least} or later, and `ir_version` is \
+                     {ir_version}; hint: set `ir_version: {least}`, or leave it out"
+                )));
+            }
+        }
 
         let write = OnnxWrite {
             external_data: config.external_data.unwrap_or_default(),
