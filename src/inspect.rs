@@ -19,7 +19,7 @@ pub struct ModelSummary {
     /// Operator type (with its domain when not the default one) and how many nodes use it.
     pub ops: BTreeMap<String, usize>,
     pub nodes: usize,
-    /// Elements in all initializers.
+    /// Elements in all initializers and Constant node tensors of the main graph.
     pub parameters: u64,
     /// Bytes of the model file and its external data files.
     pub size_bytes: u64,
@@ -54,7 +54,21 @@ pub fn inspect(path: &Path) -> Result<ModelSummary, IrError> {
         *ops.entry(key).or_insert(0) += 1;
     }
 
-    let parameters = graph.initializer.iter().map(|t| t.dims.iter().product::<i64>() as u64).sum();
+    // Elements of a tensor; dimensions a hostile file makes negative or huge count as 0 or
+    // saturate rather than overflow.
+    let elements = |t: &pipeline_passes::ir::proto::TensorProto| {
+        t.dims.iter().fold(1u64, |n, &d| n.saturating_mul(u64::try_from(d).unwrap_or(0)))
+    };
+    // Weights held in Constant nodes (as PaddlePaddle exports them) count too.
+    let constants = graph
+        .node
+        .iter()
+        .filter(|node| node.op_type() == "Constant" && matches!(node.domain(), "" | "ai.onnx"))
+        .flat_map(|node| &node.attribute)
+        .filter(|attribute| attribute.name() == "value")
+        .filter_map(|attribute| attribute.t.as_ref());
+    let parameters =
+        graph.initializer.iter().chain(constants).map(elements).fold(0u64, u64::saturating_add);
 
     Ok(ModelSummary {
         path: path.to_path_buf(),

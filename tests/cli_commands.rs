@@ -108,6 +108,41 @@ fn inspect_summarizes_the_digits_model() {
     assert_eq!(summary["nodes"], 10, "{summary:#}");
     let size = std::fs::metadata(&model).expect("the model").len();
     assert_eq!(summary["size_bytes"], size, "{summary:#}");
+    // The elements of its initializers, as the onnx package counts them.
+    assert_eq!(summary["parameters"], 6058, "{summary:#}");
+}
+
+/// Weights in Constant nodes (as PaddlePaddle exports them) are parameters too: the OCR
+/// classifier showed 0.
+#[test]
+fn inspect_counts_constant_node_weights() {
+    use ndarray::ArrayD;
+    use pipeline_passes::ir::{self, proto::GraphProto, proto::ModelProto};
+
+    let weight = ArrayD::<f32>::zeros(ndarray::IxDyn(&[4, 3]));
+    let mut constant = ir::make_node("Constant", &[], &["w"], "w_const");
+    constant.attribute.push(ir::attr_tensor("value", ir::tensor_from_f32("w", &weight)));
+    let bias = ir::tensor_from_f32("b", &ArrayD::<f32>::zeros(ndarray::IxDyn(&[3])));
+    let graph = GraphProto {
+        node: vec![
+            constant,
+            ir::make_node("MatMul", &["x", "w"], &["h"], "mm"),
+            ir::make_node("Add", &["h", "b"], &["y"], "add"),
+        ],
+        initializer: vec![bias],
+        input: vec![ir::float_value_info("x", &[1, 4])],
+        output: vec![ir::float_value_info("y", &[1, 3])],
+        ..Default::default()
+    };
+    let model = ModelProto { ir_version: Some(8), graph: Some(graph), ..Default::default() };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.onnx");
+    std::fs::write(&path, ir::encode(&model)).unwrap();
+
+    let result = outcome(pipeline().arg("inspect").arg("--json").arg(&path));
+    result.expect_code(0).no_panic();
+    let summary: Value = serde_json::from_str(&result.stdout).expect("the summary is JSON");
+    assert_eq!(summary["parameters"], 4 * 3 + 3, "{summary:#}");
 }
 
 #[test]
