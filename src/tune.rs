@@ -150,7 +150,9 @@ pub fn write_recipe(
     };
     check_host(target, options)?;
 
-    let text = recipe_text(request, target, &path, &static_input_shapes(&model, &evaluation))?;
+    let shapes = static_input_shapes(&model, &evaluation);
+    let opset = ir::graph::opset_version(&model, "");
+    let text = recipe_text(request, target, &path, &shapes, opset)?;
     // The recipe as `pipeline run` will read it, checked before it is written.
     let recipe = crate::recipe::parse(&text, &path).map_err(RunError::from)?;
     let prepared = run::prepare_loaded(recipe, model, evaluation, calibration).map_err(
@@ -307,6 +309,7 @@ fn recipe_text(
     target: Target,
     recipe_path: &Path,
     shapes: &[(String, Vec<i64>)],
+    opset: Option<i64>,
 ) -> Result<String, TuneError> {
     let output = absolute(&request.output)
         .map_err(|source| TuneError::Write { path: request.output.clone(), source })?;
@@ -338,6 +341,7 @@ fn recipe_text(
             calibration: request.calibration.is_some(),
             labels: request.labels.is_some(),
             shapes,
+            opset,
         },
     );
     let header = format!(
@@ -380,7 +384,12 @@ struct Replacements<'a> {
     labels: bool,
     /// The shapes `fix_shapes` gives the inputs whose shape is not fixed.
     shapes: &'a [(String, Vec<i64>)],
+    /// The model's opset of the default domain: below 13, static QDQ is per tensor only.
+    opset: Option<i64>,
 }
+
+/// Marks the line of a template whose static `per_channel` search needs opset 13.
+const PER_CHANNEL_MARK: &str = "tune: per-channel needs opset 13";
 
 /// The template with its blocks replaced and its marked lines kept, dropped or filled in.
 fn resolve(template: &str, with: &Replacements<'_>) -> String {
@@ -418,6 +427,11 @@ fn resolve(template: &str, with: &Replacements<'_>) -> String {
             // Without labels, a candidate is judged by how closely it follows the model.
             let indent = &line[..line.len() - line.trim_start().len()];
             out.push(format!("{indent}{FIDELITY_GOAL}"));
+            continue;
+        }
+        if line.contains(PER_CHANNEL_MARK) && with.opset.is_some_and(|opset| opset < 13) {
+            // Searching it would only add candidates that fail on the model's opset.
+            out.push(line.replace("per_channel: [false, true]", "per_channel: false"));
             continue;
         }
         if line.contains("# tune: dims") {
@@ -511,6 +525,7 @@ mod tests {
                 calibration,
                 labels,
                 shapes,
+                opset: Some(17),
             },
         )
     }
@@ -542,6 +557,35 @@ mod tests {
         assert!(text.contains("quantize_dynamic") && text.contains("accuracy:"), "{text}");
         let with = resolved(Target::Cpu, true, true, &[]);
         assert!(with.contains("quantize_static"), "{with}");
+    }
+
+    /// Per-channel QDQ needs opset 13: below it, the static branch searches per tensor only
+    /// (the OCR classifier, at opset 11, had its per-channel candidates all fail).
+    #[test]
+    fn static_per_channel_is_searched_only_from_opset_13() {
+        let with = |opset| {
+            resolve(
+                Target::Cpu.profile().recipe,
+                &Replacements {
+                    name: "name: \"t\"".into(),
+                    model: "model: \"../m.onnx\"".into(),
+                    data: "data:\n  calibration: {path: \"c.npz\"}\n  evaluation: {path: \
+                           \"e.npz\", labels: y}"
+                        .into(),
+                    output: "output: .".into(),
+                    calibration: true,
+                    labels: true,
+                    shapes: &[],
+                    opset: Some(opset),
+                },
+            )
+        };
+        let old = with(11);
+        assert!(old.contains("          per_channel: false  # needs calibration"), "{old}");
+        assert!(old.contains("quantize_dynamic: {per_channel: [false, true]}"), "{old}");
+        let new = with(13);
+        assert!(new.contains("          per_channel: [false, true]  # needs calib"), "{new}");
+        crate::recipe::parse(&old, Path::new("out/recipe.yaml")).expect("a valid recipe");
     }
 
     #[test]
