@@ -617,7 +617,10 @@ pub enum RecipeError {
     Syntax { file: PathBuf, line: u64, column: u64, message: String },
 
     /// The YAML does not make a valid recipe.
-    #[error("{}: {}{message}{}", located(file, *line, *column), field_prefix(field), hint_line(hint))]
+    #[error(
+        "{}: {}{message}{}",
+        located(file, *line, *column), field_prefix(field), hint_line(hint)
+    )]
     Invalid {
         file: PathBuf,
         line: u64,
