@@ -361,23 +361,33 @@ pub struct AccuracyCache {
     base: KeyBuilder,
 }
 
+/// An accuracy the cache holds, with the fidelity figures it was taken from when the metric
+/// is `kind: fidelity`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KnownAccuracy {
+    pub accuracy: f64,
+    pub fidelity: Option<crate::evaluate::Fidelity>,
+}
+
 impl AccuracyCache {
     /// Accuracies of `recipe`'s metric on its evaluation data, measured by ONNX Runtime
     /// `ort_version` with `threads` on the recipe's target; `None` when the recipe measures
-    /// no accuracy. The data file is read to hash its content.
+    /// no accuracy. The data file is read to hash its content. With `kind: fidelity`, the
+    /// figures compare a model with the source's output, so the key holds `source`, the hash
+    /// of the source model's bytes; without it nothing is cached.
     pub fn for_recipe(
         cache: Cache,
         recipe: &crate::recipe::Recipe,
         output: &str,
         ort_version: &str,
         threads: crate::runtime::Threads,
+        source: Option<blake3::Hash>,
     ) -> Result<Option<AccuracyCache>, CacheError> {
         let (Some(metric), Some(data)) = (&recipe.metrics.accuracy, &recipe.data.evaluation) else {
             return Ok(None);
         };
-        // TODO: cache fidelity too; its figures depend on the source model's output, which the
-        // key would have to hold, and the report wants all of them, not only the score.
-        if metric.kind == crate::recipe::AccuracyKind::Fidelity {
+        let fidelity = metric.kind == crate::recipe::AccuracyKind::Fidelity;
+        if fidelity && source.is_none() {
             return Ok(None);
         }
         let path = recipe.resolve(&data.path);
@@ -393,6 +403,10 @@ impl AccuracyCache {
             .field("ort", ort_version.as_bytes())
             .field("target", recipe.target.to_string().as_bytes())
             .field("threads", format!("{threads:?}").as_bytes());
+        if let (true, Some(source)) = (fidelity, source) {
+            base.field("score", format!("{:?}", metric.score).as_bytes())
+                .field("source", source.as_bytes());
+        }
         Ok(Some(AccuracyCache { cache, base }))
     }
 
@@ -400,22 +414,42 @@ impl AccuracyCache {
         self.base.clone().field("model", model.as_bytes()).finish()
     }
 
-    /// The accuracy measured before on the model whose bytes hash to `model`.
-    pub fn get(&self, model: &blake3::Hash) -> Option<f64> {
+    /// The accuracy (and fidelity figures) measured before on the model whose bytes hash to
+    /// `model`.
+    pub fn get(&self, model: &blake3::Hash) -> Option<KnownAccuracy> {
         let entry = self.cache.get(&self.key(model))?;
         let accuracy = entry.meta.get("accuracy").and_then(|a| a.as_f64());
-        if accuracy.is_none() {
+        let Some(accuracy) = accuracy else {
             warn!("the cached accuracy {} holds no number; measuring again", self.key(model).hex());
-        }
-        accuracy
+            return None;
+        };
+        let fidelity = match entry.meta.get("fidelity") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(figures) => match serde_json::from_value(figures.clone()) {
+                Ok(figures) => Some(figures),
+                Err(error) => {
+                    warn!("the cached fidelity figures do not read ({error}); measuring again");
+                    return None;
+                }
+            },
+        };
+        Some(KnownAccuracy { accuracy, fidelity })
     }
 
-    /// Remembers `accuracy` for the model whose bytes hash to `model`; a failure to write is
-    /// a warning, the run goes on.
-    pub fn put(&self, model: &blake3::Hash, accuracy: f64) {
+    /// Remembers `known` for the model whose bytes hash to `model`; a failure to write is a
+    /// warning, the run goes on.
+    pub fn put(&self, model: &blake3::Hash, known: &KnownAccuracy) {
+        // JSON has no NaN or infinity: figures holding one are measured again next time.
+        if let Some(f) = &known.fidelity {
+            let figures = [f.cosine_mean, f.cosine_min, f.max_abs_error, f.max_rel_error];
+            if !figures.iter().chain(&f.top1_agreement).all(|v| v.is_finite()) {
+                tracing::debug!("fidelity figures that are not all finite are not cached");
+                return;
+            }
+        }
         let entry = Entry {
             label: "accuracy".into(),
-            meta: serde_json::json!({"accuracy": accuracy}),
+            meta: serde_json::json!({"accuracy": known.accuracy, "fidelity": known.fidelity}),
             blobs: Vec::new(),
         };
         if let Err(error) = self.cache.put(&self.key(model), &entry) {

@@ -22,7 +22,7 @@ use tracing_indicatif::span_ext::IndicatifSpanExt;
 
 use crate::accuracy_aware::Reverter as AccuracyReverter;
 use crate::build::{Builder, StepCache};
-use crate::cache::{self, AccuracyCache, Cache, CacheError};
+use crate::cache::{self, AccuracyCache, Cache, CacheError, KnownAccuracy};
 use crate::calibrate::OrtRunner;
 use crate::evaluate::{self, DataError, Dataset, EvalError, Fidelity, Reference};
 use crate::goals;
@@ -296,12 +296,6 @@ pub fn run_prepared(
     let outputs: Vec<&str> =
         source_model.graph.iter().flat_map(|g| &g.output).map(|o| o.name()).collect();
     let output = accuracy_output(&recipe, &outputs);
-    let accuracy_cache = match &cache {
-        Some(cache) => {
-            AccuracyCache::for_recipe(cache.clone(), &recipe, &output, &measured_with, threads)?
-        }
-        None => None,
-    };
     let calibration_hash = match (&cache, &recipe.data.calibration) {
         (Some(_), Some(spec)) => {
             let path = recipe.resolve(&spec.path);
@@ -328,6 +322,18 @@ pub fn run_prepared(
             ort_version: ort_version.clone(),
         });
     }
+    // Made after the builder, which hashes the source: fidelity figures are keyed by it.
+    let accuracy_cache = match &cache {
+        Some(cache) => AccuracyCache::for_recipe(
+            cache.clone(),
+            &recipe,
+            &output,
+            &measured_with,
+            threads,
+            builder.source_hash(),
+        )?,
+        None => None,
+    };
 
     // The source model's output on the evaluation data, with `kind: fidelity`.
     let mut reference = None;
@@ -821,13 +827,13 @@ fn measure(
     session: &mut dyn InferenceSession,
     evaluation: &Dataset,
     size_bytes: u64,
-    known_accuracy: Option<f64>,
+    known_accuracy: Option<KnownAccuracy>,
     reference: Option<&Reference>,
     stop: &AtomicBool,
 ) -> Result<Measurement, EvalError> {
-    let mut fidelity = None;
+    let mut fidelity = known_accuracy.and_then(|known| known.fidelity);
     let accuracy = match &recipe.metrics.accuracy {
-        Some(_) if known_accuracy.is_some() => known_accuracy,
+        Some(_) if known_accuracy.is_some() => known_accuracy.map(|known| known.accuracy),
         Some(metric) if metric.kind == AccuracyKind::Fidelity => {
             let Some(reference) = reference else {
                 return Err(EvalError::NoReference);
@@ -911,7 +917,10 @@ pub(crate) struct Bench<'a> {
 const CHECK_BATCH: usize = 64;
 
 /// The accuracy the cache holds for the model whose bytes hash to `model`.
-fn known_accuracy(cache: Option<&AccuracyCache>, model: Option<blake3::Hash>) -> Option<f64> {
+fn known_accuracy(
+    cache: Option<&AccuracyCache>,
+    model: Option<blake3::Hash>,
+) -> Option<KnownAccuracy> {
     cache.zip(model).and_then(|(cache, model)| cache.get(&model))
 }
 
@@ -919,13 +928,13 @@ fn known_accuracy(cache: Option<&AccuracyCache>, model: Option<blake3::Hash>) ->
 fn remember_accuracy(
     cache: Option<&AccuracyCache>,
     model: Option<blake3::Hash>,
-    known: Option<f64>,
+    known: Option<KnownAccuracy>,
     measured: &Measurement,
 ) {
     if let (Some(cache), Some(model), None, Some(accuracy)) =
         (cache, model, known, measured.accuracy)
     {
-        cache.put(&model, accuracy);
+        cache.put(&model, &KnownAccuracy { accuracy, fidelity: measured.fidelity });
     }
 }
 

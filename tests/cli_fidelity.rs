@@ -97,6 +97,28 @@ fn fidelity_ranks_candidates_without_labels_and_matches_numpy() {
 
     let markdown = std::fs::read_to_string(project.path("out/report.md")).expect("report.md");
     assert!(markdown.contains("| id | candidate | cosine |"), "{markdown}");
+
+    // A second run reads every model's figures from the cache, all of them as measured.
+    outcome(&mut project.run()).expect_code(0).no_panic();
+    let again = read_report(&project);
+    let figures = |report: &Value, id: &str| -> Value {
+        let candidates = report["candidates"].as_array().expect("candidates");
+        let candidate = candidates.iter().find(|c| c["id"] == id).expect("the candidate");
+        assert_eq!(candidate["accuracy_cached"], true, "{candidate:#}");
+        candidate["measurement"]["fidelity"].clone()
+    };
+    for candidate in candidates {
+        let id = candidate["id"].as_str().expect("an id");
+        assert_eq!(figures(&again, id), candidate["measurement"]["fidelity"], "{id}");
+    }
+
+    // Another score is another key: measured again, not read back.
+    project.write_recipe(&FIDELITY_RECIPE.replace("SCORE ", "score: top1_agreement, "));
+    outcome(&mut project.run()).expect_code(0).no_panic();
+    let other = read_report(&project);
+    for candidate in other["candidates"].as_array().expect("candidates") {
+        assert_eq!(candidate["accuracy_cached"], false, "{candidate:#}");
+    }
 }
 
 #[test]

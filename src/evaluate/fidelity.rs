@@ -37,7 +37,7 @@ pub struct Reference {
 }
 
 /// How closely a model's output follows the source's, as described in the module docs.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Fidelity {
     /// Mean cosine similarity over samples.
     pub cosine_mean: f64,
