@@ -1,5 +1,6 @@
 //! Saving and loading models with external data, checked against the `onnx` Python package
-//! and ONNX Runtime: files we write must load there, and files `onnx` writes must load here.
+//! and ONNX Runtime: files we write must load there, and files `onnx` writes must load here;
+//! and the loader's refusal of inline tensors whose data disagrees with their dimensions.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -369,4 +370,79 @@ fn save_refuses_tensors_whose_data_is_not_in_memory() {
     let result = ir::save(&model, &dir.path().join("copy.onnx"), &SaveOptions::default());
 
     assert!(matches!(result, Err(IrError::NotInMemory { tensor }) if tensor == "t"));
+}
+
+/// The matmul model saved inline with `w` changed by `edit`, and the loader's error.
+fn inline_load_error(edit: impl FnOnce(&mut TensorProto)) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.onnx");
+    let mut model = matmul_model();
+    edit(&mut model.graph.as_mut().unwrap().initializer[0]);
+    fs::write(&path, ir::encode(&model)).unwrap();
+    load_error(&path)
+}
+
+#[test]
+fn inline_tensor_whose_data_disagrees_with_its_dimensions_is_an_error() {
+    // float_data holds 12 values for dims [3, 4].
+    let error = inline_load_error(|w| w.dims = vec![30, 4]);
+    assert!(
+        error.contains("tensor `w` is malformed: dimensions [30, 4] call for 120 elements, found 12")
+            && error.contains("model.onnx"),
+        "{error}"
+    );
+
+    let error = inline_load_error(|w| {
+        w.raw_data = Some(vec![0u8; 40].into());
+        w.float_data.clear();
+    });
+    assert!(
+        error.contains("raw_data has 40 bytes but dimensions [3, 4] of FLOAT call for 48"),
+        "{error}"
+    );
+
+    let error = inline_load_error(|w| w.float_data.clear());
+    assert!(error.contains("call for 12 elements, and it holds no data"), "{error}");
+
+    let error = inline_load_error(|w| {
+        w.dims = vec![1 << 40, 1 << 40];
+        w.float_data.clear();
+    });
+    assert!(error.contains("overflow the element count"), "{error}");
+
+    let error = inline_load_error(|w| w.dims = vec![-3, -4]);
+    assert!(error.contains("negative dimension -3"), "{error}");
+}
+
+#[test]
+fn inline_tensors_in_every_typed_field_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.onnx");
+    let mut model = matmul_model();
+    let graph = model.graph.as_mut().unwrap();
+    let typed = [
+        (DataType::Int64, TensorProto { int64_data: vec![1, 2], ..Default::default() }),
+        (DataType::Int8, TensorProto { int32_data: vec![1, 2], ..Default::default() }),
+        (DataType::Float16, TensorProto { int32_data: vec![1, 2], ..Default::default() }),
+        (DataType::Double, TensorProto { double_data: vec![1.0, 2.0], ..Default::default() }),
+        (DataType::Uint64, TensorProto { uint64_data: vec![1, 2], ..Default::default() }),
+        (DataType::Complex64, TensorProto { float_data: vec![1.0; 4], ..Default::default() }),
+        (DataType::Int4, TensorProto { int32_data: vec![0x21], ..Default::default() }),
+    ];
+    for (index, (data_type, mut tensor)) in typed.into_iter().enumerate() {
+        tensor.name = Some(format!("t{index}"));
+        tensor.dims = vec![2];
+        tensor.data_type = Some(data_type as i32);
+        graph.initializer.push(tensor);
+    }
+    let empty = TensorProto {
+        name: Some("empty".into()),
+        dims: vec![0, 3],
+        data_type: Some(DataType::Float as i32),
+        ..Default::default()
+    };
+    graph.initializer.push(empty);
+    fs::write(&path, ir::encode(&model)).unwrap();
+
+    ir::load(&path).unwrap();
 }

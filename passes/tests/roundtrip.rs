@@ -5,6 +5,7 @@
 //! beside it, decoded as the message its graph input or output type calls for. This proves
 //! the schema in `proto/onnx.proto` has every field, number, presence rule and `packed`
 //! option right: a missing field would be dropped and a wrong option would change bytes.
+//! Every model must also pass `ir::load`, whose checks must refuse no valid model.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -95,7 +96,10 @@ fn model_of(file: &Path) -> Option<PathBuf> {
 fn check(file: &Path) -> Result<bool, String> {
     let bytes = fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
     if file.extension().is_some_and(|e| e == "onnx") {
-        return round_trip::<ModelProto>(&bytes).map(|()| true);
+        round_trip::<ModelProto>(&bytes)?;
+        // The loader's checks (tensor data against dimensions) refuse none of these models.
+        pipeline_passes::ir::load(file).map_err(|e| format!("ir::load refused it: {e}"))?;
+        return Ok(true);
     }
 
     let model_path = model_of(file).ok_or("cannot tell which model this file belongs to")?;

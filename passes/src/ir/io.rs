@@ -21,7 +21,7 @@ use crate::ir::proto::{
     AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto, StringStringEntryProto,
     TensorProto, TrainingInfoProto,
 };
-use crate::ir::tensor::{element_bits, element_count, typed_data_as_raw};
+use crate::ir::tensor::{check_data_length, element_bits, element_count, typed_data_as_raw};
 use crate::ir::IrError;
 
 /// Protobuf cannot encode or decode a message larger than this.
@@ -151,7 +151,8 @@ unsafe impl<W: Write> BufMut for StreamEncoder<'_, W> {
 }
 
 /// Reads a model and the data of every tensor stored in external files, so that every
-/// tensor of the returned model holds its data in memory.
+/// tensor of the returned model holds its data in memory. A tensor whose data does not
+/// agree with its dimensions is an error naming it.
 pub fn load(path: &Path) -> Result<ModelProto, IrError> {
     let mut model = load_graph(path)?;
 
@@ -160,7 +161,12 @@ pub fn load(path: &Path) -> Result<ModelProto, IrError> {
         if tensor.data_location() == DataLocation::External {
             reader.read(tensor)?;
         }
-        Ok(())
+        check_data_length(tensor).map_err(|error| match error {
+            IrError::TensorData { tensor, reason } => {
+                IrError::TensorData { tensor, reason: format!("{reason} (in `{}`)", path.display()) }
+            }
+            other => other,
+        })
     })?;
 
     tracing::debug!(path = %path.display(), external_files = reader.files.len(), "loaded model");

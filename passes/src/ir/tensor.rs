@@ -55,6 +55,59 @@ pub(crate) fn element_count(tensor: &TensorProto) -> Result<usize, IrError> {
     })
 }
 
+/// Checks that a tensor held in memory stores as many elements as its dimensions call for,
+/// in `raw_data` or in the typed field of its element type, so that a malformed weight is
+/// refused when the model is read instead of being skipped by a pass or failing in a runtime.
+/// Strings, and 2- and 4-bit types stored in typed fields, are not checked.
+pub(crate) fn check_data_length(tensor: &TensorProto) -> Result<(), IrError> {
+    use DataType as T;
+
+    if tensor.data_location() == DataLocation::External {
+        return Ok(());
+    }
+    let Some(bits) = element_bits(tensor.data_type()) else { return Ok(()) };
+    let count = element_count(tensor)?;
+
+    if let Some(raw) = tensor.raw_data.as_ref().filter(|raw| !raw.is_empty()) {
+        let expected = count.checked_mul(bits).map(|b| b.div_ceil(8));
+        if expected != Some(raw.len()) {
+            let reason = format!(
+                "raw_data has {} bytes but dimensions {:?} of {} call for {}",
+                raw.len(),
+                tensor.dims,
+                data_type_name(tensor.data_type()),
+                expected.map_or("more than fit in memory".into(), |e| e.to_string())
+            );
+            return Err(malformed(tensor, reason));
+        }
+        return Ok(());
+    }
+
+    let (stored, per_element) = match DataType::try_from(tensor.data_type()) {
+        Ok(T::Float) => (tensor.float_data.len(), 1),
+        Ok(T::Complex64) => (tensor.float_data.len(), 2),
+        Ok(T::Double) => (tensor.double_data.len(), 1),
+        Ok(T::Complex128) => (tensor.double_data.len(), 2),
+        Ok(T::Int64) => (tensor.int64_data.len(), 1),
+        Ok(T::Uint32 | T::Uint64) => (tensor.uint64_data.len(), 1),
+        Ok(T::Int4 | T::Uint4 | T::Float4e2m1 | T::Int2 | T::Uint2) => return Ok(()),
+        _ => (tensor.int32_data.len(), 1),
+    };
+    if count.checked_mul(per_element) != Some(stored) {
+        let reason = if stored == 0 {
+            format!("dimensions {:?} call for {count} elements, and it holds no data", tensor.dims)
+        } else {
+            format!(
+                "dimensions {:?} call for {count} elements, found {}",
+                tensor.dims,
+                stored / per_element
+            )
+        };
+        return Err(malformed(tensor, reason));
+    }
+    Ok(())
+}
+
 /// Reads a `FLOAT` tensor from `float_data` or `raw_data`.
 ///
 /// Other element types are an error, not a conversion: a pass that means to handle them
