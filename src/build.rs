@@ -99,6 +99,10 @@ pub struct Builder {
 // so that large models can be cached without that memory.
 pub const MAX_CACHED_MODEL: usize = 256 << 20;
 
+/// The runtime the engine asks every pass to make its models for, in building and in the
+/// checks before a run (`quantize_weights`' `format: auto` follows it).
+pub const PASS_RUNTIME: Runtime = Runtime::OnnxRuntime;
+
 /// A candidate's model after some of its steps.
 #[derive(Debug, Clone)]
 pub struct Built {
@@ -386,7 +390,7 @@ impl Builder {
         let collector = Collector::default();
         let context = PassContext {
             calibration: self.calibration.as_ref().map(|runner| runner as &dyn ModelRunner),
-            runtime: Runtime::OnnxRuntime,
+            runtime: PASS_RUNTIME,
             optimizer: Some(&self.optimizer),
             artifacts: Some(&collector),
         };

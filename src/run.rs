@@ -761,7 +761,7 @@ fn check_steps(recipe: &Recipe, plan: &plan::Plan, model: &ModelProto) -> Result
         // The plan built every step once already; one that does not build failed there.
         let Some(info) = pipeline_passes::pass::find(&step.pass) else { continue };
         let Ok(pass) = (info.build)(&step.config) else { continue };
-        let result = pass.check_source(model);
+        let result = pass.check_source(model, crate::build::PASS_RUNTIME);
         let index = match steps.iter().position(|(seen, ..)| seen.origin == step.origin) {
             Some(index) => index,
             None => {

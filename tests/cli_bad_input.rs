@@ -396,3 +396,17 @@ fn fix_shapes_names_that_the_model_does_not_have() {
     );
     refused(&project, &["`inputs` names `pixels`", "inputs are: `input`"]);
 }
+
+/// `embeddings` at 8 bits cannot be written as MatMulNBits, the format `auto` takes for
+/// ONNX Runtime: `validate` refuses the step (the plan alone does not know the runtime).
+#[test]
+fn quantize_weights_embeddings_at_eight_bits_for_onnx_runtime() {
+    let project = Project::digits();
+    project.edit_recipe(
+        "  - quantize_dynamic: {per_channel: [false, true]}\n",
+        "  - quantize_weights: {embeddings: true, bits: 8}\n",
+    );
+    let parts = ["passes[0].quantize_weights", "`embeddings` with `bits: 8`", "hint:"];
+    invalid(&project, &parts);
+    refused(&project, &parts);
+}

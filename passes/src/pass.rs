@@ -60,11 +60,12 @@ pub trait Pass: Send + Sync {
     /// unchanged while claiming success: when nothing applies it says so with an error.
     fn run(&self, model: ModelProto, context: &PassContext) -> Result<ModelProto, PassError>;
 
-    /// Checks the configuration against the source model before anything runs (names of
-    /// dimensions or inputs it must find), so that `pipeline validate` catches what would
-    /// otherwise fail every candidate. Only what the passes before it cannot change may be
-    /// checked; by default nothing is.
-    fn check_source(&self, _model: &ModelProto) -> Result<(), PassError> {
+    /// Checks the configuration against the source model and the runtime its models are
+    /// made for, before anything runs (names of dimensions or inputs it must find, a format
+    /// the runtime decides), so that `pipeline validate` catches what would otherwise fail
+    /// every candidate. Only what the passes before it cannot change may be checked; by
+    /// default nothing is.
+    fn check_source(&self, _model: &ModelProto, _runtime: Runtime) -> Result<(), PassError> {
         Ok(())
     }
 }

@@ -20,7 +20,7 @@ use crate::ir::proto::type_proto::Value as TypeValue;
 use crate::ir::proto::{
     type_proto, GraphProto, ModelProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
-use crate::pass::{Configured, Pass, PassContext, PassError};
+use crate::pass::{Configured, Pass, PassContext, PassError, Runtime};
 
 /// The configuration of [`FixShapes`].
 #[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, schemars::JsonSchema)]
@@ -121,7 +121,7 @@ impl Pass for FixShapes {
 
     /// The names in `dims` and `inputs`, and the sizes given, against the source model: no
     /// pass renames a graph input or a symbolic dimension.
-    fn check_source(&self, model: &ModelProto) -> Result<(), PassError> {
+    fn check_source(&self, model: &ModelProto, _runtime: Runtime) -> Result<(), PassError> {
         let Some(graph) = model.graph.as_ref() else { return Ok(()) };
         // A cheap copy: tensor data is shared between copies.
         let symbols = symbols(&mut graph.clone());

@@ -260,15 +260,11 @@ impl QuantizeWeights {
     }
 }
 
-impl Pass for QuantizeWeights {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
-    fn run(&self, mut model: ModelProto, context: &PassContext) -> Result<ModelProto, PassError> {
-        let _span = info_span!("quantize_weights").entered();
-
-        let format = match (self.config.format, context.runtime) {
+impl QuantizeWeights {
+    /// The format written for `runtime` (`auto`: MatMulNBits for ONNX Runtime, QDQ
+    /// otherwise), or why the configuration cannot be written in it.
+    fn format_for(&self, runtime: Runtime) -> Result<WeightFormat, PassError> {
+        let format = match (self.config.format, runtime) {
             (WeightFormat::Auto, Runtime::OnnxRuntime) => WeightFormat::MatmulNbits,
             (WeightFormat::Auto, _) => WeightFormat::Qdq,
             (format, _) => format,
@@ -283,6 +279,25 @@ impl Pass for QuantizeWeights {
         if self.config.embeddings && self.config.bits == 8 && format == WeightFormat::MatmulNbits {
             return Err(embeddings_at_eight_bits());
         }
+        Ok(format)
+    }
+}
+
+impl Pass for QuantizeWeights {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    /// What `format: auto` resolves to decides whether `accuracy_level` and 8-bit
+    /// `embeddings` can apply; both are known before the model is.
+    fn check_source(&self, _model: &ModelProto, runtime: Runtime) -> Result<(), PassError> {
+        self.format_for(runtime).map(|_| ())
+    }
+
+    fn run(&self, mut model: ModelProto, context: &PassContext) -> Result<ModelProto, PassError> {
+        let _span = info_span!("quantize_weights").entered();
+
+        let format = self.format_for(context.runtime)?;
         let opset = ir::opset_version(&model, "").ok_or_else(|| {
             model_error("the model imports no opset of the default domain (ai.onnx)")
         })?;
