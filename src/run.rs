@@ -119,6 +119,15 @@ pub enum RunError {
     #[error("measuring the source model failed: {0}")]
     Measure(EvalError),
 
+    /// The source model loads but fails on the evaluation data: the data does not suit it.
+    #[error(
+        "the source model fails on {}: {source}\n  hint: check that the arrays hold what the \
+         model expects (values in range, such as token ids below the vocabulary size, and the \
+         dtype and shape of each input)",
+        data.display()
+    )]
+    SourceOnData { data: PathBuf, source: Box<RuntimeError> },
+
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
 
@@ -356,8 +365,17 @@ pub fn run_prepared(
             })?;
         let session = session.as_mut();
         info!("measuring the source model {} in {}", model_path.display(), evaluator.name());
+        // A run error of the source model on the evaluation data is the data's (exit 2).
+        let source_failed = |error: EvalError| match error {
+            EvalError::Runtime(source @ RuntimeError::Run { .. }) => {
+                let data = evaluation.path().to_path_buf();
+                let error = RunError::SourceOnData { data, source: Box::new(source) };
+                at(&recipe, "data.evaluation", error)
+            }
+            other => RunError::Measure(other),
+        };
         source_non_finite = evaluate::non_finite_outputs(&mut *session, &evaluation, CHECK_BATCH)
-            .map_err(RunError::Measure)?;
+            .map_err(source_failed)?;
         if !source_non_finite.is_empty() {
             warn!(
                 "the source model's output {} holds NaN or infinity on the first evaluation \
@@ -384,7 +402,7 @@ pub fn run_prepared(
                 let total = Search::new(&plan).planned();
                 return Err(RunError::Interrupted { done: 0, total, output: output_dir });
             }
-            Err(error) => return Err(RunError::Measure(error)),
+            Err(error) => return Err(source_failed(error)),
         };
         remember_accuracy(accuracy_cache.as_ref(), builder.source_hash(), known, &source);
         source

@@ -340,3 +340,43 @@ fn a_custom_domain_op_is_named_with_what_to_do_and_nothing_is_written() {
     assert!(report.is_null());
     assert!(!dir.path().join("out").exists());
 }
+
+/// A Gather over a 10-row table, fed ids up to 19: the model loads, and the data checks
+/// (names, dtypes, shapes) pass, but ONNX Runtime refuses the ids when it runs.
+const GATHER_WITH_IDS_OUT_OF_RANGE: &str = r#"
+import numpy as np, onnx
+from onnx import helper, TensorProto, numpy_helper
+table = numpy_helper.from_array(np.ones((10, 4), dtype=np.float32), "table")
+graph = helper.make_graph(
+    [helper.make_node("Gather", ["table", "ids"], ["y"])],
+    "g",
+    [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N"])],
+    [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+    [table],
+)
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+model.ir_version = 8
+onnx.save(model, "model.onnx")
+np.savez("eval.npz", ids=np.arange(20, dtype=np.int64))
+"#;
+
+#[test]
+fn evaluation_data_the_source_model_cannot_run_on_is_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    python_in(dir.path(), GATHER_WITH_IDS_OUT_OF_RANGE);
+    let recipe = STATIC_RECIPE
+        .replace("  calibration: {path: eval.npz}\n", "")
+        .replace("      - quantize_static: {calibration: minmax}\n", "      - fuse: {}\n");
+    std::fs::write(dir.path().join("recipe.yaml"), recipe).unwrap();
+
+    let outcome = run(dir.path());
+    outcome.expect_code(2).no_panic().stderr_has(&[
+        "recipe.yaml:4:3: data.evaluation: the source model fails on",
+        "eval.npz",
+        "out of",
+        "hint: check that the arrays hold what the model expects",
+    ]);
+    // Said once, by pipeline: ONNX Runtime's own log line of the error is not printed.
+    assert!(!outcome.stderr.contains("onnxruntime:"), "{}", outcome.stderr);
+    assert!(!dir.path().join("out").exists());
+}

@@ -394,7 +394,10 @@ fn build_session(
     providers: &[ort::ep::ExecutionProviderDispatch],
 ) -> ort::Result<Session> {
     let threads = config.threads;
+    // A failing run's error comes back from `run` and is reported with the model and the
+    // data; ONNX Runtime's own log line of it would print it again, raw, even under `-q`.
     let mut builder = Session::builder(environment)?
+        .with_log_level(ort::logging::LogLevel::Fatal)?
         .with_intra_threads(threads.intra_op)?
         .with_inter_threads(threads.inter_op)?;
     let level = match config.optimization {
