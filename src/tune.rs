@@ -54,7 +54,11 @@ pub enum TuneError {
     #[error(transparent)]
     Target(#[from] UnknownTarget),
 
-    #[error("{what} {} does not exist\n  hint: {hint}", path.display())]
+    #[error(
+        "{what} {} {}\n  hint: {hint}",
+        path.display(),
+        if path.is_dir() { "is a folder, not a file" } else { "does not exist" }
+    )]
     Missing { what: &'static str, path: PathBuf, hint: &'static str },
 
     #[error(

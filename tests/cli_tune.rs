@@ -94,7 +94,7 @@ fn tune_without_labels_or_calibration_judges_by_fidelity_and_drops_static_quanti
 fn tune_refuses_bad_input_and_writes_nothing() {
     let project = Project::digits();
     let before = project.files();
-    let cases: [(&[&str], &[&str]); 4] = [
+    let cases: [(&[&str], &[&str]); 5] = [
         (
             &["model.onnx", "--target", "gpu-cuad", "--data", "test.npz"],
             &["unknown target `gpu-cuad`", "did you mean `gpu-cuda`?"],
@@ -106,6 +106,10 @@ fn tune_refuses_bad_input_and_writes_nothing() {
         (
             &["model.onnx", "--target", "cpu", "--data", "nope.npz"],
             &["the data file nope.npz does not exist"],
+        ),
+        (
+            &["model.onnx", "--target", "cpu", "--data", "test.npz", "--calibration", "."],
+            &["the calibration file . is a folder, not a file"],
         ),
         (
             &["model.onnx", "--target", "npu-qnn", "--data", "test.npz"],

@@ -142,12 +142,15 @@ fn file_errors_name_the_file_and_the_problem() {
     let garbage = fixtures.load_error("garbage.npz", None, None);
     let csv = fixtures.load_error("data.csv", None, None);
     let npy_labels = fixtures.load_error("single.npy", Some("y"), None);
+    std::fs::create_dir(fixtures.path("folder.npz")).unwrap();
+    let folder = fixtures.load_error("folder.npz", None, None);
 
     assert!(missing.starts_with("could not read data file"), "{missing}");
     assert!(empty.contains("holds no arrays"), "{empty}");
     assert!(no_arrays.contains("holds no arrays"), "{no_arrays}");
     assert!(garbage.contains("not a .npz (zip) archive"), "{garbage}");
     assert!(csv.contains("neither .npz nor .npy"), "{csv}");
+    assert!(folder.ends_with("it is a folder, not a file"), "{folder}");
     assert!(npy_labels.contains("labels 'y' cannot come from"), "{npy_labels}");
     assert!(npy_labels.contains("numpy.savez"), "{npy_labels}");
 }

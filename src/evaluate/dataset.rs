@@ -319,6 +319,9 @@ impl Dataset {
             });
         }
 
+        if path.is_dir() {
+            return Err(unreadable(path, "it is a folder, not a file"));
+        }
         let mut arrays = if single { read_npy_file(path)? } else { read_npz(path)? };
 
         let labels = match labels {
