@@ -154,10 +154,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         // Hints are indented the same way whichever module wrote them.
-        let message = error.to_string().replace("\nhint:", "\n  hint:");
+        let indent = |text: String| text.replace("\nhint:", "\n  hint:");
+        let message = indent(error.to_string());
         eprintln!("error: {message}");
         // Most errors already quote their cause; print only causes that add something.
-        for cause in error.chain().skip(1).map(|c| c.to_string()) {
+        for cause in error.chain().skip(1).map(|c| indent(c.to_string())) {
             if !message.contains(&cause) {
                 eprintln!("  caused by: {cause}");
             }

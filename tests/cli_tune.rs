@@ -266,3 +266,15 @@ fn tune_names_the_labels_flag_for_labels_that_are_no_classes() {
     assert!(!result.stderr.contains("recipe.yaml"), "{}", result.stderr);
     assert_eq!(project.files(), before, "tune wrote files");
 }
+
+/// An error whose cause carries a hint is printed once: the cause is not repeated under
+/// `caused by:` when the message already quotes it.
+#[test]
+fn a_data_error_is_printed_once() {
+    let project = Project::digits();
+    let result =
+        outcome(&mut tune(&project, &["model.onnx", "--target", "cpu", "--data", "model.onnx"]));
+    result.expect_code(2).stderr_has(&["--data: data file model.onnx is neither .npz nor .npy"]);
+    assert_eq!(result.stderr.matches("neither .npz nor .npy").count(), 1, "{}", result.stderr);
+    assert!(!result.stderr.contains("caused by"), "{}", result.stderr);
+}

@@ -387,8 +387,9 @@ fn inline_tensor_whose_data_disagrees_with_its_dimensions_is_an_error() {
     // float_data holds 12 values for dims [3, 4].
     let error = inline_load_error(|w| w.dims = vec![30, 4]);
     assert!(
-        error.contains("tensor `w` is malformed: dimensions [30, 4] call for 120 elements, found 12")
-            && error.contains("model.onnx"),
+        error.contains(
+            "tensor `w` is malformed: dimensions [30, 4] call for 120 elements, found 12"
+        ) && error.contains("model.onnx"),
         "{error}"
     );
 

@@ -162,9 +162,10 @@ pub fn load(path: &Path) -> Result<ModelProto, IrError> {
             reader.read(tensor)?;
         }
         check_data_length(tensor).map_err(|error| match error {
-            IrError::TensorData { tensor, reason } => {
-                IrError::TensorData { tensor, reason: format!("{reason} (in `{}`)", path.display()) }
-            }
+            IrError::TensorData { tensor, reason } => IrError::TensorData {
+                tensor,
+                reason: format!("{reason} (in `{}`)", path.display()),
+            },
             other => other,
         })
     })?;
