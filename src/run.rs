@@ -758,7 +758,9 @@ fn check_metrics(
             .and_then(|size| usize::try_from(size).ok())
             .filter(|&size| size > 0);
         evaluate::check_labels(evaluation, classes, &wanted)
-            .map_err(|error| RunError::Labels(Box::new(error)))?;
+            .map_err(|error| {
+                at(recipe, "data.evaluation.labels", RunError::Labels(Box::new(error)))
+            })?;
     }
     Ok(())
 }

@@ -162,16 +162,9 @@ pub fn write_recipe(
     let prepared = run::prepare_loaded(recipe, model, evaluation, calibration).map_err(
         |error| match error {
             // The labels are the flags' doing, not a field of a recipe not yet written.
-            RunError::Labels(labels) => match *labels {
-                EvalError::BadLabels { data, array, problem } => TuneError::Flag {
-                    flag: "--labels",
-                    message: format!("`{array}` in {} {problem}", data.display()),
-                    hint: "pass --labels the array of integer class indices, one per sample, \
-                           or leave --labels out to judge candidates by fidelity"
-                        .into(),
-                },
-                other => TuneError::Run(Box::new(RunError::Labels(Box::new(other)))),
-            },
+            RunError::At { error, .. } if matches!(*error, RunError::Labels(_)) => {
+                labels_flag_error(*error)
+            }
             other => TuneError::from(other),
         },
     )?;
@@ -354,6 +347,23 @@ fn recipe_text(
         recipe_path.display()
     );
     Ok(format!("{header}{text}"))
+}
+
+/// A label error of the recipe tune wrote, told as the `--labels` flag's.
+fn labels_flag_error(error: RunError) -> TuneError {
+    match error {
+        RunError::Labels(labels) => match *labels {
+            EvalError::BadLabels { data, array, problem } => TuneError::Flag {
+                flag: "--labels",
+                message: format!("`{array}` in {} {problem}", data.display()),
+                hint: "pass --labels the array of integer class indices, one per sample, or \
+                       leave --labels out to judge candidates by fidelity"
+                    .into(),
+            },
+            other => TuneError::Run(Box::new(RunError::Labels(Box::new(other)))),
+        },
+        other => TuneError::from(other),
+    }
 }
 
 /// `path` made absolute with its links resolved, where the part that does not exist yet is

@@ -318,7 +318,9 @@ fn labels_outside_the_model_classes() {
         .array("input", Array4::<f32>::zeros((20, 1, 8, 8)))
         .array("y", y)
         .finish();
-    let parts = [&shown(&project, "test.npz"), "'y'", "57 at sample 13", "10 classes, 0 to 9"];
+    let place = "recipe.yaml:6:32: data.evaluation.labels: labels 'y' in";
+    let parts =
+        [place, &shown(&project, "test.npz"), "'y'", "57 at sample 13", "10 classes, 0 to 9"];
     invalid(&project, &parts);
     refused(&project, &parts);
 
