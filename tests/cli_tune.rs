@@ -278,3 +278,21 @@ fn a_data_error_is_printed_once() {
     assert_eq!(result.stderr.matches("neither .npz nor .npy").count(), 1, "{}", result.stderr);
     assert!(!result.stderr.contains("caused by"), "{}", result.stderr);
 }
+
+/// Labels that are no class indices are the `--labels` flag's error, not a field of the
+/// recipe tune would write.
+#[test]
+fn float_labels_are_the_labels_flags_error() {
+    let project = Project::digits();
+    common::Npz::create(&project.path("float-labels.npz"))
+        .array("input", ndarray::Array4::<f32>::zeros((10, 1, 8, 8)))
+        .array("z", common::labels(10).mapv(|v| v as f32))
+        .finish();
+    let before = project.files();
+    let args = ["model.onnx", "--target", "cpu", "--data", "float-labels.npz", "--labels", "z"];
+    outcome(&mut tune(&project, &args)).expect_code(2).stderr_has(&[
+        "error: --labels: `z` in float-labels.npz are float32, not integers",
+        "hint: pass --labels the array of integer class indices",
+    ]);
+    assert_eq!(project.files(), before, "tune wrote files");
+}
