@@ -757,10 +757,9 @@ fn check_metrics(
             .and_then(|dims| dims.last().and_then(|d| d.known()))
             .and_then(|size| usize::try_from(size).ok())
             .filter(|&size| size > 0);
-        evaluate::check_labels(evaluation, classes, &wanted)
-            .map_err(|error| {
-                at(recipe, "data.evaluation.labels", RunError::Labels(Box::new(error)))
-            })?;
+        evaluate::check_labels(evaluation, classes, &wanted).map_err(|error| {
+            at(recipe, "data.evaluation.labels", RunError::Labels(Box::new(error)))
+        })?;
     }
     Ok(())
 }

@@ -166,7 +166,14 @@ fn wrong_type_in_a_typed_field() {
 #[test]
 fn missing_required_field() {
     let text = replace("model: model.onnx\n", "");
-    assert_eq!(refusal(&text), "<dir>/recipe.yaml:1:1: missing field `model`");
+    assert_eq!(
+        refusal(&text),
+        "<dir>/recipe.yaml:1:1: missing field `model`\n  hint: name the ONNX file to optimize, \
+         relative to the recipe: `model: m.onnx`"
+    );
+    let text = replace("objective: [latency]\n", "");
+    let message = refusal(&text);
+    assert!(message.contains("missing field `objective`\n  hint: rank candidates"), "{message}");
 
     let text = replace("{path: test.npz, labels: y, samples: 500}", "{labels: y}");
     assert_eq!(refusal(&text), "<dir>/recipe.yaml:6:15: data.evaluation: missing field `path`");
@@ -532,11 +539,11 @@ fn pass_step_without_parameters_says_how_to_write_it() {
     assert!(message.contains("unknown pass `fusee`") && message.contains("`fuse`"), "{message}");
 }
 
-/// A negative count reads as a whole number of 0 or more, not Rust's `expected usize`.
+/// A negative count reads as a whole number, not Rust's `expected usize`.
 #[test]
 fn a_negative_count_says_a_whole_number() {
     let text = replace("max_candidates: 64", "max_candidates: -1");
     let message = refusal(&text);
-    assert!(message.contains("search.max_candidates: expected a whole number of 0 or more"));
+    assert!(message.contains("search.max_candidates: expected a whole number, found integer `-1`"));
     assert!(message.contains("found integer `-1`") && !message.contains("usize"), "{message}");
 }

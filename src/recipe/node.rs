@@ -292,6 +292,21 @@ impl de::Error for DeError {
         }
     }
 
+    fn missing_field(field: &'static str) -> Self {
+        let hint = match field {
+            "model" => {
+                Some("name the ONNX file to optimize, relative to the recipe: `model: m.onnx`")
+            }
+            "objective" => Some(
+                "rank candidates by measured metrics, first one first: `objective: [latency]` \
+                 or `objective: [accuracy, latency]`",
+            ),
+            "passes" => Some("list the passes to try: `passes: [quantize_dynamic: {}]`"),
+            _ => None,
+        };
+        DeError::new(format!("missing field `{field}`"), hint.map(str::to_owned))
+    }
+
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
         DeError::new(format!("unknown field `{field}`"), Some(closest_hint(field, expected)))
     }
@@ -301,14 +316,13 @@ impl de::Error for DeError {
     }
 
     /// Says Rust's unsigned integer types in words: `expected usize` becomes a whole number
-    /// of 0 or more.
+    /// (the field's own check says its lower bound, which may be 1).
     fn invalid_value(unexpected: de::Unexpected, expected: &dyn de::Expected) -> Self {
         let expected = expected.to_string();
         match expected.as_str() {
-            "usize" | "u64" | "u32" | "u16" | "u8" => DeError::new(
-                format!("expected a whole number of 0 or more, found {unexpected}"),
-                None,
-            ),
+            "usize" | "u64" | "u32" | "u16" | "u8" => {
+                DeError::new(format!("expected a whole number, found {unexpected}"), None)
+            }
             _ => DeError::new(format!("invalid value: {unexpected}, expected {expected}"), None),
         }
     }
