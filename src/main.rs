@@ -226,6 +226,11 @@ fn init_logging(verbose: u8, quiet: bool) {
     tracing_subscriber::registry().with(logs).with(bars).init();
 }
 
+/// A command line that cannot work as given, in the environment it runs in (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
 fn exit_code_for(error: &anyhow::Error) -> ExitCode {
     if let Some(run_error) = error.downcast_ref::<RunError>() {
         return ExitCode::from(run_error.exit_code());
@@ -238,7 +243,8 @@ fn exit_code_for(error: &anyhow::Error) -> ExitCode {
     }
     let user_error = error.downcast_ref::<recipe::RecipeError>().is_some()
         || error.downcast_ref::<plan::PlanError>().is_some()
-        || error.downcast_ref::<pipeline_passes::ir::IrError>().is_some();
+        || error.downcast_ref::<pipeline_passes::ir::IrError>().is_some()
+        || error.downcast_ref::<UsageError>().is_some();
     ExitCode::from(if user_error { 2 } else { 1 })
 }
 
@@ -351,10 +357,12 @@ fn passes() -> anyhow::Result<ExitCode> {
 
 fn cache(command: CacheCommand, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let Some(dir) = dir else {
-        anyhow::bail!(
+        return Err(UsageError(
             "no cache folder: --no-cache or PIPELINE_NO_CACHE is set, or HOME is not\n\
              hint: name one with --cache-dir DIR"
-        );
+                .into(),
+        )
+        .into());
     };
     let cache = pipeline::cache::Cache::at(&dir);
     match command {

@@ -286,3 +286,13 @@ fn cache_ls_and_clear_on_a_file_is_a_wrong_folder() {
     }
     assert_eq!(std::fs::read(project.path("afile")).unwrap(), b"not a folder");
 }
+
+#[test]
+fn cache_ls_with_the_cache_turned_off_is_a_usage_error() {
+    // The tests' own command: PIPELINE_NO_CACHE=1 and no PIPELINE_CACHE_DIR.
+    let mut command = common::pipeline();
+    command.args(["cache", "ls"]);
+    outcome(&mut command)
+        .expect_code(2)
+        .stderr_has(&["no cache folder", "hint: name one with --cache-dir DIR"]);
+}
