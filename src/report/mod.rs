@@ -359,14 +359,27 @@ pub fn percent(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_string(), |v| format!("{:.2}%", v * 100.0))
 }
 
-/// Formats a latency in milliseconds, or a dash.
+/// Formats a latency in milliseconds, or a dash; a value that three decimals would show as
+/// 0.000 (a goal written in nanoseconds) keeps its digits in exponent form.
 pub fn millis(value: Option<f64>) -> String {
-    value.map_or_else(|| "-".to_string(), |v| format!("{v:.3} ms"))
+    match value {
+        None => "-".to_string(),
+        Some(v) if v != 0.0 && v.abs() < 0.0005 => format!("{v:.3e} ms"),
+        Some(v) => format!("{v:.3} ms"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn millis_keeps_the_digits_of_tiny_values() {
+        assert_eq!(millis(Some(1.5)), "1.500 ms");
+        assert_eq!(millis(Some(0.0)), "0.000 ms");
+        assert_eq!(millis(Some(0.0000001)), "1.000e-7 ms");
+        assert_eq!(millis(None), "-");
+    }
 
     #[test]
     fn human_bytes_picks_the_unit() {
