@@ -764,11 +764,39 @@ fn check_metrics(
     Ok(())
 }
 
+/// Two `export` steps of one format in a candidate would write one file (`<stem>.gguf`) or
+/// set one model's layout twice, the later silently winning: refused at the second.
+fn check_exports(recipe: &Recipe, plan: &plan::Plan) -> Result<(), RunError> {
+    for candidate in plan.candidates() {
+        let mut formats = Vec::new();
+        for step in candidate.steps.iter().filter(|step| step.pass == "export") {
+            let format = step.config.get("format").and_then(|f| f.as_str()).unwrap_or("onnx");
+            if formats.contains(&format) {
+                return Err(RunError::from(plan::PlanError::InvalidConfig {
+                    file: recipe.path.clone(),
+                    origin: step.origin.clone(),
+                    config: step.config.clone(),
+                    message: format!(
+                        "a second `export` to `{format}` in the chain `{}` would replace the \
+                         first's output; hint: keep one export per format in a chain, or put \
+                         them in separate `one_of` branches",
+                        candidate.label()
+                    ),
+                }));
+            }
+            formats.push(format);
+        }
+    }
+    Ok(())
+}
+
 /// Checks each step of the plan against the source model where its pass can tell without
 /// running (`fix_shapes` names a dimension the model does not have). A recipe step whose
 /// every configuration is refused is an error at the step; a searched value refused alone
 /// fails its candidates when they run, as the search expects.
 fn check_steps(recipe: &Recipe, plan: &plan::Plan, model: &ModelProto) -> Result<(), RunError> {
+    check_exports(recipe, plan)?;
+
     // For each recipe step (by where it is written): whether some configuration passed, and
     // the first refusal.
     let mut steps: Vec<(&plan::StepRef, bool, Option<String>)> = Vec::new();

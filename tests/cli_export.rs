@@ -1,7 +1,8 @@
 //! `pipeline run` with `export: {format: gguf}` on the digits CNN: the GGUF file lands beside
 //! the best model in the output folder, reads in llama.cpp's own reader (gguf-py) with the
 //! model's float weights exactly, the report names it, and a later run without an export
-//! removes it. An unknown format is refused at validation.
+//! removes it. An unknown format, and two exports of one format in a chain, are refused at
+//! validation.
 
 mod common;
 
@@ -105,6 +106,29 @@ fn an_unknown_format_is_refused_at_validation() {
         .no_panic()
         .stderr_has(&["export", "safetensors", "nnef"]);
     outcome(&mut project.run()).expect_code(2).stderr_has(&["safetensors"]);
+    assert_eq!(project.files(), before, "nothing was written");
+}
+
+/// Two GGUF exports in one chain would write one `model.gguf`, the later replacing the
+/// earlier: refused at the second, by `validate` and `run`, before anything is written.
+#[test]
+fn two_exports_of_one_format_in_a_chain_are_refused() {
+    let project = Project::digits();
+    project.edit_recipe(
+        "  - quantize_dynamic: {per_channel: [false, true]}\n",
+        "  - export: {format: gguf}\n  - quantize_weights: {}\n  - export: {format: gguf}\n",
+    );
+    let before = project.files();
+    let parts = [
+        "passes[2].export",
+        "a second `export` to `gguf` in the chain",
+        "keep one export per format in a chain",
+    ];
+    outcome(project.pipeline().arg("validate").arg(project.recipe()))
+        .expect_code(2)
+        .no_panic()
+        .stderr_has(&parts);
+    outcome(&mut project.run()).expect_code(2).stderr_has(&parts);
     assert_eq!(project.files(), before, "nothing was written");
 }
 
