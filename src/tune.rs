@@ -54,12 +54,9 @@ pub enum TuneError {
     #[error(transparent)]
     Target(#[from] UnknownTarget),
 
-    #[error(
-        "{what} {} {}\n  hint: {hint}",
-        path.display(),
-        if path.is_dir() { "is a folder, not a file" } else { "does not exist" }
-    )]
-    Missing { what: &'static str, path: PathBuf, hint: &'static str },
+    /// A file flag's path that is missing or is a folder (`problem` says which).
+    #[error("{what} {} {problem}\n  hint: {hint}", path.display())]
+    Missing { what: &'static str, path: PathBuf, problem: &'static str, hint: &'static str },
 
     #[error(
         "target `{target}` runs only QDQ-quantized models, which need calibration data\n  \
@@ -134,7 +131,8 @@ pub fn write_recipe(
     ];
     for (what, path, hint) in must_exist {
         if let Some(path) = path.filter(|p| !p.is_file()) {
-            return Err(TuneError::Missing { what, path: path.clone(), hint });
+            let problem = if path.is_dir() { "is a folder, not a file" } else { "does not exist" };
+            return Err(TuneError::Missing { what, path: path.clone(), problem, hint });
         }
     }
     let qdq_only = target.profile().constraints.contains(&Constraint::QdqOnly);
@@ -162,9 +160,10 @@ pub fn write_recipe(
     let prepared = run::prepare_loaded(recipe, model, evaluation, calibration).map_err(
         |error| match error {
             // The labels are the flags' doing, not a field of a recipe not yet written.
-            RunError::At { error, .. } if matches!(*error, RunError::Labels(_)) => {
-                labels_flag_error(*error)
-            }
+            RunError::At { place, error } => match *error {
+                RunError::Labels(labels) => labels_flag_error(*labels),
+                error => TuneError::from(RunError::At { place, error: Box::new(error) }),
+            },
             other => TuneError::from(other),
         },
     )?;
@@ -350,19 +349,16 @@ fn recipe_text(
 }
 
 /// A label error of the recipe tune wrote, told as the `--labels` flag's.
-fn labels_flag_error(error: RunError) -> TuneError {
+fn labels_flag_error(error: EvalError) -> TuneError {
     match error {
-        RunError::Labels(labels) => match *labels {
-            EvalError::BadLabels { data, array, problem } => TuneError::Flag {
-                flag: "--labels",
-                message: format!("`{array}` in {} {problem}", data.display()),
-                hint: "pass --labels the array of integer class indices, one per sample, or \
-                       leave --labels out to judge candidates by fidelity"
-                    .into(),
-            },
-            other => TuneError::Run(Box::new(RunError::Labels(Box::new(other)))),
+        EvalError::BadLabels { data, array, problem } => TuneError::Flag {
+            flag: "--labels",
+            message: format!("`{array}` in {} {problem}", data.display()),
+            hint: "pass --labels the array of integer class indices, one per sample, or leave \
+                   --labels out to judge candidates by fidelity"
+                .into(),
         },
-        other => TuneError::from(other),
+        other => TuneError::Run(Box::new(RunError::Labels(Box::new(other)))),
     }
 }
 

@@ -21,7 +21,9 @@ use crate::ir::proto::{
     AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto, StringStringEntryProto,
     TensorProto, TrainingInfoProto,
 };
-use crate::ir::tensor::{check_data_length, element_bits, element_count, typed_data_as_raw};
+use crate::ir::tensor::{
+    check_data_length, element_bits, element_count, packed_len, typed_data_as_raw,
+};
 use crate::ir::IrError;
 
 /// Protobuf cannot encode or decode a message larger than this.
@@ -389,7 +391,7 @@ impl ExternalReader {
             return Err(self.error(tensor, reason));
         };
         let count = element_count(tensor)?;
-        let expected = count.checked_mul(bits).map(|b| b.div_ceil(8));
+        let expected = packed_len(count, bits);
         if expected != Some(length as usize) {
             let reason = format!(
                 "it stores {length} bytes but dimensions {:?} call for {}",

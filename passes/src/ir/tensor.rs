@@ -55,6 +55,12 @@ pub(crate) fn element_count(tensor: &TensorProto) -> Result<usize, IrError> {
     })
 }
 
+/// The bytes `count` elements of `bits` each take packed, as `raw_data` and external data
+/// store them; `None` when that overflows.
+pub(crate) fn packed_len(count: usize, bits: usize) -> Option<usize> {
+    count.checked_mul(bits).map(|b| b.div_ceil(8))
+}
+
 /// Checks that a tensor held in memory stores as many elements as its dimensions call for,
 /// in `raw_data` or in the typed field of its element type, so that a malformed weight is
 /// refused when the model is read instead of being skipped by a pass or failing in a runtime.
@@ -69,7 +75,7 @@ pub(crate) fn check_data_length(tensor: &TensorProto) -> Result<(), IrError> {
     let count = element_count(tensor)?;
 
     if let Some(raw) = tensor.raw_data.as_ref().filter(|raw| !raw.is_empty()) {
-        let expected = count.checked_mul(bits).map(|b| b.div_ceil(8));
+        let expected = packed_len(count, bits);
         if expected != Some(raw.len()) {
             let reason = format!(
                 "raw_data has {} bytes but dimensions {:?} of {} call for {}",
